@@ -1,0 +1,133 @@
+"""Every error osqueue raises or replies with.
+
+One base class, :class:`OsqueueError`. Each subclass says in its message what the caller
+can do about it and carries ``grpc_status``: the name of the gRPC status code a server
+maps it to (the core cannot import grpclib, so it is the code's name as a string). A
+shell maps errors with ``error.grpc_status``, never with an ``isinstance`` ladder.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OsqueueError(Exception):
+    """Base class of every error osqueue raises on purpose.
+
+    Anything else escaping the core is a bug.
+    """
+
+    grpc_status: ClassVar[str] = "UNKNOWN"
+    #: True when retrying the same request later may succeed.
+    retryable: ClassVar[bool] = False
+
+
+class InvalidArgument(OsqueueError):
+    """A request was malformed: an empty worker id, an empty job id, a negative wait."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class PayloadTooLarge(OsqueueError):
+    """A pushed payload is larger than the broker's ``max_payload_bytes``."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class JobNotFound(OsqueueError):
+    """The job id is unknown: never pushed, or already completed and archived."""
+
+    grpc_status = "NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} is not in the queue (unknown, or already finished)")
+        self.job_id = job_id
+
+
+class LeaseLost(OsqueueError):
+    """The worker no longer holds the job: its lease expired or another worker has it.
+
+    Stop working on the job; it has gone (or will go) back to the queue.
+    """
+
+    grpc_status = "FAILED_PRECONDITION"
+
+    def __init__(self, job_id: str, worker_id: str) -> None:
+        super().__init__(
+            f"worker {worker_id!r} no longer holds job {job_id!r}: stop working on it; "
+            "it was reclaimed after a missed heartbeat or is held by another worker"
+        )
+        self.job_id = job_id
+        self.worker_id = worker_id
+
+
+class BrokerReplaced(OsqueueError):
+    """Another broker took over the state object; this broker will never write again.
+
+    Reconnect to the new owner (``new_identity``/``new_address``) or restart this one.
+    """
+
+    grpc_status = "UNAVAILABLE"
+    retryable = True
+
+    def __init__(self, new_identity: str, new_epoch: int, new_address: str | None) -> None:
+        where = f" at {new_address}" if new_address else ""
+        super().__init__(
+            f"this broker was replaced by {new_identity!r} (epoch {new_epoch}){where}; "
+            "send requests to the new owner"
+        )
+        self.new_identity = new_identity
+        self.new_epoch = new_epoch
+        self.new_address = new_address
+
+
+class BrokerStopping(OsqueueError):
+    """The broker is shutting down and takes no new requests. Retry against its successor."""
+
+    grpc_status = "UNAVAILABLE"
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__("the broker is shutting down and accepts no new requests")
+
+
+class BrokerNotRunning(OsqueueError):
+    """The broker has stopped, or failed to start; see the chained cause."""
+
+    grpc_status = "UNAVAILABLE"
+    retryable = True
+
+
+class CorruptState(OsqueueError):
+    """The stored state object does not parse. The broker refuses to run and never writes.
+
+    Inspect or restore the object by hand; osqueue will not overwrite what it cannot read.
+    """
+
+    grpc_status = "DATA_LOSS"
+
+
+class UnsupportedSchema(OsqueueError):
+    """The stored state was written by a newer osqueue (higher ``schema_version``).
+
+    Upgrade this broker. The object is left untouched.
+    """
+
+    grpc_status = "FAILED_PRECONDITION"
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"the stored state has schema_version {found}, but this osqueue understands "
+            f"only up to {supported}: upgrade osqueue; the state was not modified"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class StateDiverged(OsqueueError):
+    """The stored state changed in a way no broker protocol allows (edited by hand?).
+
+    The broker stops writing rather than guess. Inspect the state object.
+    """
+
+    grpc_status = "ABORTED"
