@@ -1,0 +1,209 @@
+"""The JSON encoding of the state object and of archive objects (cattrs + orjson).
+
+Layout (see docs/state-format.md)::
+
+    {"schema_version":1,"revision":7,"owner":{...},"next_seq":12,"jobs":[{...},...]}
+
+``jobs`` comes last so a state can be assembled from per-job fragments that are
+encoded once and cached: the cost of a write tracks the jobs a batch changed, plus a
+``bytes.join`` of the rest. The encoding is canonical (fixed field order, defaults
+omitted), so ``encode(decode(b)) == b`` for every object osqueue wrote.
+
+Decoding validates everything and raises :class:`~osqueue_core.errors.CorruptState`
+or :class:`~osqueue_core.errors.UnsupportedSchema`; unknown fields are refused, not
+dropped, so a broker never rewrites what it could not fully read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
+
+from osqueue_core.errors import CorruptState, UnsupportedSchema
+from osqueue_core.job import FINISHED, Job, JobStatus
+from osqueue_core.owner import Owner
+
+#: The newest state layout this code reads and the one it writes.
+SCHEMA_VERSION = 1
+
+_JOBS_MARKER = b',"jobs":['
+
+
+@attrs.frozen
+class StateHeader:
+    """Everything in the state object except the jobs."""
+
+    schema_version: int
+    revision: int
+    owner: Owner
+    next_seq: int
+
+
+@attrs.frozen
+class DecodedState:
+    """A parsed and validated state object."""
+
+    header: StateHeader
+    jobs: list[Job]
+
+
+def _decode_bytes(value: Any, _: Any) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64: {exc}") from None
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    # cattrs would accept "3" or 3.7 or True for an int; a state object never has them.
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_converter(omit_if_default=True, forbid_extra_keys=True)
+    conv.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
+    conv.register_structure_hook(bytes, _decode_bytes)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(float, _strict_float)
+    # The payload is called "data" in JSON, as in the original Go osqueue.
+    conv.register_unstructure_hook(
+        Job,
+        make_dict_unstructure_fn(
+            Job, conv, _cattrs_omit_if_default=True, payload=override(rename="data")
+        ),
+    )
+    conv.register_structure_hook(
+        Job,
+        make_dict_structure_fn(
+            Job, conv, _cattrs_forbid_extra_keys=True, payload=override(rename="data")
+        ),
+    )
+    return conv
+
+
+_converter = _make_converter()
+
+
+def encode_job(job: Job) -> bytes:
+    """One job's JSON fragment, as it appears in the state and archive objects."""
+    return orjson.dumps(_converter.unstructure(job, Job))
+
+
+def encode_state(header: StateHeader, job_fragments: Iterable[bytes]) -> bytes:
+    """The state object from its header and the already-encoded jobs, in order."""
+    head = orjson.dumps(_converter.unstructure(header, StateHeader))
+    return b"".join((head[:-1], _JOBS_MARKER, b",".join(job_fragments), b"]}"))
+
+
+def encode_archive(key: str, job_fragments: Iterable[bytes]) -> bytes:
+    """An archive object: finished jobs with the key they were archived under."""
+    head = orjson.dumps({"schema_version": SCHEMA_VERSION, "key": key})
+    return b"".join((head[:-1], _JOBS_MARKER, b",".join(job_fragments), b"]}"))
+
+
+def _load_object(data: bytes) -> dict[str, Any]:
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptState(f"the state object is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CorruptState("the state object is not a JSON object")
+    version = raw.get("schema_version")
+    if type(version) is not int or version < 1:
+        raise CorruptState(f"the state object has no valid schema_version (found {version!r})")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedSchema(version, SCHEMA_VERSION)
+    return raw
+
+
+def _structure(raw: Any, cls: type[Any], what: str) -> Any:
+    try:
+        return _converter.structure(raw, cls)
+    except Exception as exc:  # cattrs raises ClassValidationError and friends
+        detail = "; ".join(cattrs.transform_error(exc, path=what))
+        raise CorruptState(f"the state object does not parse: {detail}") from None
+
+
+def decode_header(data: bytes) -> StateHeader:
+    """Only the header, cheaply: enough to check ownership and revision.
+
+    Objects osqueue wrote have the jobs last, so the header is parsed without parsing
+    the jobs; anything else falls back to a full decode.
+    """
+    cut = data.find(_JOBS_MARKER)
+    if cut > 0:
+        try:
+            raw = orjson.loads(data[:cut] + b"}")
+        except orjson.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict):
+            version = raw.get("schema_version")
+            if type(version) is int and version > SCHEMA_VERSION:
+                raise UnsupportedSchema(version, SCHEMA_VERSION)
+            if version == SCHEMA_VERSION:
+                header: StateHeader = _structure(raw, StateHeader, "$")
+                return header
+    return decode_state(data).header
+
+
+def decode_state(data: bytes) -> DecodedState:
+    """Parse and validate a whole state object."""
+    raw = _load_object(data)
+    if "jobs" not in raw or not isinstance(raw["jobs"], list):
+        raise CorruptState("the state object has no jobs list")
+    jobs_raw = raw.pop("jobs")
+    header: StateHeader = _structure(raw, StateHeader, "$")
+    jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
+    _validate(header, jobs)
+    return DecodedState(header, jobs)
+
+
+def _validate(header: StateHeader, jobs: list[Job]) -> None:
+    if header.revision < 1 or header.owner.epoch < 1:
+        raise CorruptState("the state object has a revision or epoch below 1")
+    ids: set[str] = set()
+    seqs: set[int] = set()
+    for job in jobs:
+        where = f"job {job.id!r}"
+        if job.id in ids or job.seq in seqs:
+            raise CorruptState(f"{where}: duplicate id or seq")
+        ids.add(job.id)
+        seqs.add(job.seq)
+        if not 0 <= job.seq < header.next_seq:
+            raise CorruptState(f"{where}: seq {job.seq} outside [0, next_seq)")
+        if job.status is JobStatus.CLAIMED and job.claimed_by is None:
+            raise CorruptState(f"{where}: claimed but has no claimed_by")
+        if job.status in FINISHED and job.archive_key is None:
+            raise CorruptState(f"{where}: finished but has no archive_key")

@@ -1,0 +1,23 @@
+"""Who owns the state object: the fencing record every broker writes on takeover."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Owner:
+    """The broker that owns the state object.
+
+    ``epoch`` increases on every takeover; a broker that reads a newer epoch than its
+    own has been replaced. ``incarnation`` is unique per broker process (the runtime
+    supplies it), so two brokers with the same ``identity`` are still told apart.
+    ``address`` lets clients discover the broker; ``released`` is set by a clean
+    shutdown.
+    """
+
+    identity: str
+    incarnation: str
+    epoch: int
+    address: str | None = None
+    released: bool = False

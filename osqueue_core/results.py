@@ -1,0 +1,54 @@
+"""Successful answers to commands, carried by :class:`~osqueue_core.effects.Reply`."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Pushed:
+    """The job is durably in the queue under ``job_id``."""
+
+    job_id: str
+
+
+@attrs.frozen
+class Claimed:
+    """The worker holds ``job_id`` until ``lease_deadline`` (broker clock) unless it
+    heartbeats. ``attempts`` counts this claim."""
+
+    job_id: str
+    payload: bytes
+    attempts: int
+    lease_deadline: float
+
+
+@attrs.frozen
+class NothingToClaim:
+    """No job was ready (within the claim's wait)."""
+
+
+@attrs.frozen
+class LeaseExtended:
+    """The worker still holds ``job_id``, now until ``lease_deadline``."""
+
+    job_id: str
+    lease_deadline: float
+
+
+@attrs.frozen
+class Completed:
+    """The job is durably finished; it will be archived."""
+
+    job_id: str
+
+
+@attrs.frozen
+class Failed:
+    """The failure is recorded: requeued, or ``dead`` (dead-lettered and archived)."""
+
+    job_id: str
+    dead: bool
+
+
+Result = Pushed | Claimed | NothingToClaim | LeaseExtended | Completed | Failed

@@ -1,0 +1,105 @@
+"""Archive: after the commit, create-only, deterministic keys, exactly once across crashes."""
+
+from __future__ import annotations
+
+import orjson
+
+from osqueue_core import BrokerConfig, JobStatus, WriteArchive, archive_bucket, decode_state
+
+from .harness import Harness, SimStore, archived_ids
+
+HOUR = 3600.0
+T0 = 1_795_000_000.0  # 2026-11-18T...
+
+
+def test_completion_is_acked_after_one_write_then_archived_and_dropped() -> None:
+    h = Harness.started(now=T0)
+    h.push(b"p")
+    job = h.claim().result.job_id  # type: ignore[union-attr]
+    h.auto = False
+    h.complete(job)
+    assert h.pending_of(WriteArchive) == [], "no archive before the commit"
+    h.deliver(0)  # the completion commit lands
+    assert h.replies[max(h.replies)].ok  # type: ignore[type-var]
+    [i] = h.pending_of(WriteArchive)
+    key = h.pending[i].key  # type: ignore[union-attr]
+    assert key.startswith(f"archive/{archive_bucket(T0, '%Y-%m-%dT%H')}/")
+    h.deliver(i)
+    while h.pending:
+        h.deliver(0)
+    assert decode_state(h.store.get("state.json")).jobs == []  # type: ignore[arg-type]
+    record = orjson.loads(h.store.get(key))  # type: ignore[arg-type]
+    assert record["key"] == key
+    assert [j["id"] for j in record["jobs"]] == [job]
+    assert record["jobs"][0]["status"] == "completed"
+
+
+def test_hourly_buckets_and_configurable_format() -> None:
+    h = Harness.started(now=T0, config=BrokerConfig(archive_bucket_format="%Y-%m-%d"))
+    h.push()
+    job = h.claim().result.job_id  # type: ignore[union-attr]
+    h.complete(job)
+    [key] = h.store.keys("archive/")
+    assert key.split("/")[1] == archive_bucket(T0, "%Y-%m-%d")
+
+
+def test_crash_between_archive_and_drop_does_not_duplicate() -> None:
+    store = SimStore()
+    a = Harness.started(store, now=T0)
+    a.push()
+    job = a.claim().result.job_id  # type: ignore[union-attr]
+    a.auto = False
+    a.complete(job)
+    a.deliver(0)  # commit lands
+    [i] = a.pending_of(WriteArchive)
+    a.deliver(i)  # archive object written ... and then the broker dies before the drop
+    # A successor finds the completed job still in the state and archives it again.
+    b = Harness.started(store, identity="b", now=T0 + 1)
+    assert archived_ids(store) == [job], "same key: found there, not written twice"
+    assert decode_state(store.get("state.json")).jobs == []  # type: ignore[arg-type]
+    assert b.broker.stats().finished_pending_archive == 0
+
+
+def test_crash_before_archive_loses_nothing() -> None:
+    store = SimStore()
+    a = Harness.started(store, now=T0)
+    a.push()
+    job = a.claim().result.job_id  # type: ignore[union-attr]
+    a.auto = False
+    a.complete(job)
+    a.deliver(0)  # commit lands; the archive write is never run
+    stored = decode_state(store.get("state.json"))  # type: ignore[arg-type]
+    assert stored.jobs[0].status is JobStatus.COMPLETED
+    Harness.started(store, identity="b", now=T0 + 1)
+    assert archived_ids(store) == [job]
+
+
+def test_failed_archive_write_is_retried() -> None:
+    h = Harness.started(now=T0, config=BrokerConfig(retry_initial=1, retry_max=1))
+    h.push()
+    job = h.claim().result.job_id  # type: ignore[union-attr]
+    h.auto = False
+    h.complete(job)
+    h.deliver(0)
+    [i] = h.pending_of(WriteArchive)
+    h.deliver(i, "unknown_landed")  # landed, but we were told it failed
+    assert h.broker.next_deadline() == h.now + 1
+    h.advance(1)
+    while h.pending:
+        h.deliver(0)
+    assert archived_ids(h.store) == [job]
+    assert decode_state(h.store.get("state.json")).jobs == []  # type: ignore[arg-type]
+
+
+def test_many_completions_in_one_batch_share_one_archive_object() -> None:
+    h = Harness.started(now=T0)
+    for _ in range(5):
+        h.push()
+    jobs = [h.claim(f"w{i}").result.job_id for i in range(5)]  # type: ignore[union-attr]
+    h.auto = False
+    for i, job in enumerate(jobs):
+        h.complete(job, f"w{i}")
+    while h.pending:
+        h.deliver(0)
+    assert sorted(archived_ids(h.store)) == sorted(jobs)
+    assert len(h.store.keys("archive/")) == 2  # first completion alone, then four together

@@ -1,0 +1,78 @@
+"""The state encoding: canonical round trips, and typed errors for anything unreadable."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from osqueue_core import (
+    SCHEMA_VERSION,
+    CorruptState,
+    Job,
+    JobStatus,
+    Owner,
+    StateHeader,
+    UnsupportedSchema,
+    decode_header,
+    decode_state,
+    encode_job,
+    encode_state,
+)
+
+HEADER = StateHeader(SCHEMA_VERSION, 7, Owner("host", "inc-1", 3, "10.0.0.1:9090"), 3)
+JOBS = [
+    Job("a", 0, b"\x00\xffbinary", 1.5),
+    Job("b", 2, b"", 2.0, JobStatus.CLAIMED, 1, "w1", 3.25),
+]
+
+
+def encoded() -> bytes:
+    return encode_state(HEADER, [encode_job(j) for j in JOBS])
+
+
+def test_round_trip_is_canonical() -> None:
+    data = encoded()
+    decoded = decode_state(data)
+    assert decoded.header == HEADER
+    assert decoded.jobs == JOBS
+    assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data
+
+
+def test_payload_is_base64_under_data_and_defaults_are_omitted() -> None:
+    raw = orjson.loads(encoded())
+    assert raw["jobs"][0] == {"id": "a", "seq": 0, "data": "AP9iaW5hcnk=", "created_at": 1.5}
+    assert list(raw) == ["schema_version", "revision", "owner", "next_seq", "jobs"]
+
+
+def test_header_is_read_without_the_jobs() -> None:
+    assert decode_header(encoded()) == HEADER
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d[:-3], "not valid JSON"),
+        (lambda d: b"[1]", "not a JSON object"),
+        (lambda d: d.replace(b'"schema_version":1', b'"schema_version":"1"'), "schema_version"),
+        (lambda d: d.replace(b'"seq":2', b'"seq":"2"'), "jobs[1].seq"),
+        (lambda d: d.replace(b'"AP9iaW5hcnk="', b'"***"'), "jobs[0].payload"),
+        (lambda d: d.replace(b'"claimed"', b'"lost"'), "jobs[1].status"),
+        (lambda d: d.replace(b'"revision"', b'"surprise":1,"revision"'), "extra fields"),
+        (lambda d: d.replace(b',"jobs":[', b',"jobz":['), "no jobs list"),
+        (lambda d: d.replace(b'"seq":2', b'"seq":0'), "duplicate"),
+        (lambda d: d.replace(b'"seq":2', b'"seq":9'), "outside"),
+        (lambda d: d.replace(b'"claimed_by":"w1",', b""), "no claimed_by"),
+    ],
+)
+def test_corrupt_state_is_a_typed_error(mutate, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CorruptState, match=message.replace("[", r"\[").replace("]", r"\]")):
+        decode_state(mutate(encoded()))
+
+
+def test_newer_schema_is_refused_by_full_and_header_decode() -> None:
+    newer = encoded().replace(b'"schema_version":1', b'"schema_version":2')
+    with pytest.raises(UnsupportedSchema) as info:
+        decode_state(newer)
+    assert info.value.found == 2
+    with pytest.raises(UnsupportedSchema):
+        decode_header(newer)

@@ -1,0 +1,162 @@
+"""Push, claim, heartbeat, complete, fail: answers and typed errors, with literal times."""
+
+from __future__ import annotations
+
+import pytest
+
+from osqueue_core import (
+    BrokerConfig,
+    Claimed,
+    Completed,
+    Failed,
+    InvalidArgument,
+    JobNotFound,
+    JobStatus,
+    LeaseExtended,
+    LeaseLost,
+    NothingToClaim,
+    PayloadTooLarge,
+    Pushed,
+    decode_state,
+)
+
+from .harness import Harness
+
+
+def job_id_of(reply: object) -> str:
+    return reply.result.job_id  # type: ignore[attr-defined, no-any-return]
+
+
+def test_claims_come_in_fifo_order_and_payloads_survive() -> None:
+    h = Harness.started()
+    pushed = [job_id_of(h.push(bytes([i]))) for i in range(5)]
+    claimed = [h.claim(f"w{i}").result for i in range(5)]  # type: ignore[union-attr]
+    assert [c.job_id for c in claimed] == pushed  # type: ignore[union-attr]
+    assert [c.payload for c in claimed] == [bytes([i]) for i in range(5)]  # type: ignore[union-attr]
+    assert isinstance(h.claim().result, NothingToClaim)  # type: ignore[union-attr]
+
+
+def test_claim_sets_deadline_and_attempts() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h.push()
+    reply = h.claim("w1")
+    assert reply is not None
+    assert reply.result == Claimed(job_id_of(reply), b"job", 1, h.now + 10)
+
+
+def test_heartbeat_extends_and_wrong_worker_loses() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h.push()
+    job = job_id_of(h.claim("w1"))
+    h.now += 5
+    assert h.heartbeat(job, "w1").result == LeaseExtended(job, h.now + 10)  # type: ignore[union-attr]
+    assert isinstance(h.heartbeat(job, "w2").error, LeaseLost)  # type: ignore[union-attr]
+    assert isinstance(h.complete(job, "w2").error, LeaseLost)  # type: ignore[union-attr]
+    assert isinstance(h.heartbeat("nope", "w1").error, JobNotFound)  # type: ignore[union-attr]
+
+
+def test_complete_is_idempotent_for_the_same_worker() -> None:
+    h = Harness.started()
+    h.push()
+    job = job_id_of(h.claim())
+    assert h.complete(job).result == Completed(job)  # type: ignore[union-attr]
+    # The archive write already ran (auto mode) and the job left the state:
+    assert isinstance(h.complete(job).error, JobNotFound)  # type: ignore[union-attr]
+
+
+def test_repeated_complete_before_archive_is_answered_again() -> None:
+    h = Harness.started()
+    h.push()
+    job = job_id_of(h.claim())
+    h.auto = False
+    h.complete(job)
+    h.deliver(h.pending_of(type(h.pending[0]))[0])  # the state write lands
+    assert h.replies  # first complete answered
+    reply = h.complete(job)
+    assert reply is None  # held until the next operation confirms ownership
+    h.deliver(0)  # the archive write or the confirming read
+    while h.pending:
+        h.deliver(0)
+    assert h.replies[max(h.replies)].result == Completed(job)  # type: ignore[type-var]
+
+
+def test_fail_requeues_or_dead_letters() -> None:
+    h = Harness.started(config=BrokerConfig(max_attempts=2))
+    h.push(b"x")
+    job = job_id_of(h.claim())
+    assert h.fail(job).result == Failed(job, dead=False)  # type: ignore[union-attr]
+    again = h.claim("w1")
+    assert job_id_of(again) == job
+    assert again.result.attempts == 2  # type: ignore[union-attr]
+    # Out of attempts: a requeue request dead-letters instead.
+    assert h.fail(job).result == Failed(job, dead=True)  # type: ignore[union-attr]
+    assert isinstance(h.claim().result, NothingToClaim)  # type: ignore[union-attr]
+    archived = [k for k in h.store.keys("archive/")]
+    assert len(archived) == 1
+    assert b'"status":"dead"' in h.store.get(archived[0])  # type: ignore[operator]
+
+
+def test_fail_without_requeue_dead_letters_at_once() -> None:
+    h = Harness.started()
+    h.push()
+    job = job_id_of(h.claim())
+    assert h.fail(job, requeue=False).result == Failed(job, dead=True)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda h: h.claim(""), InvalidArgument),
+        (lambda h: h.claim("w", wait=-1), InvalidArgument),
+        (lambda h: h.claim("w", wait=float("nan")), InvalidArgument),
+        (lambda h: h.heartbeat("", "w"), InvalidArgument),
+        (lambda h: h.complete("x", ""), InvalidArgument),
+        (lambda h: h.push(b"x" * 2000), PayloadTooLarge),
+    ],
+)
+def test_bad_input_gets_a_typed_error_and_no_write(call, error) -> None:  # type: ignore[no-untyped-def]
+    h = Harness.started(config=BrokerConfig(max_payload_bytes=1000))
+    before = h.store.get("state.json")
+    writes = h.writes
+    reply = call(h)
+    assert isinstance(reply.error, error)
+    assert reply.error.grpc_status in {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
+    assert h.store.get("state.json") == before
+    assert h.writes == writes
+
+
+def test_waiting_claim_gets_the_next_pushed_job() -> None:
+    h = Harness.started()
+    rid = h.request_id()
+    from osqueue_core import Claim
+
+    assert h.submit(Claim(rid, "w1", wait=5.0)) is None
+    assert h.broker.next_deadline() == h.now + 5.0
+    pushed = h.push(b"late")
+    claimed = h.replies[rid].result
+    assert isinstance(claimed, Claimed)
+    assert claimed.job_id == job_id_of(pushed)
+    state = decode_state(h.store.get("state.json"))  # type: ignore[arg-type]
+    assert state.jobs[0].status is JobStatus.CLAIMED
+
+
+def test_waiting_claim_times_out_and_can_be_cancelled() -> None:
+    from osqueue_core import Claim
+
+    h = Harness.started()
+    first, second = h.request_id(), h.request_id()
+    h.submit(Claim(first, "w1", wait=5.0))
+    h.submit(Claim(second, "w2", wait=50.0))
+    h.advance(5.0)
+    assert h.replies[first].result == NothingToClaim()
+    assert second not in h.replies
+    h.broker.cancel_claim(second, h.now)
+    h.flush()
+    assert h.replies[second].result == NothingToClaim()
+    assert h.broker.next_deadline() is None
+
+
+def test_ids_are_deterministic_and_injectable() -> None:
+    h = Harness.started(config=BrokerConfig(job_id_factory=lambda epoch, seq: f"e{epoch}s{seq}"))
+    assert h.push().result == Pushed("e1s0")  # type: ignore[union-attr]
+    assert h.push().result == Pushed("e1s1")  # type: ignore[union-attr]

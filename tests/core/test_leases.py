@@ -1,0 +1,74 @@
+"""Leases: deadlines, heartbeats, reclaim on tick, and dead-lettering by attempts."""
+
+from __future__ import annotations
+
+from osqueue_core import BrokerConfig, JobStatus, LeaseLost, decode_state
+
+from .harness import Harness
+
+
+def stored_status(h: Harness, job_id: str) -> JobStatus:
+    jobs = decode_state(h.store.get("state.json")).jobs  # type: ignore[arg-type]
+    return next(j.status for j in jobs if j.id == job_id)
+
+
+def test_missed_heartbeat_reclaims_on_tick() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h.push()
+    job = h.claim("w1").result.job_id  # type: ignore[union-attr]
+    assert h.broker.next_deadline() == h.now + 10
+    h.advance(9.999)
+    assert stored_status(h, job) is JobStatus.CLAIMED
+    h.advance(0.001)
+    assert stored_status(h, job) is JobStatus.READY
+    assert isinstance(h.heartbeat(job, "w1").error, LeaseLost)
+    again = h.claim("w2").result
+    assert again.job_id == job  # type: ignore[union-attr]
+    assert again.attempts == 2  # type: ignore[union-attr]
+
+
+def test_heartbeats_keep_a_slow_job() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h.push()
+    job = h.claim("w1").result.job_id  # type: ignore[union-attr]
+    for _ in range(10):
+        h.advance(6)
+        assert h.heartbeat(job, "w1").ok
+    assert stored_status(h, job) is JobStatus.CLAIMED
+
+
+def test_heartbeat_after_the_deadline_is_lost_even_before_a_tick() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h.push()
+    job = h.claim("w1").result.job_id  # type: ignore[union-attr]
+    h.now += 10  # no tick: the next input itself expires the lease first
+    assert isinstance(h.heartbeat(job, "w1").error, LeaseLost)
+
+
+def test_reclaimed_job_keeps_its_fifo_place() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    first = h.push(b"1").result.job_id  # type: ignore[union-attr]
+    h.push(b"2")
+    assert h.claim("w1").result.job_id == first  # type: ignore[union-attr]
+    h.advance(10)
+    assert h.claim("w2").result.job_id == first  # type: ignore[union-attr]
+
+
+def test_out_of_attempts_is_dead_lettered() -> None:
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=1, max_attempts=2))
+    h.push()
+    for _ in range(2):
+        assert h.claim().ok
+        h.advance(1)
+    assert h.claim().result.__class__.__name__ == "NothingToClaim"  # type: ignore[union-attr]
+    archive = h.store.keys("archive/")
+    assert len(archive) == 1
+    assert b"lease expired" in h.store.get(archive[0])  # type: ignore[operator]
+
+
+def test_idle_broker_with_no_leases_has_no_deadline_and_writes_nothing() -> None:
+    h = Harness.started()
+    writes = h.writes
+    assert h.broker.next_deadline() is None
+    h.advance(3600)
+    assert h.writes == writes
