@@ -319,6 +319,10 @@ class Broker:
                     self._fail_job(command)
                 case _:
                     raise InvalidArgument(f"unknown command {command!r}")
+        except (LeaseLost, JobNotFound) as error:
+            # Only the current owner may say a job is gone: held until an operation
+            # confirms it, so a replaced broker answers BrokerReplaced instead.
+            self._hold(Reply(command.request_id, error=error))
         except OsqueueError as error:
             self._reply_error(command.request_id, error)
 
@@ -422,12 +426,12 @@ class Broker:
         if job.status is JobStatus.CLAIMED:
             dead = not command.requeue or self._out_of_attempts(job)
             self._release_job(job, command.error or "failed by worker", dead_letter=dead)
-            self._serve_waiters()
         elif job.status is JobStatus.DEAD:
             dead = True
         else:
             raise LeaseLost(job.id, command.worker_id)
         self._hold(Reply(command.request_id, Failed(job.id, dead)))
+        self._serve_waiters()
 
     def _out_of_attempts(self, job: Job) -> bool:
         limit = self.config.max_attempts

@@ -1,0 +1,364 @@
+"""Model-based test: the core against a reference model and a hostile simulated store.
+
+Hypothesis drives up to two brokers over one ``SimStore`` that can conflict, fail with
+an unknown outcome (the write landed, or not), fail outright, crash a broker with its
+writes in flight (landed or not), restart one from what is stored, move time, and start
+a second broker that takes over. The model only believes what was acknowledged.
+
+Invariants:
+* every acknowledged push is in the stored state or in an archive object;
+* no job is held by two workers at once before its deadline;
+* every request is answered at most once, a completion exactly once, and every
+  acknowledged completion ends up archived exactly once;
+* claims are FIFO among jobs known to be ready;
+* the stored state always parses and re-encodes to the same bytes.
+
+``HYPOTHESIS_PROFILE=long`` (tests/conftest.py) runs many more examples locally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from hypothesis import event
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from osqueue_core import (
+    Broker,
+    BrokerConfig,
+    BrokerReplaced,
+    Claim,
+    Claimed,
+    Command,
+    Complete,
+    Completed,
+    Effect,
+    Fail,
+    Failed,
+    Heartbeat,
+    JobStatus,
+    LeaseExtended,
+    LeaseLost,
+    Phase,
+    Push,
+    Pushed,
+    ReadState,
+    Reply,
+    WriteArchive,
+    WriteState,
+    decode_state,
+    encode_job,
+    encode_state,
+)
+
+from .harness import Outcome, SimStore, archived_ids
+
+TIMEOUT = 10.0
+CONFIG = BrokerConfig(
+    heartbeat_timeout=TIMEOUT,
+    max_batch_ops=3,
+    max_attempts=3,
+    retry_initial=0.1,
+    retry_max=1.0,
+    start_attempts=10_000,
+)
+WORKERS = ["w1", "w2", "w3"]
+OUTCOMES: list[Outcome] = ["ok", "ok", "ok", "conflict", "unknown_landed", "unknown_lost", "failed"]
+
+
+def seq_of(job_id: str) -> int:
+    return int(job_id.split("-")[0])
+
+
+@attrs.define
+class Slot:
+    """A live broker and its storage effects not yet delivered."""
+
+    broker: Broker
+    pending: list[Effect] = attrs.Factory(list)
+
+
+@attrs.define
+class Hold:
+    worker: str
+    deadline: float
+
+
+class QueueModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = SimStore()
+        self.now = 1000.0
+        self.slots: list[Slot] = []
+        self.incarnations = 0
+        self.step = 0
+        self.request_ids = 0
+        self.requests: dict[int, tuple[Command, int]] = {}  # command, step submitted
+        self.answered: set[int] = set()
+        self.acked_pushes: dict[str, bytes] = {}
+        self.push_acked_step: dict[str, int] = {}
+        self.acked_completions: set[str] = set()
+        self.holds: dict[str, Hold] = {}
+        #: acknowledged pushes never handed out as far as the model can know
+        self.fresh: set[str] = set()
+        #: (job, worker) pairs the worker gave up on with a complete or fail request
+        self.relinquished: set[tuple[str, str]] = set()
+        self._start_broker()
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _start_broker(self) -> None:
+        self.incarnations += 1
+        broker = Broker(
+            CONFIG, identity=f"b{self.incarnations}", incarnation=str(self.incarnations)
+        )
+        self.slots.append(Slot(broker))
+        broker.start(self.now)
+        self._collect(self.slots[-1])
+
+    def _collect(self, slot: Slot) -> None:
+        self._drain(slot)
+        if slot.broker.phase in (Phase.STOPPED, Phase.FAILED) and slot in self.slots:
+            # A stopped or failed broker never writes again: it leaves the cluster.
+            self.slots.remove(slot)
+
+    def _drain(self, slot: Slot) -> None:
+        self.step += 1
+        claimed_now: list[tuple[str, int]] = []
+        for effect in slot.broker.take_effects():
+            if isinstance(effect, Reply):
+                claimed = self._on_reply(effect)
+                if claimed is not None:
+                    claimed_now.append(claimed)
+            else:
+                slot.pending.append(effect)
+        self._check_fifo(claimed_now)
+
+    def _on_reply(self, reply: Reply) -> tuple[str, int] | None:
+        rid = reply.request_id
+        assert isinstance(rid, int)
+        assert rid not in self.answered, f"request {rid} answered twice"
+        self.answered.add(rid)
+        command, submitted = self.requests[rid]
+        result = reply.result
+        event(f"reply: {type(reply.error or result).__name__}")
+        if isinstance(reply.error, LeaseLost):
+            hold = self.holds.get(reply.error.job_id)
+            pair = (reply.error.job_id, reply.error.worker_id)
+            if hold is not None and hold.worker == pair[1] and pair not in self.relinquished:
+                assert hold.deadline <= self.now, "lease lost before its deadline"
+                del self.holds[reply.error.job_id]
+        match result:
+            case Pushed(job_id):
+                assert isinstance(command, Push)
+                assert job_id not in self.acked_pushes
+                self.acked_pushes[job_id] = command.payload
+                self.push_acked_step[job_id] = self.step
+                self.fresh.add(job_id)
+            case Claimed(job_id, payload, _, deadline):
+                assert isinstance(command, Claim)
+                granted_at = deadline - TIMEOUT
+                assert job_id not in self.acked_completions, "a completed job was handed out"
+                if job_id in self.acked_pushes:
+                    assert payload == self.acked_pushes[job_id]
+                old = self.holds.get(job_id)
+                if (
+                    old is not None
+                    and old.worker != command.worker_id
+                    and (job_id, old.worker) not in self.relinquished
+                ):
+                    assert old.deadline <= granted_at, (
+                        f"{job_id} granted to {command.worker_id} at {granted_at} while "
+                        f"{old.worker} holds it until {old.deadline}"
+                    )
+                self.holds[job_id] = Hold(command.worker_id, deadline)
+                self.relinquished.discard((job_id, command.worker_id))
+                self.fresh.discard(job_id)
+                return job_id, submitted
+            case LeaseExtended(job_id, deadline):
+                assert isinstance(command, Heartbeat)
+                self.holds[job_id] = Hold(command.worker_id, deadline)
+            case Completed(job_id):
+                self.acked_completions.add(job_id)
+                self.holds.pop(job_id, None)
+            case Failed(job_id, _):
+                self.holds.pop(job_id, None)
+        return None
+
+    def _check_fifo(self, claimed: list[tuple[str, int]]) -> None:
+        for job_id, submitted in claimed:
+            older = [
+                other
+                for other in self.fresh
+                if seq_of(other) < seq_of(job_id) and self.push_acked_step[other] < submitted
+            ]
+            assert not older, f"claim got {job_id} while older {older} were ready"
+
+    def _submit(self, slot_index: int, make: Any) -> None:
+        slot = self.slots[slot_index % len(self.slots)]
+        self.request_ids += 1
+        command = make(self.request_ids)
+        self.requests[self.request_ids] = (command, self.step)
+        slot.broker.submit(command, self.now)
+        self._collect(slot)
+
+    def _live(self) -> bool:
+        return bool(self.slots)
+
+    # -- rules -----------------------------------------------------------------------
+
+    @precondition(_live)
+    @rule(slot=st.integers(0, 1), payload=st.binary(max_size=8))
+    def push(self, slot: int, payload: bytes) -> None:
+        self._submit(slot, lambda rid: Push(rid, payload))
+
+    @precondition(_live)
+    @rule(slot=st.integers(0, 1), worker=st.sampled_from(WORKERS), wait=st.sampled_from([0, 0, 3]))
+    def claim(self, slot: int, worker: str, wait: float) -> None:
+        self._submit(slot, lambda rid: Claim(rid, worker, wait))
+
+    @precondition(lambda self: self._live() and self.holds)
+    @rule(slot=st.integers(0, 1), pick=st.integers(0, 100), honest=st.booleans())
+    def heartbeat(self, slot: int, pick: int, honest: bool) -> None:
+        job_id = sorted(self.holds)[pick % len(self.holds)]
+        worker = self.holds[job_id].worker if honest else "intruder"
+        self._submit(slot, lambda rid: Heartbeat(rid, job_id, worker))
+
+    @precondition(lambda self: self._live() and self.holds)
+    @rule(slot=st.integers(0, 1), pick=st.integers(0, 100))
+    def complete(self, slot: int, pick: int) -> None:
+        job_id = sorted(self.holds)[pick % len(self.holds)]
+        worker = self.holds[job_id].worker
+        self.relinquished.add((job_id, worker))
+        self._submit(slot, lambda rid: Complete(rid, job_id, worker))
+
+    @precondition(lambda self: self._live() and self.holds)
+    @rule(slot=st.integers(0, 1), pick=st.integers(0, 100), requeue=st.booleans())
+    def fail(self, slot: int, pick: int, requeue: bool) -> None:
+        job_id = sorted(self.holds)[pick % len(self.holds)]
+        worker = self.holds[job_id].worker
+        self.relinquished.add((job_id, worker))
+        self._submit(slot, lambda rid: Fail(rid, job_id, worker, "boom", requeue))
+
+    @rule(seconds=st.sampled_from([0.05, 0.5, 3.0, 6.0, 11.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for slot in list(self.slots):
+            slot.broker.tick(self.now)
+            self._collect(slot)
+
+    @precondition(lambda self: any(s.pending for s in self.slots))
+    @rule(slot=st.integers(0, 1), pick=st.integers(0, 100), outcome=st.sampled_from(OUTCOMES))
+    def deliver(self, slot: int, pick: int, outcome: Outcome) -> None:
+        candidates = [s for s in self.slots if s.pending]
+        chosen = candidates[slot % len(candidates)]
+        effect = chosen.pending.pop(pick % len(chosen.pending))
+        result = self.store.execute(effect, outcome)
+        chosen.broker.receive(result, self.now)
+        self._collect(chosen)
+
+    @precondition(lambda self: any(s.pending for s in self.slots))
+    @rule()
+    def deliver_everything(self) -> None:
+        for slot in list(self.slots):
+            while slot.pending:
+                effect = slot.pending.pop(0)
+                slot.broker.receive(self.store.execute(effect), self.now)
+                self._collect(slot)
+
+    @precondition(_live)
+    @rule(slot=st.integers(0, 1), landed=st.booleans(), dice=st.integers(0, 5))
+    def crash(self, slot: int, landed: bool, dice: int) -> None:
+        if dice:  # crashes are rarer than the work between them
+            return
+        victim = self.slots.pop(slot % len(self.slots))
+        if landed:
+            # Its writes in flight reach the store, but nobody hears back.
+            for effect in victim.pending:
+                if isinstance(effect, WriteState | WriteArchive):
+                    self.store.execute(effect)
+                    # A claim may have landed unacknowledged: FIFO knowledge is gone.
+                    self.fresh.clear()
+
+    @precondition(lambda self: len(self.slots) < 2)
+    @rule()
+    def start_broker(self) -> None:
+        self._start_broker()
+
+    @precondition(_live)
+    @rule(slot=st.integers(0, 1), dice=st.integers(0, 9))
+    def stop(self, slot: int, dice: int) -> None:
+        if dice:
+            return
+        chosen = self.slots[slot % len(self.slots)]
+        chosen.broker.stop(self.now)
+        self._collect(chosen)
+
+    # -- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def stored_state_parses_and_round_trips(self) -> None:
+        data = self.store.get("state.json")
+        if data is None:
+            return
+        decoded = decode_state(data)
+        assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data
+
+    @invariant()
+    def acknowledged_pushes_are_durable(self) -> None:
+        data = self.store.get("state.json")
+        stored = {j.id for j in decode_state(data).jobs} if data else set()
+        archived = archived_ids(self.store)
+        assert len(archived) == len(set(archived)), "a job was archived twice"
+        missing = set(self.acked_pushes) - stored - set(archived)
+        assert not missing, f"acknowledged pushes lost: {missing}"
+
+    @invariant()
+    def acknowledged_completions_stay_finished(self) -> None:
+        data = self.store.get("state.json")
+        if data is None:
+            return
+        for job in decode_state(data).jobs:
+            if job.id in self.acked_completions:
+                assert job.status is JobStatus.COMPLETED
+
+    def teardown(self) -> None:
+        """Let the dust settle on a fresh broker: every acked completion archived once."""
+        self.slots.clear()
+        self._start_broker()
+        slot = self.slots[0]
+        for _ in range(50):
+            while slot.pending:
+                effect = slot.pending.pop(0)
+                slot.broker.receive(self.store.execute(effect), self.now)
+                self._collect(slot)
+            if not any(isinstance(e, WriteState | ReadState) for e in slot.pending):
+                self.now += TIMEOUT + 1
+                slot.broker.tick(self.now)
+                self._collect(slot)
+            if not slot.pending:
+                break
+        assert slot.broker.phase is Phase.RUNNING, slot.broker.failure
+        archived = archived_ids(self.store)
+        assert len(archived) == len(set(archived))
+        assert self.acked_completions <= set(archived)
+        remaining = decode_state(self.store.get("state.json")).jobs  # type: ignore[arg-type]
+        assert not [j for j in remaining if j.status is JobStatus.COMPLETED]
+        # Every answered request was answered by a broker that was alive at the time;
+        # unanswered ones belong to brokers that crashed or were replaced mid-flight.
+        for rid in self.answered:
+            assert rid in self.requests
+
+
+def _errors_are_typed(reply: Reply) -> None:  # pragma: no cover - documentation
+    assert reply.error is None or isinstance(reply.error, BrokerReplaced | Exception)
+
+
+TestQueueModel = QueueModel.TestCase
