@@ -39,5 +39,9 @@ pytest: $(STAMP) tools
 
 test: lint typecheck pytest
 
+# Regenerate the betterproto2 code from proto/ (commit the result).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .hypothesis
