@@ -1,0 +1,93 @@
+"""The storage interface the runtime codes against, and the bounded fan-out for reads.
+
+Every backend offers the same five operations with the same guarantees; only latency
+and the limits in ``docs/storage.md`` differ. Keys follow :mod:`osqueue_io.storage.keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import anyio
+
+from osqueue_io.storage.errors import StorageError
+from osqueue_io.storage.version import ObjectVersion, StoredObject
+
+#: How many reads ``read_many`` keeps in flight unless a store is told otherwise.
+DEFAULT_READ_CONCURRENCY = 16
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """An object store with compare-and-swap writes.
+
+    ``read`` an object to get its bytes and version; ``update`` it with that version to
+    change it only if nobody else did in between; ``create`` a key only if it is absent
+    (archive objects are written this way: immutable, create-only). Every failure is a
+    :class:`~osqueue_io.storage.errors.StorageError` whose class says whether a write
+    landed. Open one with :func:`osqueue_io.storage.open_store`.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the store points, for logs and error messages (never holds credentials)."""
+        ...
+
+    async def read(self, key: str) -> StoredObject | None:
+        """Return the object's bytes and version, or ``None`` if the key is absent."""
+        ...
+
+    async def create(self, key: str, data: bytes) -> ObjectVersion:
+        """Write ``data`` only if ``key`` is absent; raise ``AlreadyExists`` otherwise."""
+        ...
+
+    async def update(self, key: str, data: bytes, expected: ObjectVersion) -> ObjectVersion:
+        """Replace the object only if it is still at ``expected``; else ``WriteConflict``.
+
+        An absent key is a conflict too: there is no version it could match.
+        """
+        ...
+
+    async def list(self, prefix: str) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+        ...
+
+    async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
+        """Read several keys concurrently (bounded); absent keys map to ``None``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store holds. The store must not be used afterwards."""
+        ...
+
+
+async def read_concurrently(
+    read: Callable[[str], Awaitable[StoredObject | None]],
+    keys: Sequence[str],
+    limit: int,
+) -> dict[str, StoredObject | None]:
+    """Run ``read`` over ``keys`` with at most ``limit`` in flight: ``read_many`` for backends.
+
+    Raises the first failure in key order as itself (not as an exception group), after
+    every read has finished, so callers handle one :class:`StorageError`.
+    """
+    unique = list(dict.fromkeys(keys))
+    results: dict[str, StoredObject | None] = {}
+    failures: dict[str, StorageError] = {}
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def read_one(key: str) -> None:
+        async with limiter:
+            try:
+                results[key] = await read(key)
+            except StorageError as error:
+                failures[key] = error
+
+    async with anyio.create_task_group() as group:
+        for key in unique:
+            group.start_soon(read_one, key)
+    for key in unique:
+        if key in failures:
+            raise failures[key]
+    return {key: results[key] for key in unique}

@@ -1,0 +1,310 @@
+"""osqueue's own local-filesystem backend: compare-and-swap that holds across processes.
+
+obstore's ``LocalStore`` cannot do a conditional update, and its e_tags (inode, mtime,
+size) are not a safe version token, so this backend does the whole job itself.
+
+Theory of operation
+-------------------
+Each object is one file, ``<root>/<key>``, holding a one-line header and the data::
+
+    osqueue-object-v1 <counter> <nonce> <length>\\n<data>
+
+The version token is ``<counter>-<nonce>``: the counter goes up by one on every write
+(for people reading the files), the nonce is 64 random bits chosen per write, so a token
+never comes back, not even when a key is deleted by hand and created again (no ABA).
+
+Every write to a directory holds an exclusive ``flock`` on ``<dir>/.osq-lock``. Inside
+the lock it reads the current token, compares it with the expected one, writes the new
+file to ``<dir>/.osq-tmp``, fsyncs it, renames it over the object (atomic), and fsyncs
+the directory so the rename survives a power cut. Readers take no lock: a rename swaps
+whole files, so a reader sees the old object or the new one, never a mix.
+
+A writer killed at any point leaves the object as it was (old) or renamed (new). What it
+may leave behind is a partial ``.osq-tmp``; only a lock holder writes that file, so the
+next writer simply truncates it. Names starting with ``.osq-`` are never keys
+(:mod:`osqueue_io.storage.keys`), so ``list`` and ``read`` never see them.
+
+Limits: ``flock`` is advisory and works between processes of one host; it is not
+reliable on NFS and similar network filesystems. A key cannot be both an object and a
+"directory" of other keys (``a`` and ``a/b``), as it can on object stores.
+"""
+
+from __future__ import annotations
+
+import builtins
+import fcntl
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import attrs
+
+from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, read_concurrently
+from osqueue_io.storage.errors import (
+    AlreadyExists,
+    InvalidKey,
+    OutcomeUnknown,
+    ReadFailed,
+    StorageConfigError,
+    WriteConflict,
+    WriteNotApplied,
+)
+from osqueue_io.storage.keys import RESERVED_SEGMENT_PREFIX, check_key, check_prefix
+from osqueue_io.storage.version import ObjectVersion, StoredObject
+
+_MAGIC = b"osqueue-object-v1"
+_LOCK_NAME = RESERVED_SEGMENT_PREFIX + "lock"
+_TEMP_NAME = RESERVED_SEGMENT_PREFIX + "tmp"
+# Long enough for the magic, a 20-digit counter, the nonce and a 20-digit length.
+_MAX_HEADER = 128
+
+
+@attrs.frozen
+class _Header:
+    counter: int
+    token: str
+    length: int
+
+
+class _NotAnObject(Exception):
+    """A file under the root that this backend did not write (or that is damaged)."""
+
+
+class LocalFileStore:
+    """An :class:`~osqueue_io.storage.base.ObjectStore` in a local directory.
+
+    Safe for any number of processes on one host sharing ``root``. Blocking file work
+    runs in worker threads, off the event loop. Open it with ``open_store("file:///dir")``
+    or a plain path, or construct it directly.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        create_root: bool = True,
+        read_concurrency: int = DEFAULT_READ_CONCURRENCY,
+    ) -> None:
+        if read_concurrency < 1:
+            raise ValueError("read_concurrency must be at least 1")
+        path = Path(root).expanduser().absolute()
+        if path.exists() and not path.is_dir():
+            raise StorageConfigError(f"the storage path {str(path)!r} is not a directory")
+        if not path.exists():
+            if not create_root:
+                raise StorageConfigError(f"the storage directory {str(path)!r} does not exist")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StorageConfigError(
+                    f"cannot create the storage directory {str(path)!r}: {error}"
+                ) from error
+        self._root = path
+        self._read_concurrency = read_concurrency
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the objects."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """The root as a ``file://`` URL, for logs."""
+        return self._root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalFileStore({str(self._root)!r})"
+
+    def path_of(self, key: str) -> Path:
+        """The file that holds ``key``; raises :class:`InvalidKey` for a key that would escape."""
+        return self._root.joinpath(*check_key(key).split("/"))
+
+    async def read(self, key: str) -> StoredObject | None:
+        """Return the object's bytes and version, or ``None`` if the key is absent."""
+        path = self.path_of(key)
+        return await anyio.to_thread.run_sync(self._read_sync, key, path)
+
+    async def create(self, key: str, data: bytes) -> ObjectVersion:
+        """Write ``data`` only if ``key`` is absent; ``AlreadyExists`` otherwise."""
+        path = self.path_of(key)
+        return await anyio.to_thread.run_sync(self._write_sync, key, path, data, None)
+
+    async def update(self, key: str, data: bytes, expected: ObjectVersion) -> ObjectVersion:
+        """Replace the object only if it is still at ``expected``; ``WriteConflict`` otherwise."""
+        path = self.path_of(key)
+        return await anyio.to_thread.run_sync(self._write_sync, key, path, data, expected)
+
+    async def list(self, prefix: str) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+        relative = check_prefix(prefix)
+        return await anyio.to_thread.run_sync(self._list_sync, relative)
+
+    async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
+        """Read several keys concurrently (bounded); absent keys map to ``None``."""
+        return await read_concurrently(self.read, keys, self._read_concurrency)
+
+    async def aclose(self) -> None:
+        """Nothing to release: no file stays open between calls."""
+
+    # -- blocking work, run in worker threads ------------------------------------------
+
+    def _read_sync(self, key: str, path: Path) -> StoredObject | None:
+        try:
+            with path.open("rb") as file:
+                raw = file.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # A directory named like the key holds other keys; the key itself is absent.
+            return None
+        except OSError as error:
+            raise ReadFailed(repr(key), f"{path}: {error}") from error
+        newline = raw.find(b"\n", 0, _MAX_HEADER)
+        try:
+            header = _parse_header(raw[:newline] if newline >= 0 else raw[:_MAX_HEADER])
+        except _NotAnObject as error:
+            raise ReadFailed(repr(key), f"{path}: {error}") from error
+        data = raw[newline + 1 :]
+        if len(data) != header.length:
+            raise ReadFailed(
+                repr(key),
+                f"{path} holds {len(data)} data bytes but its header says {header.length}: "
+                "the file was modified outside osqueue",
+            )
+        return StoredObject(data=data, version=ObjectVersion(e_tag=header.token, version=None))
+
+    def _write_sync(
+        self, key: str, path: Path, data: bytes, expected: ObjectVersion | None
+    ) -> ObjectVersion:
+        operation = "create" if expected is None else "update"
+        directory = path.parent
+        try:
+            self._make_directories(key, directory)
+            lock = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            raise WriteNotApplied(key, operation, f"{directory}: {error}") from error
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._write_locked(key, path, data, expected)
+        finally:
+            os.close(lock)  # also releases the flock
+
+    def _write_locked(
+        self, key: str, path: Path, data: bytes, expected: ObjectVersion | None
+    ) -> ObjectVersion:
+        operation = "create" if expected is None else "update"
+        if path.is_dir():
+            raise InvalidKey(key, "the local store holds other keys under it (it is a directory)")
+        try:
+            current = _read_header(path)
+        except _NotAnObject as error:
+            raise WriteNotApplied(
+                key, operation, f"{path} was not written by osqueue ({error}); move it away"
+            ) from error
+        except OSError as error:
+            raise WriteNotApplied(key, operation, f"{path}: {error}") from error
+        if expected is None:
+            if current is not None:
+                raise AlreadyExists(key)
+        elif current is None or current.token != expected.e_tag:
+            raise WriteConflict(key, expected)
+        counter = (current.counter if current is not None else 0) + 1
+        nonce = secrets.token_hex(8)
+        header = b"%s %d %s %d\n" % (_MAGIC, counter, nonce.encode(), len(data))
+        temp = path.parent / _TEMP_NAME
+        try:
+            _write_file_durably(temp, header, data)
+            os.replace(temp, path)
+        except OSError as error:
+            # The rename is the commit point: before it, the object is untouched.
+            raise WriteNotApplied(key, operation, f"{path}: {error}") from error
+        try:
+            _fsync_directory(path.parent)
+        except OSError as error:
+            raise OutcomeUnknown(
+                key, operation, f"renamed into place but the directory fsync failed: {error}"
+            ) from error
+        return ObjectVersion(e_tag=f"{counter}-{nonce}", version=None)
+
+    def _make_directories(self, key: str, directory: Path) -> None:
+        """Create the key's missing parent directories, each made durable in its parent."""
+        if directory.is_dir():
+            return
+        current = self._root
+        for part in directory.relative_to(self._root).parts:
+            parent, current = current, current / part
+            try:
+                current.mkdir()
+            except FileExistsError:
+                if not current.is_dir():
+                    raise InvalidKey(
+                        key, f"{part!r} on its path is an object, so it cannot hold other keys"
+                    ) from None
+                continue
+            _fsync_directory(parent)
+
+    def _list_sync(self, prefix: str) -> builtins.list[str]:
+        base = self._root.joinpath(*prefix.split("/")) if prefix else self._root
+
+        def on_error(error: OSError) -> None:
+            # The prefix itself missing (or being an object) means "no keys"; a directory
+            # below it cannot vanish, as keys are never deleted, but would not matter.
+            if error.filename == str(base) or not isinstance(error, FileNotFoundError):
+                raise error
+
+        keys: builtins.list[str] = []
+        try:
+            for directory, subdirectories, files in os.walk(base, onerror=on_error):
+                subdirectories[:] = [
+                    name for name in subdirectories if not name.startswith(RESERVED_SEGMENT_PREFIX)
+                ]
+                relative = Path(directory).relative_to(self._root).as_posix()
+                keys.extend(
+                    name if relative == "." else f"{relative}/{name}"
+                    for name in files
+                    if not name.startswith(RESERVED_SEGMENT_PREFIX)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as error:
+            raise ReadFailed(f"the listing of {prefix!r}", str(error)) from error
+        return sorted(keys)
+
+
+def _parse_header(line: bytes) -> _Header:
+    fields = line.split(b" ")
+    if len(fields) != 4 or fields[0] != _MAGIC:
+        raise _NotAnObject("no osqueue-object-v1 header")
+    try:
+        counter, nonce, length = int(fields[1]), fields[2].decode("ascii"), int(fields[3])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _NotAnObject(f"malformed header: {error}") from error
+    return _Header(counter=counter, token=f"{counter}-{nonce}", length=length)
+
+
+def _read_header(path: Path) -> _Header | None:
+    try:
+        with path.open("rb") as file:
+            line = file.readline(_MAX_HEADER)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return _parse_header(line.rstrip(b"\n"))
+
+
+def _write_file_durably(path: Path, header: bytes, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as file:
+            file.write(header)
+            file.write(data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,170 @@
+"""The :class:`ObjectStore` over any obstore store: S3, GCS, Azure, or memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import obstore
+from obstore.store import AzureStore, GCSStore, MemoryStore, S3Store
+
+from osqueue_io.storage import obstore_errors
+from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, read_concurrently
+from osqueue_io.storage.errors import WriteNotApplied
+from osqueue_io.storage.keys import check_key, check_prefix, join_key
+from osqueue_io.storage.version import ObjectVersion, StoredObject
+
+if TYPE_CHECKING:
+    from obstore import PutMode, PutResult, UpdateVersion
+    from obstore.store import ObjectStore as ObstoreBackend
+
+
+class ObstoreStore:
+    """Compare-and-swap storage on top of an obstore store.
+
+    ``create`` is a put with ``mode="create"`` (``If-None-Match: *`` on S3/Azure,
+    generation 0 on GCS), ``update`` a put with the expected version (``If-Match`` on
+    S3/Azure, ``x-goog-if-generation-match`` on GCS). Writes are always a single PUT:
+    multipart uploads ignore preconditions, so they are never used, whatever the size.
+
+    ``prefix`` puts every key under a "directory" of the bucket (``s3://bucket/prefix``);
+    it is applied here rather than by obstore so it behaves the same on every backend,
+    memory included. Build one with :func:`osqueue_io.storage.open_store`, or wrap a
+    store you configured yourself::
+
+        ObstoreStore(S3Store("bucket", ...), prefix="queues/emails")
+    """
+
+    def __init__(
+        self,
+        store: ObstoreBackend,
+        *,
+        prefix: str = "",
+        url: str | None = None,
+        read_concurrency: int = DEFAULT_READ_CONCURRENCY,
+    ) -> None:
+        if read_concurrency < 1:
+            raise ValueError("read_concurrency must be at least 1")
+        self._store = store
+        self._prefix = check_prefix(prefix)
+        self._url = url or _describe(store, self._prefix)
+        self._read_concurrency = read_concurrency
+
+    @property
+    def url(self) -> str:
+        """Where the store points, for logs (no credentials)."""
+        return self._url
+
+    @property
+    def inner(self) -> ObstoreBackend:
+        """The wrapped obstore store (its ``config`` shows how it was built)."""
+        return self._store
+
+    @property
+    def prefix(self) -> str:
+        """The prefix put in front of every key (``""`` for none)."""
+        return self._prefix
+
+    def __repr__(self) -> str:
+        return f"ObstoreStore({self._url!r})"
+
+    async def read(self, key: str) -> StoredObject | None:
+        """Return the object's bytes and version, or ``None`` if the key is absent."""
+        path = join_key(self._prefix, check_key(key))
+        try:
+            result = await obstore.get_async(self._store, path)
+            data = await result.bytes_async()
+        except FileNotFoundError as error:
+            config_error = obstore_errors.missing_bucket(error, self._url)
+            if config_error is not None:
+                raise config_error from error
+            return None
+        except Exception as error:
+            raise obstore_errors.read_error(error, what=repr(key), store_url=self._url) from error
+        meta = result.meta
+        return StoredObject(
+            data=data.to_bytes(),
+            version=ObjectVersion(e_tag=meta["e_tag"], version=meta["version"]),
+        )
+
+    async def create(self, key: str, data: bytes) -> ObjectVersion:
+        """Write ``data`` only if ``key`` is absent; ``AlreadyExists`` otherwise."""
+        path = join_key(self._prefix, check_key(key))
+        try:
+            result = await self._put(path, data, "create")
+        except Exception as error:
+            raise obstore_errors.write_error(
+                error, key=key, operation="create", expected=None, store_url=self._url
+            ) from error
+        return _version_of(result)
+
+    async def update(self, key: str, data: bytes, expected: ObjectVersion) -> ObjectVersion:
+        """Replace the object only if it is still at ``expected``; ``WriteConflict`` otherwise."""
+        path = join_key(self._prefix, check_key(key))
+        mode: UpdateVersion = {}
+        # obstore rejects a None value ("'None' is not an instance of 'str'"): leave it out.
+        if expected.e_tag is not None:
+            mode["e_tag"] = expected.e_tag
+        if expected.version is not None:
+            mode["version"] = expected.version
+        if not mode:
+            raise WriteNotApplied(
+                key, "update", "the expected version is empty; pass the version a read returned"
+            )
+        try:
+            result = await self._put(path, data, mode)
+        except Exception as error:
+            raise obstore_errors.write_error(
+                error, key=key, operation="update", expected=expected, store_url=self._url
+            ) from error
+        return _version_of(result)
+
+    async def _put(self, path: str, data: bytes, mode: PutMode) -> PutResult:
+        return await obstore.put_async(
+            self._store,
+            path,
+            data,
+            mode=mode,
+            use_multipart=False,
+        )
+
+    async def list(self, prefix: str) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+        relative = check_prefix(prefix)
+        full = join_key(self._prefix, relative) if relative else self._prefix
+        try:
+            metas = await obstore.list(self._store, prefix=full or None).collect_async()
+        except Exception as error:
+            raise obstore_errors.read_error(
+                error, what=f"the listing of {prefix!r}", store_url=self._url
+            ) from error
+        strip = len(self._prefix) + 1 if self._prefix else 0
+        return sorted(meta["path"][strip:] for meta in metas)
+
+    async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
+        """Read several keys concurrently (bounded); absent keys map to ``None``."""
+        return await read_concurrently(self.read, keys, self._read_concurrency)
+
+    async def aclose(self) -> None:
+        """Nothing to release: obstore drops its connection pool with the store object."""
+
+
+def _describe(store: ObstoreBackend, prefix: str) -> str:
+    """A URL-like name for a store built by hand, for logs: scheme, bucket, prefix."""
+    if isinstance(store, S3Store):
+        base = f"s3://{store.config.get('bucket')}/"
+    elif isinstance(store, GCSStore):
+        base = f"gs://{store.config.get('bucket')}/"
+    elif isinstance(store, AzureStore):
+        base = f"az://{store.config.get('container_name')}/"
+    elif isinstance(store, MemoryStore):
+        base = "memory://"
+    else:
+        base = f"{type(store).__name__.lower()}://"
+    if prefix:
+        return base + prefix
+    return base if base.endswith("://") else base.removesuffix("/")
+
+
+def _version_of(result: PutResult) -> ObjectVersion:
+    return ObjectVersion(e_tag=result["e_tag"], version=result["version"])

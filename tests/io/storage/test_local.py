@@ -1,0 +1,352 @@
+"""LocalFileStore beyond the conformance suite: real processes, real kills, real paths.
+
+Children are separate Python processes started with subprocess; they talk to the test
+over stdin/stdout lines, which is also how the test waits for them (no sleeps).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from osqueue_io.storage import (
+    InvalidKey,
+    LocalFileStore,
+    ObjectVersion,
+    ReadFailed,
+    StorageConfigError,
+    WriteConflict,
+    WriteNotApplied,
+)
+
+pytestmark = pytest.mark.anyio
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CHILD_TIMEOUT = 60.0
+
+
+class Child:
+    """A Python child process running ``script`` with the store's root as ``sys.argv[1]``."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script), *args],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def read_line(self) -> str:
+        """The child's next output line; fail if it takes longer than CHILD_TIMEOUT."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], CHILD_TIMEOUT)
+        if not ready:
+            pytest.fail(f"child said nothing for {CHILD_TIMEOUT} s")
+        line = self.process.stdout.readline()
+        if not line:
+            pytest.fail(f"child exited early with {self.process.wait()}")
+        return line.strip()
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(timeout=CHILD_TIMEOUT) == -signal.SIGKILL
+
+    def finish(self) -> int:
+        return self.process.wait(timeout=CHILD_TIMEOUT)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def entries(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.close()
+
+
+INCREMENTER = """
+    import sys, anyio
+    from osqueue_io.storage import LocalFileStore, WriteConflict
+
+    async def main(root, increments):
+        store = LocalFileStore(root)
+        conflicts = 0
+        print("ready", flush=True)
+        sys.stdin.readline()  # wait for "go", so every child starts at once
+        for _ in range(increments):
+            while True:
+                current = await store.read("counter")
+                try:
+                    await store.update("counter", b"%d" % (int(current.data) + 1), current.version)
+                    break
+                except WriteConflict:
+                    conflicts += 1
+        print("done", conflicts, flush=True)
+
+    anyio.run(main, sys.argv[1], int(sys.argv[2]))
+"""
+
+
+async def test_processes_incrementing_one_counter_lose_no_update(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    processes, increments = 4, 50
+    store = LocalFileStore(tmp_path)
+    await store.create("counter", b"0")
+    children.extend(Child(INCREMENTER, str(tmp_path), str(increments)) for _ in range(processes))
+    for child in children:
+        assert child.read_line() == "ready"
+
+    for child in children:
+        child.send("go")
+    results = [child.read_line() for child in children]
+
+    assert all(result.startswith("done") for result in results)
+    assert [child.finish() for child in children] == [0] * processes
+    stored = await store.read("counter")
+    assert stored is not None
+    assert int(stored.data) == processes * increments
+    # The token's counter counts writes: the create plus one per increment.
+    assert stored.version.e_tag is not None
+    assert stored.version.e_tag.startswith(f"{processes * increments + 1}-")
+
+
+PAUSER = """
+    import os, sys, threading, anyio
+    from osqueue_io.storage import LocalFileStore
+
+    point = sys.argv[2]
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def pause():
+        print("paused", flush=True)
+        threading.Event().wait()  # until the test kills this process
+
+    def fsync(fd):
+        if point == "before-fsync":
+            pause()
+        real_fsync(fd)
+
+    def replace(source, target):
+        if point == "before-rename":
+            pause()
+        real_replace(source, target)
+        if point == "after-rename":
+            pause()
+
+    os.fsync, os.replace = fsync, replace
+
+    async def main(root):
+        store = LocalFileStore(root)
+        current = await store.read("state")
+        await store.update("state", b"new" * 1_000_000, current.version)
+
+    anyio.run(main, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "survivor", "temp_left"),
+    [
+        ("before-fsync", b"old", True),
+        ("before-rename", b"old", True),
+        ("after-rename", b"new", False),
+    ],
+)
+async def test_writer_killed_at_each_step_leaves_old_or_new(
+    tmp_path: Path, children: list[Child], point: str, survivor: bytes, temp_left: bool
+) -> None:
+    store = LocalFileStore(tmp_path)
+    await store.create("state", b"old" * 1_000_000)
+    child = Child(PAUSER, str(tmp_path), point)
+    children.append(child)
+    assert child.read_line() == "paused"
+
+    child.kill()
+
+    assert (".osq-tmp" in entries(tmp_path)) is temp_left
+    stored = await store.read("state")
+    assert stored is not None
+    assert stored.data == survivor * 1_000_000
+    # The dead writer's lock is gone with it and its temp file is invisible and harmless.
+    assert await store.list("") == ["state"]
+    await store.update("state", b"after", stored.version)
+    after = await store.read("state")
+    assert after is not None
+    assert after.data == b"after"
+
+
+LOOPER = """
+    import sys, anyio
+    from osqueue_io.storage import LocalFileStore
+
+    SIZE = 4 * 1024 * 1024
+
+    async def main(root):
+        store = LocalFileStore(root)
+        version = (await store.read("state")).version
+        number = 0
+        while True:
+            number += 1
+            data = b"%d:" % number + bytes([number % 256]) * SIZE
+            print("writing", number, flush=True)
+            version = await store.update("state", data, version)
+
+    anyio.run(main, sys.argv[1])
+"""
+
+
+async def test_writer_killed_while_writing_in_a_loop_never_leaves_a_torn_object(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    size = 4 * 1024 * 1024
+    store = LocalFileStore(tmp_path)
+    await store.create("state", b"0:" + bytes([0]) * size)
+    child = Child(LOOPER, str(tmp_path))
+    children.append(child)
+    reported = [child.read_line() for _ in range(4)]
+    assert reported == ["writing 1", "writing 2", "writing 3", "writing 4"]
+
+    child.kill()  # writes 1-3 have landed; write 4 has started and may be anywhere
+
+    stored = await store.read("state")
+    assert stored is not None
+    number_text, _, body = stored.data.partition(b":")
+    number = int(number_text)
+    assert number >= 3
+    assert body == bytes([number % 256]) * size
+
+
+@pytest.mark.parametrize(
+    "key", ["../outside", "a/../../outside", "/etc/passwd", "a//b", "a\\..\\b", "", "a/.osq-tmp"]
+)
+async def test_keys_escaping_the_root_are_refused(tmp_path: Path, key: str) -> None:
+    root = tmp_path / "root"
+    store = LocalFileStore(root)
+
+    with pytest.raises(InvalidKey):
+        await store.create(key, b"x")
+    with pytest.raises(InvalidKey):
+        store.path_of(key)
+
+    assert entries(tmp_path) == ["root"]
+    assert entries(root) == []
+
+
+@pytest.mark.parametrize("prefix", ["../", "/", "a//b", ".."])
+async def test_list_prefix_escaping_the_root_is_refused(
+    local_store: LocalFileStore, prefix: str
+) -> None:
+    with pytest.raises(InvalidKey):
+        await local_store.list(prefix)
+
+
+async def test_key_cannot_be_both_object_and_directory(local_store: LocalFileStore) -> None:
+    await local_store.create("a/b", b"x")
+
+    with pytest.raises(InvalidKey):
+        await local_store.create("a", b"x")
+    with pytest.raises(InvalidKey):
+        await local_store.create("a/b/c", b"x")
+    assert await local_store.read("a") is None
+
+
+async def test_version_token_never_repeats_after_recreate(local_store: LocalFileStore) -> None:
+    first = await local_store.create("state", b"same")
+    local_store.path_of("state").unlink()  # someone deletes it by hand
+
+    second = await local_store.create("state", b"same")
+
+    assert first != second
+    with pytest.raises(WriteConflict):
+        await local_store.update("state", b"stale", first)
+
+
+async def test_file_not_written_by_osqueue_is_reported_not_overwritten(
+    local_store: LocalFileStore,
+) -> None:
+    local_store.path_of("state").write_bytes(b'{"hand": "written"}')
+
+    with pytest.raises(ReadFailed, match="header"):
+        await local_store.read("state")
+    with pytest.raises(WriteNotApplied, match="not written by osqueue"):
+        await local_store.update("state", b"x", ObjectVersion(e_tag="1-0", version=None))
+    assert local_store.path_of("state").read_bytes() == b'{"hand": "written"}'
+
+
+async def test_truncated_object_is_reported(local_store: LocalFileStore) -> None:
+    await local_store.create("state", b"0123456789")
+    path = local_store.path_of("state")
+    path.write_bytes(path.read_bytes()[:-3])
+
+    with pytest.raises(ReadFailed, match="modified outside osqueue"):
+        await local_store.read("state")
+
+
+async def test_objects_are_files_under_the_root(tmp_path: Path) -> None:
+    store = LocalFileStore(tmp_path / "new" / "root")
+
+    await store.create("archive/2026-11-27T17/1-1.json", b"{}")
+
+    assert (tmp_path / "new" / "root" / "archive" / "2026-11-27T17" / "1-1.json").is_file()
+    assert store.url == (tmp_path / "new" / "root").as_uri()
+    assert await store.list("") == ["archive/2026-11-27T17/1-1.json"]
+
+
+async def test_threads_of_one_process_also_exclude_each_other(local_store: LocalFileStore) -> None:
+    await local_store.create("counter", b"0")
+
+    async def increment(times: int) -> None:
+        for _ in range(times):
+            while True:
+                current = await local_store.read("counter")
+                assert current is not None
+                try:
+                    new = b"%d" % (int(current.data) + 1)
+                    await local_store.update("counter", new, current.version)
+                    break
+                except WriteConflict:
+                    continue
+
+    async with anyio.create_task_group() as group:
+        for _ in range(8):
+            group.start_soon(increment, 10)
+
+    stored = await local_store.read("counter")
+    assert stored is not None
+    assert stored.data == b"80"
+
+
+def test_root_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StorageConfigError, match="not a directory"):
+        LocalFileStore(tmp_path / "file")
+    with pytest.raises(StorageConfigError, match="does not exist"):
+        LocalFileStore(tmp_path / "missing", create_root=False)
