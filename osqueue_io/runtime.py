@@ -1,0 +1,336 @@
+"""The anyio runtime: one task owns a core ``Broker`` and executes its effects.
+
+After every batch of inputs the core task drains the broker's effects: replies wake
+their callers, storage effects run as independent tasks against an
+:class:`~osqueue_io.storage.ObjectStore` and report back as inputs, and the task sleeps
+until the next input or the broker's ``next_deadline()``. The runtime holds no policy:
+retries, batching, leases and fencing are the core's; this module only reports what
+storage did.
+
+Callers use :meth:`BrokerRuntime.request` from any task on the same event loop. Open a
+runtime with ``async with BrokerRuntime(...)``; leaving the block stops the broker
+cleanly (in-flight requests get their reply, ownership is released).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from osqueue_core import (
+    ArchiveWritten,
+    Broker,
+    BrokerConfig,
+    BrokerNotRunning,
+    BrokerStats,
+    Command,
+    Phase,
+    ReadState,
+    Reply,
+    RequestId,
+    Result,
+    StateRead,
+    StateWritten,
+    StorageFailed,
+    StorageResult,
+    WriteArchive,
+    WriteConflicted,
+    WriteState,
+)
+from osqueue_io.storage import (
+    AlreadyExists,
+    ObjectStore,
+    ObjectVersion,
+    OutcomeUnknown,
+    StorageError,
+    WriteConflict,
+)
+
+log = logging.getLogger("osqueue.runtime")
+
+Clock = Callable[[], float]
+
+
+def default_identity() -> str:
+    """``host:pid``: names this broker in the state object and in errors."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@attrs.frozen
+class _Submit:
+    command: Command
+
+
+@attrs.frozen
+class _CancelClaim:
+    request_id: RequestId
+
+
+@attrs.frozen
+class _Stop:
+    pass
+
+
+_Input = _Submit | _CancelClaim | _Stop | StorageResult
+
+
+@attrs.define
+class _Waiting:
+    event: anyio.Event = attrs.Factory(anyio.Event)
+    reply: Reply | None = None
+
+
+class BrokerRuntime:
+    """Runs one :class:`~osqueue_core.Broker` against one object store.
+
+    ``clock`` gives the core its ``now`` (wall-clock seconds by default: job and archive
+    timestamps are UTC times). ``shutdown_timeout`` bounds how long a clean stop may
+    wait for storage before the remaining callers get ``BrokerNotRunning``.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        config: BrokerConfig | None = None,
+        *,
+        identity: str | None = None,
+        address: str | None = None,
+        clock: Clock = time.time,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.config = config or BrokerConfig()
+        self._clock = clock
+        self._shutdown_timeout = shutdown_timeout
+        self._broker = Broker(
+            self.config,
+            identity=identity or default_identity(),
+            incarnation=uuid.uuid4().hex,
+            address=address,
+        )
+        send, receive = anyio.create_memory_object_stream[_Input](math.inf)
+        self._inputs: MemoryObjectSendStream[_Input] = send
+        self._receive: MemoryObjectReceiveStream[_Input] = receive
+        self._waiting: dict[RequestId, _Waiting] = {}
+        self._next_request = 0
+        self._started = anyio.Event()
+        self._finished = anyio.Event()
+        self._task_group: TaskGroup | None = None
+        self._closed = False
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Take over the state object. Raises the broker's failure if it cannot."""
+        if self._task_group is not None:
+            raise RuntimeError("the runtime was already started")
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._broker.start(self._clock())
+        self._dispatch()
+        self._task_group.start_soon(self._core_loop)
+        await self._started.wait()
+        if self._broker.phase is Phase.FAILED:
+            failure = self._broker.failure
+            await self.aclose()
+            assert failure is not None
+            raise failure
+
+    async def aclose(self) -> None:
+        """Stop cleanly: finish accepted requests, release ownership, end all tasks."""
+        if self._closed or self._task_group is None:
+            self._closed = True
+            return
+        self._closed = True
+        task_group = self._task_group
+        try:
+            with anyio.move_on_after(self._shutdown_timeout) as scope:
+                await self._inputs.send(_Stop())
+                await self._finished.wait()
+            if scope.cancelled_caught:
+                log.warning("broker did not stop within %.1fs", self._shutdown_timeout)
+        finally:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+            self._fail_waiting(BrokerNotRunning("the broker runtime was closed"))
+
+    @property
+    def broker_phase(self) -> Phase:
+        return self._broker.phase
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the broker failed (replaced by another, corrupt state...), if it did."""
+        return self._broker.failure
+
+    def stats(self) -> BrokerStats:
+        return self._broker.stats()
+
+    # -- requests --------------------------------------------------------------------
+
+    def new_request_id(self) -> int:
+        self._next_request += 1
+        return self._next_request
+
+    async def request(self, command: Command) -> Result:
+        """Submit ``command`` and wait for its reply; raise its error if it has one.
+
+        If the caller is cancelled while a claim waits for a job, the claim is
+        withdrawn (a claim already granted stays granted: its lease simply expires).
+        """
+        if self._closed or self._task_group is None:
+            raise BrokerNotRunning("the broker runtime is not running")
+        waiting = _Waiting()
+        self._waiting[command.request_id] = waiting
+        try:
+            self._inputs.send_nowait(_Submit(command))
+            await waiting.event.wait()
+        except BaseException:
+            if waiting.reply is None and not self._closed:
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._inputs.send_nowait(_CancelClaim(command.request_id))
+            raise
+        finally:
+            self._waiting.pop(command.request_id, None)
+        reply = waiting.reply
+        assert reply is not None
+        if reply.error is not None:
+            raise reply.error
+        assert reply.result is not None
+        return reply.result
+
+    # -- the core task ---------------------------------------------------------------
+
+    async def _core_loop(self) -> None:
+        broker = self._broker
+        while True:
+            deadline = broker.next_deadline()
+            timeout = math.inf if deadline is None else max(0.0, deadline - self._clock())
+            item: _Input | None = None
+            with anyio.move_on_after(timeout):
+                item = await self._receive.receive()
+            if item is None:
+                broker.tick(self._clock())
+            else:
+                # Take everything already queued before draining effects, so requests
+                # that arrived together are committed together.
+                self._handle(item)
+                while True:
+                    try:
+                        self._handle(self._receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+            self._dispatch()
+            if broker.phase is not Phase.STARTING:
+                self._started.set()
+            if broker.phase in (Phase.STOPPED, Phase.FAILED) and self._stopping:
+                self._finished.set()
+            if broker.phase is Phase.STOPPED:
+                return
+
+    def _handle(self, item: _Input) -> None:
+        now = self._clock()
+        match item:
+            case _Submit(command):
+                self._broker.submit(command, now)
+            case _CancelClaim(request_id):
+                self._broker.cancel_claim(request_id, now)
+            case _Stop():
+                self._stopping = True
+                self._broker.stop(now)
+            case _:
+                self._broker.receive(item, now)
+
+    def _dispatch(self) -> None:
+        assert self._task_group is not None
+        for effect in self._broker.take_effects():
+            if isinstance(effect, Reply):
+                waiting = self._waiting.get(effect.request_id)
+                if waiting is not None:
+                    waiting.reply = effect
+                    waiting.event.set()
+            else:
+                self._task_group.start_soon(self._execute, effect)
+
+    def _fail_waiting(self, error: BrokerNotRunning) -> None:
+        for request_id, waiting in list(self._waiting.items()):
+            if waiting.reply is None:
+                waiting.reply = Reply(request_id, error=error)
+                waiting.event.set()
+
+    # -- storage effects -------------------------------------------------------------
+
+    async def _execute(self, effect: ReadState | WriteState | WriteArchive) -> None:
+        result = await execute_effect(self.store, effect)
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._inputs.send_nowait(result)
+
+
+async def execute_effect(
+    store: ObjectStore, effect: ReadState | WriteState | WriteArchive
+) -> StorageResult:
+    """Run one storage effect and report what happened, never raising for storage errors.
+
+    Anything unexpected during a write counts as "outcome unknown": the core then reads
+    the state back instead of assuming either way.
+    """
+    op_id = effect.op_id
+    try:
+        match effect:
+            case ReadState(_, key):
+                found = await store.read(key)
+                if found is None:
+                    return StateRead(op_id, None, None)
+                return StateRead(op_id, found.data, found.version)
+            case WriteState(_, key, data, expected, _):
+                if expected is None:
+                    version = await store.create(key, data)
+                else:
+                    assert isinstance(expected, ObjectVersion)
+                    version = await store.update(key, data, expected)
+                return StateWritten(op_id, version)
+            case WriteArchive(_, key, data):
+                try:
+                    await store.create(key, data)
+                except AlreadyExists:
+                    return ArchiveWritten(op_id, already_existed=True)
+                return ArchiveWritten(op_id)
+    except (WriteConflict, AlreadyExists):
+        return WriteConflicted(op_id)
+    except OutcomeUnknown as error:
+        log.warning("storage outcome unknown for %s: %s", type(effect).__name__, error)
+        return StorageFailed(op_id, outcome_unknown=True, message=str(error))
+    except StorageError as error:
+        log.warning("storage failed for %s: %s", type(effect).__name__, error)
+        return StorageFailed(op_id, outcome_unknown=False, message=str(error))
+    except Exception as error:  # a bug or an unclassified failure: never guess "not landed"
+        log.exception("unexpected error executing %s", type(effect).__name__)
+        unknown = not isinstance(effect, ReadState)
+        return StorageFailed(op_id, outcome_unknown=unknown, message=repr(error))
+    raise AssertionError(f"not a storage effect: {effect!r}")

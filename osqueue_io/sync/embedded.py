@@ -1,0 +1,110 @@
+"""The blocking ``EmbeddedQueue``: the async one, driven through a portal.
+
+::
+
+    with EmbeddedQueue("./queue-data", Task) as queue:
+        queue.push(Task("build-index"))
+        job = queue.claim("worker-1", wait=5)
+        if job is not None:
+            with queue.processing(job):
+                build(job.item)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from osqueue_core import BrokerStats
+from osqueue_io.embedded import ClaimedJob
+from osqueue_io.embedded import EmbeddedQueue as AsyncEmbeddedQueue
+from osqueue_io.keepalive import Lease
+from osqueue_io.storage import ObjectStore
+
+T = TypeVar("T")
+
+
+class EmbeddedQueue(Generic[T]):
+    """Blocking twin of :class:`osqueue_io.EmbeddedQueue`; same arguments, same methods.
+
+    Safe to call from several threads: every call is handed to the one event loop.
+    """
+
+    def __init__(
+        self, storage: str | os.PathLike[str] | ObjectStore, item_type: type[T], **options: Any
+    ) -> None:
+        self.async_queue: AsyncEmbeddedQueue[T] = AsyncEmbeddedQueue(storage, item_type, **options)
+        self._stack: ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self._stack is not None:
+            raise RuntimeError("the queue is already open")
+        stack = ExitStack()
+        try:
+            portal = stack.enter_context(start_blocking_portal("asyncio"))
+            # Enter and exit the async queue in one task, as anyio requires.
+            stack.enter_context(portal.wrap_async_context_manager(self.async_queue))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self._portal = stack, portal
+
+    def close(self) -> None:
+        stack, self._stack, self._portal = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        if self._portal is None:
+            raise RuntimeError("the queue is not open: use `with EmbeddedQueue(...)`")
+        return self._portal
+
+    def stats(self) -> BrokerStats:
+        return self.async_queue.stats()
+
+    def push(self, item: T) -> str:
+        return self.portal.call(self.async_queue.push, item)
+
+    def claim(self, worker_id: str, *, wait: float = 0.0) -> ClaimedJob[T] | None:
+        return self.portal.call(lambda: self.async_queue.claim(worker_id, wait=wait))
+
+    def heartbeat(self, job: ClaimedJob[T]) -> float:
+        return self.portal.call(self.async_queue.heartbeat, job)
+
+    def complete(self, job: ClaimedJob[T]) -> None:
+        self.portal.call(self.async_queue.complete, job)
+
+    def fail(self, job: ClaimedJob[T], error: str = "", *, requeue: bool = True) -> bool:
+        return self.portal.call(lambda: self.async_queue.fail(job, error, requeue=requeue))
+
+    def keep_alive(self, job: ClaimedJob[T]) -> AbstractContextManager[Lease]:
+        """Heartbeat in the background while the block runs. A blocking block cannot be
+        cancelled: check ``lease.lost`` (or ``lease.check()``) in long loops; on exit
+        ``LeaseLost`` is raised if the lease was lost."""
+        return self.portal.wrap_async_context_manager(self.async_queue.keep_alive(job))
+
+    @contextmanager
+    def processing(self, job: ClaimedJob[T], *, requeue_on_error: bool = True) -> Iterator[Lease]:
+        """Like the async ``processing``: complete on success, fail on error."""
+        manager = self.async_queue.processing(job, requeue_on_error=requeue_on_error)
+        with self.portal.wrap_async_context_manager(manager) as lease:
+            yield lease
