@@ -139,6 +139,12 @@ class EmbeddedQueue(Generic[T]):
             if self._owns_store:
                 await runtime.store.aclose()
 
+    async def stop(self) -> None:
+        """Stop the broker from any task: accepted requests get their replies, new ones
+        ``BrokerStopping``, ownership is released. ``aclose`` (the end of the
+        ``async with`` block) then ends the runtime."""
+        await self.runtime.stop()
+
     @property
     def runtime(self) -> BrokerRuntime:
         if self._runtime is None:

@@ -58,13 +58,20 @@ async def keep_alive(
     block finished in the meantime: the job may already be with another worker.
     """
     lease = Lease(job_id, worker_id, time.monotonic() + lease_timeout)
+    body_error: Exception | None = None
     with anyio.CancelScope() as body_scope:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_beat, lease, heartbeat, interval, lease_timeout, body_scope)
             try:
                 yield lease
+            except Exception as error:
+                # Re-raised below, outside the task group, so callers see the block's
+                # own exception rather than an exception group.
+                body_error = error
             finally:
                 tasks.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
     if lease.lost:
         raise LeaseLost(job_id, worker_id) from lease.error
 

@@ -127,6 +127,7 @@ class BrokerRuntime:
         self._waiting: dict[RequestId, _Waiting] = {}
         self._next_request = 0
         self._started = anyio.Event()
+        self._progress = anyio.Event()
         self._finished = anyio.Event()
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -162,20 +163,30 @@ class BrokerRuntime:
             assert failure is not None
             raise failure
 
+    async def stop(self) -> None:
+        """Stop the broker cleanly, from any task: new requests are refused, accepted
+        ones get their replies, ownership is released. Waits at most
+        ``shutdown_timeout``. The runtime's tasks end in :meth:`aclose`."""
+        if self._task_group is None or self._finished.is_set():
+            return
+        with anyio.move_on_after(self._shutdown_timeout) as scope:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._inputs.send_nowait(_Stop())
+            await self._finished.wait()
+        if scope.cancelled_caught:
+            log.warning("broker did not stop within %.1fs", self._shutdown_timeout)
+
     async def aclose(self) -> None:
-        """Stop cleanly: finish accepted requests, release ownership, end all tasks."""
+        """Stop cleanly (see :meth:`stop`), then end all tasks. Call it from the task
+        that called :meth:`start` (``async with`` does)."""
         if self._closed or self._task_group is None:
             self._closed = True
             return
-        self._closed = True
         task_group = self._task_group
         try:
-            with anyio.move_on_after(self._shutdown_timeout) as scope:
-                await self._inputs.send(_Stop())
-                await self._finished.wait()
-            if scope.cancelled_caught:
-                log.warning("broker did not stop within %.1fs", self._shutdown_timeout)
+            await self.stop()
         finally:
+            self._closed = True
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
             self._fail_waiting(BrokerNotRunning("the broker runtime was closed"))
@@ -191,6 +202,13 @@ class BrokerRuntime:
 
     def stats(self) -> BrokerStats:
         return self._broker.stats()
+
+    async def wait_until(self, predicate: Callable[[BrokerStats], bool]) -> BrokerStats:
+        """Wait until the broker's stats satisfy ``predicate`` (checked after every
+        step of the broker), e.g. ``lambda s: s.finished_pending_archive == 0``."""
+        while not predicate(stats := self._broker.stats()):
+            await self._progress.wait()
+        return stats
 
     # -- requests --------------------------------------------------------------------
 
@@ -247,12 +265,14 @@ class BrokerRuntime:
                     except anyio.WouldBlock:
                         break
             self._dispatch()
+            self._progress.set()
+            self._progress = anyio.Event()
             if broker.phase is not Phase.STARTING:
                 self._started.set()
             if broker.phase in (Phase.STOPPED, Phase.FAILED) and self._stopping:
                 self._finished.set()
-            if broker.phase is Phase.STOPPED:
-                return
+            # A stopped or failed broker still answers (with an error) until aclose()
+            # ends this task, so no late caller waits forever.
 
     def _handle(self, item: _Input) -> None:
         now = self._clock()

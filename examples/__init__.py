@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m examples.embedded`, `python -m examples.distributed ...`."""

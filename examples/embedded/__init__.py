@@ -1,0 +1,1 @@
+"""Single-process embedded mode: ``python -m examples.embedded [STORAGE_URL]``."""
