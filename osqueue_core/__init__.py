@@ -1,9 +1,9 @@
 """osqueue_core: the Sans-IO state machine of the osqueue job queue.
 
-Feed a :class:`Broker` inputs (``start``, ``submit``, ``receive``, ``tick``, ``stop``),
-each with ``now``; after each, drain ``take_effects()`` and execute them; call ``tick``
-at ``next_deadline()``. Nothing in this package does I/O, reads a clock or draws
-randomness. See docs/architecture.md.
+Feed a :class:`Broker` inputs (``start``, ``submit``, ``receive``, ``tick``,
+``cancel_claim``, ``stop``), each with ``now`` (UNIX seconds); after each, drain
+``take_effects()`` and execute them; call ``tick`` at ``next_deadline()``. Nothing in
+this package does I/O, reads a clock or draws randomness. See docs/architecture.md.
 """
 
 from osqueue_core.archive import archive_bucket, archive_key

@@ -3,8 +3,9 @@
 Theory of operation (docs/architecture.md has the long form):
 
 * Inputs: ``start``, ``submit`` (client commands), ``receive`` (storage results),
-  ``tick`` (time passed), ``cancel_claim`` and ``stop``. Every input carries ``now``
-  (seconds, the runtime's monotonic-ish clock); nothing here reads a clock.
+  ``tick`` (time passed), ``cancel_claim`` and ``stop``. Every input carries ``now``:
+  UNIX time in seconds (job timestamps and archive buckets are UTC times; leases only
+  need durations). Nothing here reads a clock; a clock that steps back is ignored.
 * Output: effects, pulled with ``take_effects()`` after every input. The runtime
   executes storage effects and feeds each result back; it sends ``Reply`` effects to
   callers; it calls ``tick`` at ``next_deadline()``.
@@ -176,13 +177,25 @@ class Broker:
         self._pump()
 
     def receive(self, result: StorageResult, now: float) -> None:
-        """The outcome of a storage effect this broker emitted."""
-        self._advance(now)
+        """The outcome of a storage effect this broker emitted.
+
+        Raises ``InvalidArgument`` (changing nothing) if ``result`` is not a possible
+        answer to the effect it names: a runtime bug.
+        """
         if result.op_id in self._archive_ops:
+            _check_answer(result, (ArchiveWritten, StorageFailed), "WriteArchive")
+            self._advance(now)
             self._on_archive_result(result)
         elif self._op is not None and result.op_id == self._op.op_id:
+            if self._op.purpose in (Purpose.TAKEOVER_WRITE, Purpose.BATCH_WRITE):
+                _check_answer(result, (StateWritten, WriteConflicted, StorageFailed), "WriteState")
+            else:
+                _check_answer(result, (StateRead, StorageFailed), "ReadState")
+            self._advance(now)
             op, self._op = self._op, None
             self._on_state_result(op, result)
+        else:
+            self._advance(now)
         # Anything else answers an operation this broker no longer waits for (it failed
         # or stopped meanwhile): ignoring it is safe, nothing was acknowledged on it.
         self._pump()
@@ -200,6 +213,13 @@ class Broker:
         self._advance(now)
         if self._waiters.pop(request_id, None) is not None:
             self._effects.append(Reply(request_id, NothingToClaim()))
+        else:
+            # Not yet applied (during start-up, or behind a full batch): withdraw it.
+            for command in self._inbox:
+                if isinstance(command, Claim) and command.request_id == request_id:
+                    self._inbox.remove(command)
+                    self._effects.append(Reply(request_id, NothingToClaim()))
+                    break
         self._pump()
 
     def stop(self, now: float) -> None:
@@ -232,7 +252,12 @@ class Broker:
             lease = self._table.next_lease_deadline()
             if lease is not None:
                 candidates.append(lease)
-            if self._op is None and self._open.dirty and self._open.first_change_at is not None:
+            if (
+                self._op is None
+                and self._retry is None
+                and self._open.dirty
+                and self._open.first_change_at is not None
+            ):
                 candidates.append(self._open.first_change_at + self.config.linger)
         while self._waiter_heap and self._waiter_heap[0][2] not in self._waiters:
             heapq.heappop(self._waiter_heap)
@@ -285,7 +310,10 @@ class Broker:
             if job is None or job.status is not JobStatus.CLAIMED:
                 continue
             reason = f"lease expired: no heartbeat from worker {job.claimed_by!r}"
-            self._release_job(job, reason, dead_letter=self._out_of_attempts(job))
+            # The worker no longer holds it, whatever happens next: a late complete or
+            # fail from it is answered LeaseLost.
+            released = attrs.evolve(job, claimed_by=None, claimed_at=None)
+            self._release_job(released, reason, dead_letter=self._out_of_attempts(job))
         self._serve_waiters()
 
     def _expire_waiters(self) -> None:
@@ -483,6 +511,8 @@ class Broker:
 
     def _pump(self) -> None:
         """Issue the next state operation if one is due. Called after every input."""
+        if self._phase in (Phase.RUNNING, Phase.STOPPING):
+            self._retry_archives()  # independent of the state operation
         if self._phase in (Phase.STOPPED, Phase.FAILED) or self._op is not None:
             return
         if self._retry is not None:
@@ -492,7 +522,6 @@ class Broker:
             return
         if self._phase is Phase.STARTING:
             return
-        self._retry_archives()
         batch = self._open
         if self._phase is Phase.STOPPING and not self._inbox:
             # Everything accepted is applied: one last write commits it and releases
@@ -564,6 +593,7 @@ class Broker:
         self._issue(kind, op.purpose, write=op.write, batch=op.batch)
 
     def _retry_later(self, op: StateOperation, message: str) -> None:
+        """Count a failed attempt and schedule ``op`` again after backoff."""
         self._failures += 1
         if self._phase is Phase.STARTING and self._failures >= self.config.start_attempts:
             self._fail(
@@ -573,8 +603,11 @@ class Broker:
                 )
             )
             return
+        self._schedule(op)
+
+    def _schedule(self, op: StateOperation) -> None:
         self._retry = op
-        self._retry_at = self._now + self._backoff(self._failures)
+        self._retry_at = self._now + self._backoff(max(1, self._failures))
 
     def _backoff(self, failures: int) -> float:
         return float(min(self.config.retry_max, self.config.retry_initial * 2 ** (failures - 1)))
@@ -587,18 +620,15 @@ class Broker:
                 case StateRead():
                     self._on_read(op, result)
                 case StateWritten():
-                    self._failures = 0
                     assert op.write is not None
                     self._landed(op.write, result.version)
-                case WriteConflicted():
-                    self._resolve(op)
-                case StorageFailed(outcome_unknown=True) if op.write is not None:
+                case WriteConflicted() | StorageFailed(outcome_unknown=True) if op.write:
+                    # Counted, so that a write that keeps failing this way backs off
+                    # (and, while starting, eventually gives up).
                     self._failures += 1
                     self._resolve(op)
                 case StorageFailed():
                     self._retry_later(op, result.message)
-                case _:
-                    raise StateDiverged(f"unexpected result {result!r} for a state operation")
         except OsqueueError as error:
             # Corrupt or newer state, divergence, replacement: stop, never write again.
             self._fail(error, op)
@@ -610,7 +640,6 @@ class Broker:
         self._issue(ReadState, purpose, write=op.write)
 
     def _on_read(self, op: StateOperation, result: StateRead) -> None:
-        self._failures = 0
         write = op.write
         if op.purpose is Purpose.TAKEOVER_READ:
             if write is not None and result.data is not None and self._is_ours(result.data, write):
@@ -627,9 +656,10 @@ class Broker:
             if header.revision == write.revision:
                 self._landed(write, result.version)
             elif header.revision == self._revision:
-                # Certainly not landed, and nobody else wrote: send the same bytes again.
+                # Certainly not landed, and nobody else wrote: send the same bytes again
+                # (after backoff: the store just failed or refused this write).
                 self._version = result.version
-                self._issue(WriteState, Purpose.BATCH_WRITE, write=write)
+                self._schedule(StateOperation(0, Purpose.BATCH_WRITE, write=write))
             else:
                 raise StateDiverged(
                     f"the state has revision {header.revision}, expected {self._revision} "
@@ -642,6 +672,7 @@ class Broker:
                     f"the state has revision {header.revision}, expected {self._revision}"
                 )
             self._version = result.version
+            self._failures = 0
             self._effects.extend(op.batch.replies)
 
     def _is_ours(self, data: bytes, write: PendingWrite) -> bool:
@@ -687,6 +718,7 @@ class Broker:
         self._issue(WriteState, Purpose.TAKEOVER_WRITE, write=write)
 
     def _landed(self, write: PendingWrite, version: object) -> None:
+        self._failures = 0
         self._pending_write = None
         self._revision = write.revision
         self._version = version
@@ -705,10 +737,11 @@ class Broker:
                 self._apply(self._inbox.popleft())
             return
         self._effects.extend(write.batch.replies)
+        if write.release:
+            self._phase = Phase.STOPPED  # pending archives are the successor's
+            return
         for key in sorted(write.batch.archive_keys):
             self._write_archive(key)
-        if write.release:
-            self._phase = Phase.STOPPED
 
     # -- archive ---------------------------------------------------------------------
 
@@ -780,6 +813,11 @@ class Broker:
         for request_id in list(self._waiters):
             self._effects.append(Reply(request_id, NothingToClaim()))
         self._waiters.clear()
+
+
+def _check_answer(result: StorageResult, allowed: tuple[type, ...], effect: str) -> None:
+    if not isinstance(result, allowed):
+        raise InvalidArgument(f"{type(result).__name__} is not an answer to {effect}")
 
 
 def _require_id(name: str, value: str) -> None:

@@ -191,8 +191,10 @@ def decode_state(data: bytes) -> DecodedState:
 
 
 def _validate(header: StateHeader, jobs: list[Job]) -> None:
-    if header.revision < 1 or header.owner.epoch < 1:
-        raise CorruptState("the state object has a revision or epoch below 1")
+    if header.revision < 1 or header.owner.epoch < 1 or header.next_seq < 0:
+        raise CorruptState("the state object has a revision or epoch below 1 or next_seq below 0")
+    if not header.owner.identity or not header.owner.incarnation:
+        raise CorruptState("the state object's owner has an empty identity or incarnation")
     ids: set[str] = set()
     seqs: set[int] = set()
     for job in jobs:
@@ -203,7 +205,13 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
         seqs.add(job.seq)
         if not 0 <= job.seq < header.next_seq:
             raise CorruptState(f"{where}: seq {job.seq} outside [0, next_seq)")
-        if job.status is JobStatus.CLAIMED and job.claimed_by is None:
-            raise CorruptState(f"{where}: claimed but has no claimed_by")
-        if job.status in FINISHED and job.archive_key is None:
-            raise CorruptState(f"{where}: finished but has no archive_key")
+        if job.attempts < 0:
+            raise CorruptState(f"{where}: negative attempts")
+        if job.status is JobStatus.CLAIMED and (job.claimed_by is None or job.claimed_at is None):
+            raise CorruptState(f"{where}: claimed but has no claimed_by or claimed_at")
+        if job.status is JobStatus.READY and (
+            job.claimed_by is not None or job.claimed_at is not None
+        ):
+            raise CorruptState(f"{where}: ready but still has claimed_by or claimed_at")
+        if (job.status in FINISHED) != (job.archive_key is not None):
+            raise CorruptState(f"{where}: archive_key must be set exactly on finished jobs")

@@ -160,3 +160,22 @@ def test_ids_are_deterministic_and_injectable() -> None:
     h = Harness.started(config=BrokerConfig(job_id_factory=lambda epoch, seq: f"e{epoch}s{seq}"))
     assert h.push().result == Pushed("e1s0")  # type: ignore[union-attr]
     assert h.push().result == Pushed("e1s1")  # type: ignore[union-attr]
+
+
+def test_cancel_withdraws_a_claim_still_waiting_for_the_takeover() -> None:
+    from osqueue_core import Broker, Claim, Push
+
+    from .harness import SimStore
+
+    h = Harness(Broker(identity="a", incarnation="a-1"), SimStore())
+    h.auto = False
+    h.broker.start(h.now)
+    waiting = h.request_id()
+    h.broker.submit(Claim(waiting, "w1", wait=30), h.now)
+    h.broker.cancel_claim(waiting, h.now)
+    h.flush()
+    assert h.replies[waiting].result == NothingToClaim()
+    h.auto = True
+    h.flush()
+    pushed = h.submit(Push(h.request_id(), b"x"))
+    assert h.claim("w2").result.job_id == pushed.result.job_id  # type: ignore[union-attr]

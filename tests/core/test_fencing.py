@@ -74,6 +74,12 @@ def test_ambiguous_write_is_resolved_without_applying_twice(outcome) -> None:  #
     h.auto = False
     h.push(b"once")
     h.deliver(0, outcome)  # the write fails ambiguously (or a spurious conflict)
+    h.deliver(0)  # the read that finds out whether it landed
+    if outcome != "unknown_landed":
+        assert h.pending == [], "the same bytes are sent again, after a backoff"
+        deadline = h.broker.next_deadline()
+        assert deadline is not None
+        h.advance(deadline - h.now)
     while h.pending:
         h.deliver(0)
     assert isinstance(h.replies[1].result, Pushed)
@@ -92,6 +98,45 @@ def test_known_failure_is_retried_after_backoff() -> None:
     assert len(h.pending_of(WriteState)) == 1
     h.deliver(0)
     assert h.replies[1].ok
+
+
+def test_repeated_ambiguous_writes_back_off_and_never_busy_loop() -> None:
+    h = Harness.started(config=BrokerConfig(retry_initial=0.5, retry_max=4))
+    h.auto = False
+    h.push()
+    delays = []
+    for _ in range(5):
+        h.deliver(0, "unknown_lost")  # the write: outcome unknown
+        h.deliver(0)  # the read: it did not land
+        deadline = h.broker.next_deadline()
+        assert deadline is not None
+        assert deadline > h.now, "a deadline in the past would make a runtime spin"
+        delays.append(deadline - h.now)
+        h.advance(deadline - h.now)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    h.deliver(0)
+    assert h.replies[1].ok
+
+
+def test_wrong_answer_kind_is_a_typed_error_and_changes_nothing() -> None:
+    from osqueue_core import InvalidArgument, StateRead, StateWritten
+
+    h = Harness.started()
+    h.auto = False
+    h.push()
+    write = h.pending[0]
+    with pytest.raises(InvalidArgument):
+        h.broker.receive(StateRead(write.op_id, None, None), h.now)  # type: ignore[union-attr]
+    assert h.broker.take_effects() == []
+    h.broker.receive(StateWritten(write.op_id, 99), h.now)  # type: ignore[union-attr]
+    h.flush()
+    assert h.replies[1].ok
+
+
+def StateRead_for(op_id: int):  # type: ignore[no-untyped-def]
+    from osqueue_core import StateRead
+
+    return StateRead(op_id, None, None)
 
 
 def test_unreachable_storage_at_start_fails_with_a_clear_error() -> None:

@@ -72,3 +72,22 @@ def test_idle_broker_with_no_leases_has_no_deadline_and_writes_nothing() -> None
     assert h.broker.next_deadline() is None
     h.advance(3600)
     assert h.writes == writes
+
+
+def test_late_complete_or_fail_after_expiry_dead_letter_is_refused() -> None:
+    from osqueue_core import Fail
+
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=1, max_attempts=1))
+    h.push()
+    job = h.claim("w1").result.job_id  # type: ignore[union-attr]
+    h.auto = False
+    h.advance(1)  # expired on its only attempt: dead-lettered, still in the state
+    h.deliver(0)
+    from osqueue_core import Complete, ReadState
+
+    for command in (Complete(h.request_id(), job, "w1"), Fail(h.request_id(), job, "w1")):
+        h.submit(command)
+        # Held until a read confirms this broker still owns the state (the archive
+        # write stays pending, so the dead job is still there for the second command).
+        h.deliver(h.pending_of(ReadState)[0])
+        assert isinstance(h.replies[command.request_id].error, LeaseLost)
