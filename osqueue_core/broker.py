@@ -560,7 +560,7 @@ class Broker:
     ) -> PendingWrite:
         revision = self._revision + 1
         header = StateHeader(SCHEMA_VERSION, revision, owner, self._table.next_seq)
-        data = encode_state(header, self._table.fragments())
+        data = encode_state(header, self._table.encoded_chunks())
         return PendingWrite(revision, data, batch, takeover=takeover, release=release)
 
     def _new_op_id(self) -> int:

@@ -4,7 +4,9 @@ Every operation is O(log n) or better in the number of jobs: ready jobs sit in a
 ordered by ``seq`` (FIFO, and a requeued job returns to its original place), leases in
 a heap ordered by deadline, finished jobs in an index by archive key. Each job's JSON
 fragment is cached and re-encoded only after the job changes, so encoding a state for
-a write costs what the batch changed plus one ``bytes.join``.
+a write costs what the batch changed plus one ``bytes.join``. Fragments are grouped in
+chunks of ``CHUNK`` consecutive seqs whose joined bytes are cached too, so assembling
+a state touches one Python object per chunk, not one per job.
 
 Heaps use lazy deletion: an entry is checked against the table when it reaches the top,
 and the heap is rebuilt when stale entries outnumber live ones.
@@ -18,6 +20,9 @@ from collections.abc import Iterable, Iterator
 from osqueue_core.codec import encode_job
 from osqueue_core.job import FINISHED, Job, JobStatus
 
+#: Jobs per cached chunk of the encoded job list.
+CHUNK = 256
+
 
 class JobTable:
     """Jobs by id, in insertion (push) order, plus ready/lease/archive indexes."""
@@ -25,8 +30,11 @@ class JobTable:
     def __init__(self, jobs: Iterable[Job] = (), next_seq: int = 0) -> None:
         self.next_seq = next_seq
         self._jobs: dict[str, Job] = {}
-        # None marks a fragment to re-encode; the dict keeps the jobs' order.
-        self._fragments: dict[str, bytes | None] = {}
+        # Chunk (seq // CHUNK) -> job id -> encoded job, None when it must be re-encoded.
+        # Seqs only grow, so both dicts iterate in seq order: the order of the state.
+        self._chunks: dict[int, dict[str, bytes | None]] = {}
+        # Chunk -> its fragments joined with ",", None when a job in it changed.
+        self._joined: dict[int, bytes | None] = {}
         self._ready: list[tuple[int, str]] = []
         self._ready_count = 0
         self._leases: dict[str, float] = {}
@@ -66,14 +74,27 @@ class JobTable:
         """The finished jobs waiting to be archived under ``key``, in seq order."""
         return sorted((self._jobs[i] for i in self._archive.get(key, ())), key=lambda j: j.seq)
 
-    def fragments(self, jobs: Iterable[Job] | None = None) -> Iterator[bytes]:
-        """Encoded jobs (all, in order, by default), encoding only those that changed."""
-        ids = self._fragments if jobs is None else (j.id for j in jobs)
-        for job_id in ids:
-            fragment = self._fragments[job_id]
+    def fragments(self, jobs: Iterable[Job]) -> Iterator[bytes]:
+        """The encoded JSON of ``jobs``, encoding only those that changed."""
+        for job in jobs:
+            chunk = self._chunks[job.seq // CHUNK]
+            fragment = chunk[job.id]
             if fragment is None:
-                fragment = self._fragments[job_id] = encode_job(self._jobs[job_id])
+                fragment = chunk[job.id] = encode_job(job)
             yield fragment
+
+    def encoded_chunks(self) -> Iterator[bytes]:
+        """All jobs' JSON in seq order, as comma-joined chunks (join them with ",")."""
+        for index, chunk in self._chunks.items():
+            joined = self._joined[index]
+            if joined is None:
+                fragments = []
+                for job_id, fragment in chunk.items():
+                    if fragment is None:
+                        fragment = chunk[job_id] = encode_job(self._jobs[job_id])
+                    fragments.append(fragment)
+                joined = self._joined[index] = b",".join(fragments)
+            yield joined
 
     # -- changing --------------------------------------------------------------------
 
@@ -89,12 +110,18 @@ class JobTable:
         old = self._jobs[job.id]
         self._unindex(old)
         self._jobs[job.id] = job
-        self._fragments[job.id] = None
+        self._stale(job)
         self._index(job)
 
     def remove(self, job_id: str) -> None:
         job = self._jobs.pop(job_id)
-        del self._fragments[job_id]
+        index = job.seq // CHUNK
+        chunk = self._chunks[index]
+        del chunk[job_id]
+        if chunk:
+            self._joined[index] = None
+        else:
+            del self._chunks[index], self._joined[index]
         self._unindex(job)
 
     def pop_ready(self) -> Job | None:
@@ -146,8 +173,13 @@ class JobTable:
 
     def _insert(self, job: Job) -> None:
         self._jobs[job.id] = job
-        self._fragments[job.id] = None
+        self._stale(job)
         self._index(job)
+
+    def _stale(self, job: Job) -> None:
+        index = job.seq // CHUNK
+        self._chunks.setdefault(index, {})[job.id] = None
+        self._joined[index] = None
 
     def _index(self, job: Job) -> None:
         if job.status is JobStatus.READY:
