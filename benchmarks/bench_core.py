@@ -37,7 +37,8 @@ def cycles(h: Harness, count: int) -> float:
     for _ in range(count):
         h.submit(Push(h.request_id(), b'{"task":"new"}'))
         claimed = h.submit(Claim(h.request_id(), "w"))
-        assert claimed is not None and claimed.result is not None
+        assert claimed is not None
+        assert claimed.result is not None
         h.submit(Complete(h.request_id(), claimed.result.job_id, "w"))  # type: ignore[union-attr]
     return (time.perf_counter() - start) / count
 
