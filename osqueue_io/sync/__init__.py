@@ -6,6 +6,5 @@ implementation.
 """
 
 from osqueue_io.sync.embedded import EmbeddedQueue
-from osqueue_io.sync.worker import Worker
 
-__all__ = ["EmbeddedQueue", "Worker"]
+__all__ = ["EmbeddedQueue"]
