@@ -143,6 +143,7 @@ class Broker:
         self._retry: StateOperation | None = None
         self._retry_at = math.inf
         self._failures = 0
+        self._confirmed_at = -math.inf  # when a state operation last proved ownership
 
         self._waiters: dict[RequestId, Waiter] = {}
         self._waiter_heap: list[tuple[float, int, RequestId]] = []
@@ -259,6 +260,9 @@ class Broker:
                 and self._open.first_change_at is not None
             ):
                 candidates.append(self._open.first_change_at + self.config.linger)
+            check = self.config.ownership_check
+            if check is not None and self._op is None and self._retry is None:
+                candidates.append(self._confirmed_at + check)
         while self._waiter_heap and self._waiter_heap[0][2] not in self._waiters:
             heapq.heappop(self._waiter_heap)
         if self._waiter_heap:
@@ -539,6 +543,13 @@ class Broker:
         elif batch.replies:
             self._issue(ReadState, Purpose.CONFIRM_READ, batch=batch)
             self._open_next_batch()
+        elif (
+            self._phase is Phase.RUNNING
+            and self.config.ownership_check is not None
+            and self._now >= self._confirmed_at + self.config.ownership_check
+        ):
+            # Idle: a read is how a broker that writes nothing learns it was replaced.
+            self._issue(ReadState, Purpose.CONFIRM_READ, batch=Batch())
 
     def _open_next_batch(self) -> None:
         """After the open batch went out with an operation: start the next one."""
@@ -673,6 +684,7 @@ class Broker:
                 )
             self._version = result.version
             self._failures = 0
+            self._confirmed_at = self._now
             self._effects.extend(op.batch.replies)
 
     def _is_ours(self, data: bytes, write: PendingWrite) -> bool:
@@ -719,6 +731,7 @@ class Broker:
 
     def _landed(self, write: PendingWrite, version: object) -> None:
         self._failures = 0
+        self._confirmed_at = self._now
         self._pending_write = None
         self._revision = write.revision
         self._version = version

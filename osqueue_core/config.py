@@ -41,6 +41,9 @@ class BrokerConfig:
     retry_max: float = 5.0
     #: Consecutive failed storage operations tolerated while starting before giving up.
     start_attempts: int = 5
+    #: An idle broker reads the state this often to learn early that another broker
+    #: took over (None: only its next write or heartbeat finds out).
+    ownership_check: float | None = None
     #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq).
     job_id_factory: Callable[[int, int], str] = default_job_id
 
@@ -53,5 +56,7 @@ class BrokerConfig:
             raise ValueError("linger must not be negative")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1 (or None)")
+        if self.ownership_check is not None and not self.ownership_check > 0:
+            raise ValueError("ownership_check must be positive (or None)")
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")

@@ -6,5 +6,6 @@ implementation.
 """
 
 from osqueue_io.sync.embedded import EmbeddedQueue
+from osqueue_io.sync.worker import Worker
 
-__all__ = ["EmbeddedQueue"]
+__all__ = ["EmbeddedQueue", "Worker"]

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
-
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Generic, TypeVar
 
 from osqueue_core import BrokerStats
 from osqueue_io.embedded import ClaimedJob
 from osqueue_io.embedded import EmbeddedQueue as AsyncEmbeddedQueue
 from osqueue_io.keepalive import Lease
 from osqueue_io.storage import ObjectStore
+from osqueue_io.sync.portal import PortalShell
 
 T = TypeVar("T")
 
 
-class EmbeddedQueue(Generic[T]):
+class EmbeddedQueue(PortalShell, Generic[T]):
     """Blocking twin of :class:`osqueue_io.EmbeddedQueue`; same arguments, same methods.
 
     Safe to call from several threads: every call is handed to the one event loop.
@@ -39,44 +37,7 @@ class EmbeddedQueue(Generic[T]):
         self, storage: str | os.PathLike[str] | ObjectStore, item_type: type[T], **options: Any
     ) -> None:
         self.async_queue: AsyncEmbeddedQueue[T] = AsyncEmbeddedQueue(storage, item_type, **options)
-        self._stack: ExitStack | None = None
-        self._portal: BlockingPortal | None = None
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def open(self) -> None:
-        if self._stack is not None:
-            raise RuntimeError("the queue is already open")
-        stack = ExitStack()
-        try:
-            portal = stack.enter_context(start_blocking_portal("asyncio"))
-            # Enter and exit the async queue in one task, as anyio requires.
-            stack.enter_context(portal.wrap_async_context_manager(self.async_queue))
-        except BaseException:
-            stack.close()
-            raise
-        self._stack, self._portal = stack, portal
-
-    def close(self) -> None:
-        stack, self._stack, self._portal = self._stack, None, None
-        if stack is not None:
-            stack.close()
-
-    @property
-    def portal(self) -> BlockingPortal:
-        if self._portal is None:
-            raise RuntimeError("the queue is not open: use `with EmbeddedQueue(...)`")
-        return self._portal
+        super().__init__(self.async_queue)
 
     def stats(self) -> BrokerStats:
         return self.async_queue.stats()

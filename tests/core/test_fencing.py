@@ -198,3 +198,26 @@ def test_stop_finishes_in_flight_work_and_releases_ownership() -> None:
     assert h.replies[2].ok
     assert stored(h).header.owner.released is True
     assert [j.payload for j in stored(h).jobs] == [b"a", b"b"]
+
+
+def test_idle_broker_with_ownership_check_notices_a_takeover() -> None:
+    store = SimStore()
+    config = BrokerConfig(ownership_check=5)
+    a = Harness.started(store, identity="a", config=config)
+    assert a.broker.next_deadline() == a.now + 5
+    reads = a.reads
+    a.advance(5)
+    assert a.reads == reads + 1, "one read per interval while idle"
+    assert a.broker.phase is Phase.RUNNING
+    Harness.started(store, identity="b", now=a.now)
+    a.advance(5)
+    assert a.broker.phase is Phase.FAILED
+    assert isinstance(a.broker.failure, BrokerReplaced)
+    assert a.broker.next_deadline() is None
+
+
+def test_without_ownership_check_an_idle_broker_stays_silent() -> None:
+    h = Harness.started()
+    reads, writes = h.reads, h.writes
+    h.advance(3600)
+    assert (h.reads, h.writes) == (reads, writes)

@@ -19,7 +19,7 @@ from osqueue_core import (
     decode_state,
 )
 from osqueue_io import EmbeddedQueue, open_store
-from osqueue_io.storage import ObjectStore
+from tests.io.archive import archived_ids, archived_records
 
 from .conftest import Storage
 
@@ -41,17 +41,6 @@ class Note:
 
 def queue(storage: Storage, item_type: Any, config: BrokerConfig = FAST) -> EmbeddedQueue[Any]:
     return EmbeddedQueue(storage.url, item_type, config=config, storage_options=storage.options)
-
-
-async def archived_ids(store: ObjectStore) -> list[str]:
-    import orjson
-
-    ids: list[str] = []
-    for key in await store.list("archive"):
-        found = await store.read(key)
-        assert found is not None
-        ids.extend(job["id"] for job in orjson.loads(found.data)["jobs"])
-    return ids
 
 
 @pytest.mark.parametrize(
@@ -244,14 +233,7 @@ async def test_undecodable_payload_is_dead_lettered_not_looped(tmp_path: Any) ->
         await typed.complete(job)
         with anyio.fail_after(10):
             await typed.runtime.wait_until(lambda s: s.finished_pending_archive == 0)
-        store = typed.runtime.store
-        import orjson
-
-        records = []
-        for key in await store.list("archive"):
-            found = await store.read(key)
-            assert found is not None
-            records.extend(orjson.loads(found.data)["jobs"])
+        records = await archived_records(typed.runtime.store)
         dead = [r for r in records if r["id"] == bad]
         assert dead[0]["status"] == "dead"
         assert "does not decode into Task" in dead[0]["last_error"]

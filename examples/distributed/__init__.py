@@ -1,0 +1,1 @@
+"""Distributed mode: ``python -m examples.distributed broker | publisher [N] | consumer``."""

@@ -1,0 +1,291 @@
+"""The broker process's life: listen, take over the queue, serve, drain, stop.
+
+:meth:`BrokerServer.run` does it all and returns the process exit code:
+
+1. bind the listening socket (a taken port fails here, before any broker is fenced);
+2. start a :class:`~osqueue_io.runtime.BrokerRuntime`, which takes over the state
+   object and publishes this broker's address in it;
+3. serve :class:`~osqueue_io.server.service.QueueService` over grpclib until SIGINT or
+   SIGTERM, or until the broker fails;
+4. drain: refuse new calls with UNAVAILABLE, stop the runtime (accepted requests get
+   their replies, waiting claims answer empty, ownership is released), wait for the
+   admitted calls to send their replies (bounded), close the server.
+
+A second signal during the drain stops at once. A broker that another broker replaced
+(or that failed otherwise) refuses every call with its failure (UNAVAILABLE naming the
+new owner), stops the same way and exits non-zero within moments.
+
+An idle broker writes nothing, so it would not notice a takeover by itself; every
+``ownership_check`` seconds (``BrokerConfig.ownership_check``) the core reads the state
+to confirm ownership (none while writes are flowing anyway). ``--heartbeat-check`` sets
+that interval: lease expiry needs no polling, the core keeps exact deadlines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from grpclib.events import SendTrailingMetadata, listen
+from grpclib.server import Server
+
+from osqueue_core import (
+    BrokerConfig,
+    BrokerReplaced,
+    BrokerStopping,
+    OsqueueError,
+    Phase,
+)
+from osqueue_io.runtime import BrokerRuntime, default_identity
+from osqueue_io.server.admission import Admission
+from osqueue_io.server.codec import StrictProtoCodec
+from osqueue_io.server.service import QueueService
+from osqueue_io.server.status import add_error_trailers
+from osqueue_io.storage import ObjectStore
+
+log = logging.getLogger("osqueue.server")
+
+EXIT_OK = 0
+#: The broker failed: could not listen or take over, was replaced, or did not stop cleanly.
+EXIT_FAILED = 1
+#: Bad command line or storage URL.
+EXIT_USAGE = 2
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 literal."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def advertised_address(host: str, port: int) -> str:
+    """Where clients can reach a broker listening on ``host:port``: a wildcard host is
+    useless to them, so it becomes this machine's host name."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return format_address(host, port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet); port 0 picks a free one."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or "0.0.0.0", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class BrokerServer:
+    """One gRPC broker on ``store``, listening on ``host:port``.
+
+    ``advertise`` is the address published in the state object and reported by Stats
+    (default: the listening address, a wildcard host replaced by the host name).
+    ``ownership_check`` is how often an idle broker confirms it still owns the state;
+    ``drain_timeout`` bounds each step of a graceful stop. Call :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        config: BrokerConfig | None = None,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9090,
+        identity: str | None = None,
+        advertise: str | None = None,
+        ownership_check: float = 5.0,
+        drain_timeout: float = 15.0,
+    ) -> None:
+        if not ownership_check > 0 or not drain_timeout > 0:
+            raise ValueError("ownership_check and drain_timeout must be positive")
+        self.store = store
+        self.config = attrs.evolve(config or BrokerConfig(), ownership_check=ownership_check)
+        self.host = host
+        self.port = port
+        self.identity = identity or default_identity()
+        self.advertise = advertise
+        self.ownership_check = ownership_check
+        self.drain_timeout = drain_timeout
+        #: The bound ``host:port`` once listening (useful with port 0).
+        self.address: str | None = None
+        self._admission = Admission()
+        self._stopping = False
+        self._forced = False
+        self._failure_logged = False
+        # Event loop objects, made in run():
+        self._stop_requested: anyio.Event | None = None
+        self._drain_scope: anyio.CancelScope | None = None
+
+    # -- control ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful stop (what SIGINT and SIGTERM do). Call it from the event
+        loop :meth:`run` runs on."""
+        self._stopping = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def force_stop(self) -> None:
+        """Skip the rest of the drain (what a second signal does)."""
+        self._forced = True
+        self.stop()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
+    def _broker_failed(self, failure: BaseException) -> None:
+        if not self._failure_logged:
+            self._failure_logged = True
+            if isinstance(failure, BrokerReplaced):
+                log.error("%s; stopping", failure)
+            else:
+                log.error("the broker failed: %s; stopping", failure)
+        if isinstance(failure, OsqueueError):
+            # Fail new calls at once, with the reason, while the drain runs.
+            self._admission.refuse(failure)
+        self.stop()
+
+    # -- the whole life --------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Serve until stopped; returns the exit code (:data:`EXIT_OK` after a clean
+        stop that released ownership). ``handle_signals`` needs the main thread."""
+        self._stop_requested = anyio.Event()
+        self._drain_scope = anyio.CancelScope()
+        if self._stopping:
+            self._stop_requested.set()
+        try:
+            sock = bind(self.host, self.port)
+        except OSError as error:
+            log.error("cannot listen on %s: %s", format_address(self.host, self.port), error)
+            return EXIT_FAILED
+        try:
+            async with anyio.create_task_group() as watchers:
+                if handle_signals:
+                    # Before the takeover: a signal during it stops the broker cleanly
+                    # right after, instead of killing the process halfway.
+                    await watchers.start(self._watch_signals)
+                code = await self._run_broker(sock)
+                watchers.cancel_scope.cancel()
+            return code
+        finally:
+            sock.close()
+
+    async def _run_broker(self, sock: socket.socket) -> int:
+        bound_port: int = sock.getsockname()[1]
+        self.address = format_address(self.host, bound_port)
+        advertised = self.advertise or advertised_address(self.host, bound_port)
+        runtime = BrokerRuntime(
+            self.store,
+            self.config,
+            identity=self.identity,
+            address=advertised,
+            shutdown_timeout=self.drain_timeout,
+        )
+        try:
+            await runtime.start()
+        except OsqueueError as error:
+            log.error("cannot take over the queue in %s: %s", self.store.url, error)
+            return EXIT_FAILED
+        try:
+            await self._serve(runtime, sock, advertised)
+        finally:
+            await runtime.aclose()  # in the task that started it, as anyio requires
+        return self._exit_code(runtime)
+
+    async def _serve(self, runtime: BrokerRuntime, sock: socket.socket, advertised: str) -> None:
+        service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
+        # Our codec is given explicitly, so grpclib adds no googleapis status-details
+        # codec: error details go to add_error_trailers instead of being encoded.
+        server = Server([service], codec=StrictProtoCodec(), status_details_codec=None)
+        self._admission.attach(server)
+        listen(server, SendTrailingMetadata, add_error_trailers)
+        await server.start(sock=sock)
+        stats = runtime.stats()
+        log.info(
+            "osqueue broker %r (epoch %d) listening on %s, storage %s",
+            self.identity,
+            stats.epoch,
+            self.address,
+            self.store.url,
+        )
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._watch_failure, runtime)
+            assert self._stop_requested is not None
+            await self._stop_requested.wait()
+            await self._drain(runtime, server)
+            tasks.cancel_scope.cancel()
+
+    async def _drain(self, runtime: BrokerRuntime, server: Server) -> None:
+        failure = runtime.failure
+        self._admission.refuse(failure if isinstance(failure, OsqueueError) else BrokerStopping())
+        if failure is None:
+            log.info("stopping: %d calls in flight", self._admission.running)
+        assert self._drain_scope is not None
+        with self._drain_scope:
+            # Accepted requests are committed and answered, waiting claims answer
+            # empty, and the final write releases ownership ...
+            await runtime.stop()
+            # ... then the admitted calls send those replies.
+            with anyio.move_on_after(self.drain_timeout):
+                await self._admission.wait_idle()
+            if self._admission.running:
+                log.warning(
+                    "%d calls still running after %.1fs; closing them",
+                    self._admission.running,
+                    self.drain_timeout,
+                )
+        server.close()
+        # Every admitted call is done (or given up on): what is left are cancelled
+        # handlers, which end at once, and on Python >= 3.12 idle client connections,
+        # which grpclib never closes and asyncio's wait_closed() would wait for.
+        with anyio.move_on_after(min(1.0, self.drain_timeout)):
+            await server.wait_closed()
+
+    def _exit_code(self, runtime: BrokerRuntime) -> int:
+        failure = runtime.failure
+        if failure is not None:
+            self._broker_failed(failure)  # logs it, if no call did yet
+            return EXIT_FAILED
+        if runtime.broker_phase is not Phase.STOPPED or self._forced:
+            log.error("stopped without a clean drain; the next broker takes over anyway")
+            return EXIT_FAILED
+        log.info("stopped cleanly; ownership released")
+        return EXIT_OK
+
+    # -- background watches ----------------------------------------------------------
+
+    async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self._stopping:
+                    log.warning("%s again: stopping now", name)
+                    self.force_stop()
+                else:
+                    log.info("%s: draining", name)
+                    self.stop()
+
+    async def _watch_failure(self, runtime: BrokerRuntime) -> None:
+        """Stop as soon as the broker fails (replaced, found at its next operation or
+        ownership check), even if no call is there to notice."""
+        await runtime.wait_until(lambda stats: stats.phase is Phase.FAILED)
+        failure = runtime.failure
+        assert failure is not None
+        self._broker_failed(failure)

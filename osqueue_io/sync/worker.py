@@ -1,0 +1,71 @@
+"""The blocking ``Worker``: the async one, driven through a portal.
+
+::
+
+    with Worker("broker-host:9090") as worker:
+        worker.push(b"payload")
+        job = worker.claim(wait=5)
+        if job is not None:
+            with worker.processing(job):
+                handle(job.data)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from osqueue_io.keepalive import Lease
+from osqueue_io.sync.portal import PortalShell
+from osqueue_io.worker import QueueStats, RemoteJob
+from osqueue_io.worker import Worker as AsyncWorker
+
+
+class Worker(PortalShell):
+    """Blocking twin of :class:`osqueue_io.worker.Worker`; same arguments, same methods.
+
+    Safe to call from several threads: every call is handed to the one event loop.
+    """
+
+    def __init__(self, address: str = "127.0.0.1:9090", **options: Any) -> None:
+        self.async_worker = AsyncWorker(address, **options)
+        super().__init__(self.async_worker)
+
+    @property
+    def worker_id(self) -> str:
+        return self.async_worker.worker_id
+
+    def push(self, data: bytes) -> str:
+        return self.portal.call(self.async_worker.push, data)
+
+    def push_batch(self, data: Sequence[bytes]) -> list[str]:
+        return self.portal.call(self.async_worker.push_batch, data)
+
+    def claim(self, *, wait: float = 0) -> RemoteJob | None:
+        return self.portal.call(lambda: self.async_worker.claim(wait=wait))
+
+    def heartbeat(self, job_id: str) -> float:
+        return self.portal.call(self.async_worker.heartbeat, job_id)
+
+    def complete(self, job_id: str) -> None:
+        self.portal.call(self.async_worker.complete, job_id)
+
+    def fail(self, job_id: str, error: str = "", requeue: bool = True) -> bool:
+        return self.portal.call(self.async_worker.fail, job_id, error, requeue)
+
+    def stats(self) -> QueueStats:
+        return self.portal.call(self.async_worker.stats)
+
+    def keep_alive(self, job: RemoteJob) -> AbstractContextManager[Lease]:
+        """Heartbeat in the background while the block runs. A blocking block cannot be
+        cancelled: check ``lease.lost`` (or ``lease.check()``) in long loops; on exit
+        ``LeaseLost`` is raised if the lease was lost."""
+        return self.portal.wrap_async_context_manager(self.async_worker.keep_alive(job))
+
+    @contextmanager
+    def processing(self, job: RemoteJob, *, requeue_on_error: bool = True) -> Iterator[Lease]:
+        """Like the async ``processing``: complete on success, fail on error."""
+        manager = self.async_worker.processing(job, requeue_on_error=requeue_on_error)
+        with self.portal.wrap_async_context_manager(manager) as lease:
+            yield lease

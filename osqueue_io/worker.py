@@ -1,0 +1,301 @@
+"""``Worker``: the async client of a remote osqueue broker, for publishers and consumers.
+
+::
+
+    async with Worker("broker-host:9090") as worker:
+        job_id = await worker.push(b"payload")
+        job = await worker.claim(wait=5)          # None when nothing came within 5 s
+        if job is not None:
+            async with worker.processing(job):    # heartbeats; completes on success
+                handle(job.data)
+
+Every call has a deadline (``timeout``; a waiting claim gets ``wait`` on top). Every
+failure is a typed :class:`~osqueue_core.OsqueueError` (see
+:mod:`osqueue_io.server.status`): ``LeaseLost`` / ``JobNotFound`` say stop working on
+that job, ``InvalidArgument`` / ``PayloadTooLarge`` say fix the request, and
+``error.retryable`` errors (``BrokerNotRunning``, ``BrokerStopping``,
+``BrokerReplaced``) say try again later, or at ``error.new_address`` for a replaced
+broker. A broker that is down, restarting, or silent past the deadline is
+``BrokerNotRunning``; then a push may or may not have landed (at-least-once). The
+connection is re-established by itself once the broker is back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Self, TypeVar
+
+import attrs
+import betterproto2
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.exceptions import StreamTerminatedError
+
+from osqueue_core import BrokerNotRunning, InvalidArgument, LeaseLost
+from osqueue_io._proto.osqueue.v1 import (
+    ClaimRequest,
+    ClaimResponse,
+    CompleteRequest,
+    CompleteResponse,
+    FailRequest,
+    FailResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    PushBatchRequest,
+    PushBatchResponse,
+    PushRequest,
+    PushResponse,
+    StatsRequest,
+    StatsResponse,
+)
+from osqueue_io.keepalive import Lease, default_interval, keep_alive
+from osqueue_io.server.status import CallContext, error_from_status
+
+Reply = TypeVar("Reply", bound=betterproto2.Message)
+
+_SERVICE = "/osqueue.v1.QueueService/"
+#: Used when a broker does not say how long its leases last (the original's brokers).
+DEFAULT_LEASE_TIMEOUT = 30.0
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per Worker, readable in the state object."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6 literals) -> (host, port)."""
+    match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", address.strip())
+    if match is None:
+        raise InvalidArgument(f"broker address {address!r} is not host:port")
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+@attrs.frozen
+class RemoteJob:
+    """A job this worker holds: process ``data``, then complete or fail it by ``id``."""
+
+    id: str
+    data: bytes = attrs.field(repr=False)
+    #: How many times the job has been claimed, this claim included (0: not reported).
+    attempts: int
+    #: Seconds the lease lasts without a heartbeat.
+    lease_timeout: float
+
+
+@attrs.frozen
+class QueueStats:
+    """What the broker reports about its queue and itself (the Stats RPC)."""
+
+    ready: int
+    claimed: int
+    completed_pending_archive: int
+    epoch: int
+    identity: str
+    revision: int
+    address: str
+
+
+class Worker:
+    """A connection to the broker at ``address``, acting as worker ``worker_id``.
+
+    ``timeout`` is every call's deadline in seconds. ``heartbeat_interval`` is how
+    often :meth:`keep_alive` heartbeats (default: a third of the lease timeout). Use
+    with ``async with``; one Worker may be shared by many tasks.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:9090",
+        *,
+        worker_id: str | None = None,
+        heartbeat_interval: float | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not timeout > 0:
+            raise InvalidArgument("timeout must be positive")
+        if heartbeat_interval is not None and not heartbeat_interval > 0:
+            raise InvalidArgument("heartbeat_interval must be positive")
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.worker_id = worker_id or default_worker_id()
+        self.heartbeat_interval = heartbeat_interval
+        self.timeout = timeout
+        self._channel: Channel | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Prepare the connection (made on the first call, remade after a failure)."""
+        if self._channel is not None:
+            raise RuntimeError("the worker is already open")
+        self._channel = Channel(self.host, self.port)
+
+    async def aclose(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def push(self, data: bytes) -> str:
+        """Add a job; returns its id once the broker has stored it."""
+        reply = await self._call("Push", PushRequest(data=data), PushResponse)
+        return reply.job_id
+
+    async def push_batch(self, data: Sequence[bytes]) -> list[str]:
+        """Add several jobs in one storage write; returns their ids, in order. On an
+        error none is acknowledged (but some may have been stored: at-least-once)."""
+        request = PushBatchRequest(data=list(data))
+        return list((await self._call("PushBatch", request, PushBatchResponse)).job_ids)
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def claim(self, *, wait: float = 0) -> RemoteJob | None:
+        """Take the oldest ready job, waiting up to ``wait`` seconds for one to arrive.
+        Returns None when none came."""
+        if not 0 <= wait < 2**32 / 1000:
+            raise InvalidArgument(f"wait must be between 0 and 49 days, got {wait!r}")
+        request = ClaimRequest(worker_id=self.worker_id, wait_ms=round(wait * 1000))
+        reply = await self._call("Claim", request, ClaimResponse, time_limit=self.timeout + wait)
+        if reply.empty:
+            return None
+        lease_timeout = reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
+        return RemoteJob(reply.job_id, reply.data, reply.attempts, lease_timeout)
+
+    async def heartbeat(self, job_id: str) -> float:
+        """Renew the lease on ``job_id``; returns how many seconds it now lasts.
+        Raises ``LeaseLost`` or ``JobNotFound`` if this worker no longer holds it."""
+        return await self._heartbeat(job_id, self.timeout)
+
+    async def _heartbeat(self, job_id: str, time_limit: float) -> float:
+        request = HeartbeatRequest(job_id=job_id, worker_id=self.worker_id)
+        reply = await self._call("Heartbeat", request, HeartbeatResponse, time_limit=time_limit)
+        return reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
+
+    async def complete(self, job_id: str) -> None:
+        """Mark ``job_id`` done: it leaves the queue and is archived."""
+        request = CompleteRequest(job_id=job_id, worker_id=self.worker_id)
+        await self._call("Complete", request, CompleteResponse)
+
+    async def fail(self, job_id: str, error: str = "", requeue: bool = True) -> bool:
+        """Give up on ``job_id``: requeue it (default) or dead-letter it. Returns True
+        when the job is dead (not requeued, or out of attempts)."""
+        request = FailRequest(job_id=job_id, worker_id=self.worker_id, error=error, requeue=requeue)
+        return (await self._call("Fail", request, FailResponse)).dead
+
+    async def stats(self) -> QueueStats:
+        reply = await self._call("Stats", StatsRequest(), StatsResponse)
+        return QueueStats(
+            ready=reply.ready,
+            claimed=reply.claimed,
+            completed_pending_archive=reply.completed_pending_archive,
+            epoch=reply.epoch,
+            identity=reply.identity,
+            revision=reply.revision,
+            address=reply.address,
+        )
+
+    @asynccontextmanager
+    async def keep_alive(self, job: RemoteJob) -> AsyncIterator[Lease]:
+        """Heartbeat ``job`` in the background while the block runs.
+
+        If the lease is lost (the broker says so, or no heartbeat got through before
+        it ran out), the block is cancelled and ``LeaseLost`` is raised here. Completing
+        or failing the job is left to the caller (see :meth:`processing`).
+        """
+        interval = self.heartbeat_interval or default_interval(job.lease_timeout)
+        # A heartbeat stuck longer than half a lease is better retried.
+        time_limit = min(self.timeout, max(job.lease_timeout / 2, 0.05))
+        async with keep_alive(
+            job.id,
+            self.worker_id,
+            lambda: self._heartbeat(job.id, time_limit),
+            interval=interval,
+            lease_timeout=job.lease_timeout,
+        ) as lease:
+            yield lease
+
+    @asynccontextmanager
+    async def processing(
+        self, job: RemoteJob, *, requeue_on_error: bool = True
+    ) -> AsyncIterator[Lease]:
+        """Process ``job`` safely: heartbeat while the block runs, ``complete`` it when
+        the block succeeds, ``fail`` it (requeued by default) when the block raises.
+
+        If the lease is lost the block is cancelled and ``LeaseLost`` is raised; the job
+        is then neither completed nor failed here (another worker may hold it).
+        """
+        try:
+            async with self.keep_alive(job) as lease:
+                yield lease
+        except Exception as error:
+            if isinstance(error, LeaseLost):
+                raise
+            await self.fail(job.id, f"{type(error).__name__}: {error}", requeue=requeue_on_error)
+            raise
+        await self.complete(job.id)
+
+    # -- the wire --------------------------------------------------------------------
+
+    async def _call(
+        self,
+        rpc: str,
+        request: betterproto2.Message,
+        reply_type: type[Reply],
+        *,
+        time_limit: float | None = None,
+    ) -> Reply:
+        """One unary call with a deadline; every failure becomes a typed error."""
+        if self._channel is None:
+            raise BrokerNotRunning("the worker is not open: use `async with Worker(...)`")
+        stream = self._channel.request(
+            _SERVICE + rpc,
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply_type,
+            timeout=self.timeout if time_limit is None else time_limit,
+        )
+        try:
+            async with stream:
+                await stream.send_message(request, end=True)
+                reply = await stream.recv_message()
+        except GRPCError as error:
+            context = CallContext(
+                rpc,
+                job_id=getattr(request, "job_id", ""),
+                worker_id=getattr(request, "worker_id", ""),
+            )
+            raise error_from_status(
+                error.status, error.message, stream.trailing_metadata, context
+            ) from error
+        except (OSError, StreamTerminatedError) as error:
+            # Refused, reset, or no answer in time (TimeoutError is an OSError): the
+            # broker may be restarting. The request may or may not have been applied.
+            reason = "no reply in time" if isinstance(error, TimeoutError) else repr(error)
+            raise BrokerNotRunning(
+                f"{rpc} to the broker at {self.address} failed ({reason}); "
+                "retry, the connection is re-established by itself"
+            ) from error
+        if reply is None:
+            raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
+        return reply

@@ -1,0 +1,96 @@
+"""``python -m osqueue_io.server``: its flags, and refusing bad ones before touching storage."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osqueue_io.server.cli import build_parser, parse_duration, parse_listen
+
+from .conftest import REPO_ROOT
+
+FLAGS = [
+    "--listen",
+    "--data",
+    "--heartbeat-timeout",
+    "--heartbeat-check",
+    "--identity",
+    "--advertise",
+    "--drain-timeout",
+    "--log-level",
+]
+
+
+def server(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "osqueue_io.server", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_help_documents_every_flag() -> None:
+    done = server("--help")
+    assert done.returncode == 0
+    for flag in FLAGS:
+        assert f"{flag} " in done.stdout, flag
+    # ... and the parser has no flag the list misses.
+    documented = {o for a in build_parser()._actions for o in a.option_strings}
+    assert documented == {"-h", "--help", *FLAGS}
+
+
+def test_a_bad_flag_is_a_usage_error(tmp_path: Path) -> None:
+    done = server("--heartbeat-timeout", "soon", "--data", str(tmp_path))
+    assert done.returncode == 2
+    assert "not a duration" in done.stderr
+
+
+def test_a_taken_port_fails_before_the_queue_is_touched(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = server("--listen", f"127.0.0.1:{port}", "--data", str(tmp_path / "q"))
+    assert done.returncode == 1
+    assert "cannot listen" in done.stderr
+    assert not (tmp_path / "q" / "state.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("500ms", 0.5), ("1m30s", 90), ("1.5h", 5400), ("2", 2), ("0.25", 0.25)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "10 s", "1x", "-1s", "0", "0s", "inf", "5s3"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        (":9090", ("0.0.0.0", 9090)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("broker.local:80", ("broker.local", 80)),
+        ("[::1]:9090", ("::1", 9090)),
+    ],
+)
+def test_listen_addresses(text: str, address: tuple[str, int]) -> None:
+    assert parse_listen(text) == address
+
+
+@pytest.mark.parametrize("text", ["9090", "host", "host:", "host:99999", "::1:9090"])
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_listen(text)

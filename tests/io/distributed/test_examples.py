@@ -1,0 +1,50 @@
+"""The three example processes work as docs/distributed.md shows."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from tests.io.conftest import wait_for_port
+
+from .conftest import ChildProcess
+
+
+def example(role: str, *args: str, address: str, data: Path) -> ChildProcess:
+    return ChildProcess(
+        [sys.executable, "-m", "examples.distributed", role, *args],
+        {"OSQUEUE_ADDRESS": address, "OSQUEUE_DATA": str(data)},
+    )
+
+
+def test_broker_publisher_and_consumer(tmp_path: Path) -> None:
+    data = tmp_path / "queue"
+    broker = example("broker", address="127.0.0.1:0", data=data)
+    consumer: ChildProcess | None = None
+    try:
+        port = broker.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)", 20)[1]
+        wait_for_port("127.0.0.1", int(port))
+        address = f"127.0.0.1:{port}"
+
+        publisher = example("publisher", "3", address=address, data=data)
+        assert publisher.wait(20) == 0, publisher.text
+        pushed = [m[1] for m in publisher.lines_matching(r"^pushed (\S+): task-\d$")]
+        assert len(pushed) == 3
+
+        consumer = example("consumer", address=address, data=data)
+        completed = [
+            consumer.wait_for_line(r"^completed (\S+): task-\d \(attempt 1\)$", 20)[1]
+            for _ in pushed
+        ]
+        assert completed == pushed
+        consumer.send_signal(signal.SIGINT)
+        assert consumer.wait(10) == 0, consumer.text
+
+        broker.send_signal(signal.SIGINT)
+        assert broker.wait(10) == 0, broker.text
+        assert "ownership released" in broker.text
+    finally:
+        for child in (broker, consumer):
+            if child is not None:
+                child.kill()

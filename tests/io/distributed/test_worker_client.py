@@ -1,0 +1,143 @@
+"""The async Worker against a broker process: the API beyond the four original RPCs."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+
+import anyio
+import pytest
+from grpclib.client import Channel
+
+from osqueue_core import BrokerNotRunning, InvalidArgument, LeaseLost
+from osqueue_io._proto.osqueue.v1 import ClaimRequest, QueueServiceStub
+from osqueue_io.worker import Worker, default_worker_id
+
+from .conftest import BrokerProcess, Storage
+
+pytestmark = pytest.mark.anyio
+
+StartBroker = Callable[..., BrokerProcess]
+
+
+@pytest.fixture
+def broker(local_storage: Storage, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(local_storage.data, "--heartbeat-timeout", "2s")
+
+
+async def test_batches_failures_and_stats(broker: BrokerProcess) -> None:
+    async with Worker(broker.address) as worker:
+        ids = await worker.push_batch([b"a", b"b", b"c"])
+        assert len(set(ids)) == 3
+        assert await worker.push_batch([]) == []
+
+        job = await worker.claim()
+        assert job is not None
+        assert (job.id, job.data, job.attempts, job.lease_timeout) == (ids[0], b"a", 1, 2.0)
+        assert await worker.fail(job.id, "flaky", requeue=True) is False
+        stats = await worker.stats()
+        assert (stats.ready, stats.claimed, stats.epoch) == (3, 0, 1)
+        assert stats.address == broker.address
+
+        # Push order: a requeued job keeps its place at the front.
+        claimed = [await worker.claim() for _ in range(3)]
+        assert [(j.id, j.attempts) for j in claimed if j] == [(ids[0], 2), (ids[1], 1), (ids[2], 1)]
+        assert await worker.fail(ids[0], "hopeless", requeue=False) is True
+        for job_id in ids[1:]:
+            await worker.complete(job_id)
+        assert await worker.claim() is None
+        stats = await worker.stats()
+        assert (stats.ready, stats.claimed) == (0, 0)
+
+
+async def test_processing_completes_on_success_and_requeues_on_error(
+    broker: BrokerProcess,
+) -> None:
+    async with Worker(broker.address, heartbeat_interval=0.2) as worker:
+        await worker.push(b"twice")
+        job = await worker.claim()
+        assert job is not None
+        with pytest.raises(ValueError, match="boom"):
+            async with worker.processing(job):
+                raise ValueError("boom")
+        again = await worker.claim()
+        assert again is not None
+        assert (again.id, again.attempts) == (job.id, 2)
+        # Work for longer than the 2 s lease: the background heartbeats keep it (or
+        # completing at the end would raise LeaseLost).
+        async with worker.processing(again) as lease:
+            await anyio.sleep(2.5)
+        assert lease.heartbeats >= 5
+        stats = await worker.stats()
+        assert (stats.ready, stats.claimed) == (0, 0)
+
+
+async def test_keep_alive_reports_a_lost_lease(broker: BrokerProcess) -> None:
+    async with Worker(broker.address, heartbeat_interval=0.05) as worker:
+        await worker.push(b"job")
+        job = await worker.claim()
+        assert job is not None
+
+        async def work_on_it() -> None:
+            async with worker.keep_alive(job):
+                # Another part of the program gives the job up; the next heartbeat
+                # learns the job is no longer ours and the block is cancelled.
+                await worker.fail(job.id, requeue=True)
+                await anyio.sleep_forever()
+
+        with pytest.raises(LeaseLost):
+            await work_on_it()
+
+
+async def test_a_waiting_claim_gets_a_job_pushed_meanwhile(broker: BrokerProcess) -> None:
+    async with Worker(broker.address) as consumer, Worker(broker.address) as publisher:
+        got: list[object] = []
+
+        async def claim() -> None:
+            got.append(await consumer.claim(wait=10))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(claim)
+            job_id = await publisher.push(b"hot")
+        assert [getattr(job, "id", None) for job in got] == [job_id]
+
+
+async def test_a_waiting_claim_ends_before_the_client_deadline(broker: BrokerProcess) -> None:
+    async with Channel("127.0.0.1", broker.port) as channel:
+        started = time.monotonic()
+        reply = await QueueServiceStub(channel).claim(
+            ClaimRequest(worker_id="w", wait_ms=60_000), timeout=1.0
+        )
+        assert reply.empty  # an answer, not DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 1.0
+
+
+async def test_an_unreachable_broker_is_a_retryable_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on port: refused at once.
+    async with Worker(f"127.0.0.1:{port}", timeout=2) as worker:
+        with pytest.raises(BrokerNotRunning) as refused:
+            await worker.push(b"x")
+        assert refused.value.retryable
+    # A listener that never answers: the deadline.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        async with Worker(f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.3) as worker:
+            started = time.monotonic()
+            with pytest.raises(BrokerNotRunning, match="no reply in time"):
+                await worker.stats()
+            assert time.monotonic() - started < 2
+
+
+def test_worker_arguments_are_checked() -> None:
+    assert re.fullmatch(r".+:\d+:[0-9a-f]{6}", default_worker_id())
+    assert Worker("[::1]:9090").host == "::1"
+    with pytest.raises(InvalidArgument):
+        Worker("localhost")
+    with pytest.raises(InvalidArgument):
+        Worker(timeout=0)
