@@ -68,6 +68,7 @@ CONFIG = BrokerConfig(
     retry_initial=0.1,
     retry_max=1.0,
     start_attempts=10_000,
+    ownership_check=5.0,
 )
 WORKERS = ["w1", "w2", "w3"]
 OUTCOMES: list[Outcome] = ["ok", "ok", "ok", "conflict", "unknown_landed", "unknown_lost", "failed"]
