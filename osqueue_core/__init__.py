@@ -17,6 +17,7 @@ from osqueue_core.codec import (
     encode_archive,
     encode_job,
     encode_state,
+    peek_owner,
 )
 from osqueue_core.commands import Claim, Command, Complete, Fail, Heartbeat, Push, RequestId
 from osqueue_core.config import BrokerConfig, default_job_id
@@ -109,4 +110,5 @@ __all__ = [
     "encode_archive",
     "encode_job",
     "encode_state",
+    "peek_owner",
 ]

@@ -46,6 +46,7 @@ from osqueue_core.codec import (
     decode_state,
     encode_archive,
     encode_state,
+    peek_owner,
 )
 from osqueue_core.commands import Claim, Command, Complete, Fail, Heartbeat, Push, RequestId
 from osqueue_core.config import BrokerConfig
@@ -60,6 +61,7 @@ from osqueue_core.errors import (
     OsqueueError,
     PayloadTooLarge,
     StateDiverged,
+    UnsupportedSchema,
 )
 from osqueue_core.events import (
     ArchiveWritten,
@@ -261,7 +263,13 @@ class Broker:
             ):
                 candidates.append(self._open.first_change_at + self.config.linger)
             check = self.config.ownership_check
-            if check is not None and self._op is None and self._retry is None:
+            if (
+                check is not None
+                and self._phase is Phase.RUNNING
+                and self._op is None
+                and self._retry is None
+                and not self._open.needs_operation()  # its own operation confirms too
+            ):
                 candidates.append(self._confirmed_at + check)
         while self._waiter_heap and self._waiter_heap[0][2] not in self._waiters:
             heapq.heappop(self._waiter_heap)
@@ -660,7 +668,17 @@ class Broker:
             return
         if result.data is None:
             raise StateDiverged("the state object was deleted while this broker owned it")
-        header = decode_header(result.data)
+        try:
+            header = decode_header(result.data)
+        except UnsupportedSchema:
+            # A newer osqueue took over (a rolling upgrade): say "replaced", which
+            # clients retry elsewhere, rather than an error about this broker's state.
+            successor = peek_owner(result.data)
+            if successor is not None and self._owner and successor.epoch > self._owner.epoch:
+                raise BrokerReplaced(
+                    successor.identity, successor.epoch, successor.address
+                ) from None
+            raise
         self._check_owner(header)
         if op.purpose is Purpose.RESOLVE_READ:
             assert write is not None

@@ -168,6 +168,30 @@ def _structure(raw: Any, cls: type[Any], what: str) -> Any:
         raise CorruptState(f"the state object does not parse: {detail}") from None
 
 
+def peek_owner(data: bytes) -> Owner | None:
+    """The owner of a state object of any schema version, if it can be made out.
+
+    Used when a state is too new to decode: the owner record is the one part every
+    schema keeps, and it tells an old broker who replaced it.
+    """
+    try:
+        raw = orjson.loads(data)
+        owner = raw["owner"]
+        identity, epoch = owner["identity"], owner["epoch"]
+        address = owner.get("address")
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+        return None
+    if not isinstance(identity, str) or type(epoch) is not int:
+        return None
+    incarnation = owner.get("incarnation")
+    return Owner(
+        identity,
+        incarnation if isinstance(incarnation, str) else "",
+        epoch,
+        address if isinstance(address, str) else None,
+    )
+
+
 def decode_header(data: bytes) -> StateHeader:
     """Only the header, cheaply: enough to check ownership and revision.
 

@@ -113,7 +113,9 @@ class UnsupportedSchema(OsqueueError):
     Upgrade this broker. The object is left untouched.
     """
 
-    grpc_status = "FAILED_PRECONDITION"
+    # Not FAILED_PRECONDITION: clients read that as "you lost the job". This broker
+    # simply cannot serve; a newer one can.
+    grpc_status = "UNAVAILABLE"
 
     def __init__(self, found: int, supported: int) -> None:
         super().__init__(

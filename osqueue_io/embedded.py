@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -38,11 +38,10 @@ from osqueue_core import (
     Failed,
     Heartbeat,
     LeaseExtended,
-    LeaseLost,
     Push,
     Pushed,
 )
-from osqueue_io.keepalive import Lease, default_interval, keep_alive
+from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.storage import ObjectStore, open_store
@@ -226,31 +225,29 @@ class EmbeddedQueue(Generic[T]):
         If the lease is lost, the block is cancelled and ``LeaseLost`` is raised here.
         Completing or failing the job is left to the caller (see :meth:`processing`).
         """
+        # The lease runs from the claim (broker clock = this process's wall clock).
+        expires_at = time.monotonic() + (job.lease_deadline - time.time())
         async with keep_alive(
             job.id,
             job.worker_id,
             lambda: self.heartbeat(job),
             interval=self.heartbeat_interval,
             lease_timeout=self.config.heartbeat_timeout,
+            expires_at=expires_at,
         ) as lease:
             yield lease
 
-    @asynccontextmanager
-    async def processing(
+    def processing(
         self, job: ClaimedJob[T], *, requeue_on_error: bool = True
-    ) -> AsyncIterator[Lease]:
+    ) -> AbstractAsyncContextManager[Lease]:
         """Process ``job`` safely: heartbeat while the block runs, ``complete`` it when
         the block succeeds, ``fail`` it (requeue by default) when the block raises.
 
         If the lease is lost the block is cancelled and ``LeaseLost`` is raised; the job
         is then neither completed nor failed here (another worker may hold it).
         """
-        try:
-            async with self.keep_alive(job) as lease:
-                yield lease
-        except Exception as error:
-            if isinstance(error, LeaseLost):
-                raise
-            await self.fail(job, f"{type(error).__name__}: {error}", requeue=requeue_on_error)
-            raise
-        await self.complete(job)
+        return process_job(
+            self.keep_alive(job),
+            lambda: self.complete(job),
+            lambda error: self.fail(job, error, requeue=requeue_on_error),
+        )

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 import attrs
@@ -51,13 +51,19 @@ async def keep_alive(
     *,
     interval: float,
     lease_timeout: float,
+    expires_at: float | None = None,
 ) -> AsyncIterator[Lease]:
     """Heartbeat in the background while the block runs; cancel it if the lease is lost.
+
+    ``expires_at`` (``time.monotonic()``) is when the current lease runs out: the
+    broker's clock started it when the job was claimed, not when this block began, so
+    callers pass what they know (by default a full ``lease_timeout`` from now).
 
     Raises ``LeaseLost`` (chained to the cause) when the lease was lost, even if the
     block finished in the meantime: the job may already be with another worker.
     """
-    lease = Lease(job_id, worker_id, time.monotonic() + lease_timeout)
+    now = time.monotonic()
+    lease = Lease(job_id, worker_id, now + lease_timeout if expires_at is None else expires_at)
     body_error: Exception | None = None
     with anyio.CancelScope() as body_scope:
         async with anyio.create_task_group() as tasks:
@@ -83,34 +89,63 @@ async def _beat(
     lease_timeout: float,
     body_scope: anyio.CancelScope,
 ) -> None:
-    delay = interval
+    # Give up a little before the broker would: its clock and ours are sampled at
+    # different moments, and the job must be let go before it can be handed out.
+    margin = min(1.0, lease_timeout * 0.05)
+
+    def remaining() -> float:
+        return lease.expires_at - margin - time.monotonic()
+
+    delay = min(interval, max(0.0, remaining()) / 2)  # early if the lease is half gone
     while True:
         await anyio.sleep(delay)
         sent_at = time.monotonic()
-        try:
-            await heartbeat()
-        except OsqueueError as error:
-            if error.retryable and time.monotonic() < lease.expires_at:
-                log.warning("heartbeat for %s failed, retrying: %s", lease.job_id, error)
-                # Retry sooner, but never later than the lease allows.
-                delay = min(interval, max(0.0, lease.expires_at - time.monotonic()) / 2)
-                delay = max(delay, 0.01)
-                continue
-            lease.lost, lease.error = True, error
-        except Exception as error:
-            if time.monotonic() < lease.expires_at:
-                log.warning("heartbeat for %s failed, retrying: %r", lease.job_id, error)
-                delay = max(0.01, min(interval, (lease.expires_at - time.monotonic()) / 2))
-                continue
-            lease.lost, lease.error = True, error
-        else:
+        error: BaseException | None = None
+        # A heartbeat still in flight when the lease runs out does not save it.
+        with anyio.move_on_after(max(0.0, remaining())) as attempt:
+            try:
+                await heartbeat()
+            except Exception as failure:
+                error = failure
+        if attempt.cancelled_caught:
+            error = error or TimeoutError("no heartbeat got through before the lease ran out")
+        elif error is None:
             lease.heartbeats += 1
             lease.expires_at = sent_at + lease_timeout
             delay = interval
             continue
-        log.warning("lease on job %s lost: %s", lease.job_id, lease.error)
+        retryable = not isinstance(error, OsqueueError) or error.retryable
+        if retryable and remaining() > 0:
+            log.warning("heartbeat for %s failed, retrying: %s", lease.job_id, error)
+            delay = max(0.01, min(interval, remaining() / 2))  # sooner, within the lease
+            continue
+        lease.lost, lease.error = True, error
+        log.warning("lease on job %s lost: %s", lease.job_id, error)
         body_scope.cancel()
         return
+
+
+@asynccontextmanager
+async def process_job(
+    keeper: AbstractAsyncContextManager[Lease],
+    complete: Callable[[], Awaitable[object]],
+    fail: Callable[[str], Awaitable[object]],
+) -> AsyncIterator[Lease]:
+    """Run a block under ``keeper`` (a :func:`keep_alive`), then ``complete`` the job;
+    if the block raises, ``fail`` it with the error's description and re-raise.
+
+    A lost lease is re-raised as is: the job is neither completed nor failed here,
+    another worker may hold it.
+    """
+    try:
+        async with keeper as lease:
+            yield lease
+    except LeaseLost:
+        raise
+    except Exception as error:
+        await fail(f"{type(error).__name__}: {error}")
+        raise
+    await complete()
 
 
 def default_interval(lease_timeout: float) -> float:

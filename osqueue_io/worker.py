@@ -26,8 +26,9 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -38,7 +39,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import StreamTerminatedError
 
-from osqueue_core import BrokerNotRunning, InvalidArgument, LeaseLost
+from osqueue_core import BrokerNotRunning, InvalidArgument
 from osqueue_io._proto.osqueue.v1 import (
     ClaimRequest,
     ClaimResponse,
@@ -55,7 +56,7 @@ from osqueue_io._proto.osqueue.v1 import (
     StatsRequest,
     StatsResponse,
 )
-from osqueue_io.keepalive import Lease, default_interval, keep_alive
+from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.server.status import CallContext, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
@@ -88,6 +89,9 @@ class RemoteJob:
     attempts: int
     #: Seconds the lease lasts without a heartbeat.
     lease_timeout: float
+    #: ``time.monotonic()`` when the claim was sent: the lease cannot have started
+    #: earlier, so the background heartbeat counts the first lease from here.
+    claimed_at: float = attrs.field(default=0.0, repr=False)
 
 
 @attrs.frozen
@@ -176,11 +180,12 @@ class Worker:
         if not 0 <= wait < 2**32 / 1000:
             raise InvalidArgument(f"wait must be between 0 and 49 days, got {wait!r}")
         request = ClaimRequest(worker_id=self.worker_id, wait_ms=round(wait * 1000))
+        sent_at = time.monotonic()
         reply = await self._call("Claim", request, ClaimResponse, time_limit=self.timeout + wait)
         if reply.empty:
             return None
         lease_timeout = reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
-        return RemoteJob(reply.job_id, reply.data, reply.attempts, lease_timeout)
+        return RemoteJob(reply.job_id, reply.data, reply.attempts, lease_timeout, sent_at)
 
     async def heartbeat(self, job_id: str) -> float:
         """Renew the lease on ``job_id``; returns how many seconds it now lasts.
@@ -232,28 +237,24 @@ class Worker:
             lambda: self._heartbeat(job.id, time_limit),
             interval=interval,
             lease_timeout=job.lease_timeout,
+            expires_at=job.claimed_at + job.lease_timeout if job.claimed_at else None,
         ) as lease:
             yield lease
 
-    @asynccontextmanager
-    async def processing(
+    def processing(
         self, job: RemoteJob, *, requeue_on_error: bool = True
-    ) -> AsyncIterator[Lease]:
+    ) -> AbstractAsyncContextManager[Lease]:
         """Process ``job`` safely: heartbeat while the block runs, ``complete`` it when
-        the block succeeds, ``fail`` it (requeued by default) when the block raises.
+        the block succeeds, ``fail`` it (requeue by default) when the block raises.
 
         If the lease is lost the block is cancelled and ``LeaseLost`` is raised; the job
         is then neither completed nor failed here (another worker may hold it).
         """
-        try:
-            async with self.keep_alive(job) as lease:
-                yield lease
-        except Exception as error:
-            if isinstance(error, LeaseLost):
-                raise
-            await self.fail(job.id, f"{type(error).__name__}: {error}", requeue=requeue_on_error)
-            raise
-        await self.complete(job.id)
+        return process_job(
+            self.keep_alive(job),
+            lambda: self.complete(job.id),
+            lambda error: self.fail(job.id, error, requeue=requeue_on_error),
+        )
 
     # -- the wire --------------------------------------------------------------------
 

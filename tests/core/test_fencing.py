@@ -221,3 +221,33 @@ def test_without_ownership_check_an_idle_broker_stays_silent() -> None:
     reads, writes = h.reads, h.writes
     h.advance(3600)
     assert (h.reads, h.writes) == (reads, writes)
+
+
+def test_a_newer_osqueue_taking_over_is_reported_as_a_replacement() -> None:
+    import orjson
+
+    store = SimStore()
+    a = Harness.started(store, identity="old", config=BrokerConfig(heartbeat_timeout=10))
+    a.push()
+    job = a.claim("w1").result.job_id  # type: ignore[union-attr]
+    # A newer osqueue (schema 2) takes the state over during a rolling upgrade.
+    state = orjson.loads(store.get("state.json"))  # type: ignore[arg-type]
+    state["schema_version"] = 2
+    state["owner"] = {"identity": "new", "incarnation": "n-1", "epoch": 2, "address": "h:1"}
+    store.objects["state.json"] = (orjson.dumps(state), store.counter + 1)
+    reply = a.heartbeat(job, "w1")  # confirmed by a read of the newer state
+    assert isinstance(reply.error, BrokerReplaced)  # type: ignore[union-attr]
+    assert (reply.error.new_identity, reply.error.new_epoch) == ("new", 2)  # type: ignore[union-attr]
+    assert reply.error.retryable  # type: ignore[union-attr]
+
+
+def test_a_newer_schema_without_a_newer_owner_is_unsupported_and_untouched() -> None:
+    store = SimStore()
+    a = Harness.started(store, identity="old")
+    data = store.get("state.json").replace(b'"schema_version":1', b'"schema_version":2')  # type: ignore[union-attr]
+    store.objects["state.json"] = (data, store.counter + 1)
+    a.advance(1)
+    a.push()
+    assert isinstance(a.broker.failure, UnsupportedSchema)
+    assert a.broker.failure.grpc_status == "UNAVAILABLE"
+    assert store.get("state.json") == data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,7 +19,8 @@ from osqueue_core import (
     LeaseLost,
     decode_state,
 )
-from osqueue_io import EmbeddedQueue, open_store
+from osqueue_io import EmbeddedQueue, Lease, open_store
+from osqueue_io.keepalive import keep_alive
 from tests.io.archive import archived_ids, archived_records
 
 from .conftest import Storage
@@ -237,3 +239,42 @@ async def test_undecodable_payload_is_dead_lettered_not_looped(tmp_path: Any) ->
         dead = [r for r in records if r["id"] == bad]
         assert dead[0]["status"] == "dead"
         assert "does not decode into Task" in dead[0]["last_error"]
+
+
+async def test_lease_is_counted_from_the_claim_not_from_the_block(storage: Storage) -> None:
+    """A worker cut off from the broker must give the job up by the broker's deadline,
+    even when it started heartbeating late: otherwise two workers would hold it."""
+    config = BrokerConfig(heartbeat_timeout=1.0)
+    async with queue(storage, Task, config) as q:
+        await q.push(Task("queued locally first"))
+        job = await q.claim("w1")
+        assert job is not None
+        await anyio.sleep(0.6)  # the job sat in a local work queue before processing
+
+        async def partitioned() -> None:  # heartbeats cannot get through
+            raise BrokerNotRunning("unreachable")
+
+        async with q.keep_alive(job) as lease:
+            anchor = lease.expires_at
+        assert anchor < time.monotonic() + 0.5, "the lease is counted from the claim"
+        cut_off: list[Lease] = []
+
+        async def hold() -> None:
+            async with keep_alive(
+                job.id, "w1", partitioned, interval=0.3, lease_timeout=1.0, expires_at=anchor
+            ) as lease:
+                cut_off.append(lease)
+                await anyio.sleep_forever()
+
+        async def cut_off_worker() -> None:
+            with pytest.raises(LeaseLost):
+                await hold()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(cut_off_worker)
+                other = await q.claim("w2", wait=5)  # granted once w1's lease expired
+                # At the moment w2 holds the job, w1 has already let it go.
+                assert cut_off[0].lost
+        assert other is not None
+        assert other.id == job.id
