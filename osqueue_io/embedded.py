@@ -70,7 +70,8 @@ class EmbeddedQueue(Generic[T]):
 
     Use it with ``async with``; leaving the block finishes accepted requests and
     releases the state object for the next broker. ``storage_options`` go to
-    :func:`~osqueue_io.storage.open_store` when ``storage`` is a URL.
+    :func:`~osqueue_io.storage.open_store` when ``storage`` is a URL; the timeouts to
+    :class:`~osqueue_io.runtime.BrokerRuntime`.
     """
 
     def __init__(
@@ -83,6 +84,8 @@ class EmbeddedQueue(Generic[T]):
         converter: cattrs.Converter | None = None,
         heartbeat_interval: float | None = None,
         storage_options: dict[str, object] | None = None,
+        storage_timeout: float = 30.0,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.config = config or BrokerConfig()
         self.codec = PayloadCodec(item_type, converter)
@@ -92,6 +95,8 @@ class EmbeddedQueue(Generic[T]):
         self._storage = storage
         self._storage_options = storage_options or {}
         self._identity = identity
+        self._storage_timeout = storage_timeout
+        self._shutdown_timeout = shutdown_timeout
         self._runtime: BrokerRuntime | None = None
         self._owns_store = False
 
@@ -118,7 +123,13 @@ class EmbeddedQueue(Generic[T]):
             self._owns_store = True
         else:
             store = self._storage
-        runtime = BrokerRuntime(store, self.config, identity=self._identity)
+        runtime = BrokerRuntime(
+            store,
+            self.config,
+            identity=self._identity,
+            storage_timeout=self._storage_timeout,
+            shutdown_timeout=self._shutdown_timeout,
+        )
         try:
             await runtime.start()
         except BaseException:

@@ -97,8 +97,11 @@ class BrokerRuntime:
     """Runs one :class:`~osqueue_core.Broker` against one object store.
 
     ``clock`` gives the core its ``now`` (wall-clock seconds by default: job and archive
-    timestamps are UTC times). ``shutdown_timeout`` bounds how long a clean stop may
-    wait for storage before the remaining callers get ``BrokerNotRunning``.
+    timestamps are UTC times). ``storage_timeout`` bounds each storage call: a write
+    that does not answer in time is reported as "outcome unknown" (the core reads the
+    state back), a read as failed (the core retries). ``shutdown_timeout`` bounds how
+    long a clean stop may wait for storage before the remaining callers get
+    ``BrokerNotRunning``.
     """
 
     def __init__(
@@ -109,9 +112,13 @@ class BrokerRuntime:
         identity: str | None = None,
         address: str | None = None,
         clock: Clock = time.time,
+        storage_timeout: float = 30.0,
         shutdown_timeout: float = 30.0,
     ) -> None:
+        if not storage_timeout > 0 or not shutdown_timeout > 0:
+            raise ValueError("storage_timeout and shutdown_timeout must be positive")
         self.store = store
+        self._storage_timeout = storage_timeout
         self.config = config or BrokerConfig()
         self._clock = clock
         self._shutdown_timeout = shutdown_timeout
@@ -307,7 +314,17 @@ class BrokerRuntime:
     # -- storage effects -------------------------------------------------------------
 
     async def _execute(self, effect: ReadState | WriteState | WriteArchive) -> None:
-        result = await execute_effect(self.store, effect)
+        result: StorageResult | None = None
+        with anyio.move_on_after(self._storage_timeout):
+            result = await execute_effect(self.store, effect)
+        if result is None:
+            log.warning("storage gave no answer within %.1fs", self._storage_timeout)
+            result = StorageFailed(
+                effect.op_id,
+                # A write may still land after we stop waiting for it.
+                outcome_unknown=not isinstance(effect, ReadState),
+                message=f"no answer within {self._storage_timeout:g}s",
+            )
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._inputs.send_nowait(result)
 
