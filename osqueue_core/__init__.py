@@ -19,7 +19,16 @@ from osqueue_core.codec import (
     encode_state,
     peek_owner,
 )
-from osqueue_core.commands import Claim, Command, Complete, Fail, Heartbeat, Push, RequestId
+from osqueue_core.commands import (
+    Claim,
+    Command,
+    Complete,
+    Fail,
+    Heartbeat,
+    Push,
+    PushBatch,
+    RequestId,
+)
 from osqueue_core.config import BrokerConfig, default_job_id
 from osqueue_core.effects import Effect, ReadState, Reply, WriteArchive, WriteState
 from osqueue_core.errors import (
@@ -52,6 +61,7 @@ from osqueue_core.results import (
     LeaseExtended,
     NothingToClaim,
     Pushed,
+    PushedBatch,
     Result,
 )
 
@@ -87,7 +97,9 @@ __all__ = [
     "PayloadTooLarge",
     "Phase",
     "Push",
+    "PushBatch",
     "Pushed",
+    "PushedBatch",
     "ReadState",
     "Reply",
     "RequestId",

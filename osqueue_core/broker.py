@@ -48,7 +48,16 @@ from osqueue_core.codec import (
     encode_state,
     peek_owner,
 )
-from osqueue_core.commands import Claim, Command, Complete, Fail, Heartbeat, Push, RequestId
+from osqueue_core.commands import (
+    Claim,
+    Command,
+    Complete,
+    Fail,
+    Heartbeat,
+    Push,
+    PushBatch,
+    RequestId,
+)
 from osqueue_core.config import BrokerConfig
 from osqueue_core.effects import Effect, ReadState, Reply, WriteArchive, WriteState
 from osqueue_core.errors import (
@@ -80,6 +89,7 @@ from osqueue_core.results import (
     LeaseExtended,
     NothingToClaim,
     Pushed,
+    PushedBatch,
 )
 from osqueue_core.table import JobTable
 
@@ -349,6 +359,8 @@ class Broker:
             match command:
                 case Push():
                     self._push(command)
+                case PushBatch():
+                    self._push_batch(command)
                 case Claim():
                     self._claim(command)
                 case Heartbeat():
@@ -367,28 +379,52 @@ class Broker:
             self._reply_error(command.request_id, error)
 
     def _push(self, command: Push) -> None:
-        if not isinstance(command.payload, bytes):
-            raise InvalidArgument("a job payload must be bytes")
-        size = len(command.payload)
-        if size > self.config.max_payload_bytes:
+        job = self._add_job(self._checked_payload(command.payload))
+        self._hold(Reply(command.request_id, Pushed(job.id)))
+        self._serve_waiters()
+
+    def _push_batch(self, command: PushBatch) -> None:
+        payloads = [
+            self._checked_payload(payload, f"payload {index} of the batch")
+            for index, payload in enumerate(command.payloads)
+        ]
+        total = sum(len(payload) for payload in payloads)
+        limits = self.config
+        if len(payloads) > limits.max_batch_ops or total > limits.max_batch_bytes:
             raise PayloadTooLarge(
-                f"payload of {size} bytes exceeds the broker's limit of "
-                f"{self.config.max_payload_bytes} bytes: store large data elsewhere "
-                "and push a reference"
+                f"a batch of {len(payloads)} payloads ({total} bytes) exceeds the broker's "
+                f"limit of {limits.max_batch_ops} payloads or {limits.max_batch_bytes} bytes: "
+                "split it (nothing was pushed)"
             )
+        # All in the open batch: they become durable in one write, or not at all.
+        jobs = [self._add_job(payload) for payload in payloads]
+        self._hold(Reply(command.request_id, PushedBatch(tuple(job.id for job in jobs))))
+        self._serve_waiters()
+
+    def _checked_payload(self, payload: bytes, what: str = "payload") -> bytes:
+        if not isinstance(payload, bytes):
+            raise InvalidArgument(f"a job {what} must be bytes")
+        if len(payload) > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{what} of {len(payload)} bytes exceeds the broker's limit of "
+                f"{self.config.max_payload_bytes} bytes: store large data elsewhere and "
+                "push a reference (nothing was pushed)"
+            )
+        return payload
+
+    def _add_job(self, payload: bytes) -> Job:
         assert self._owner is not None
         seq = self._table.next_seq
         job = Job(
             id=self.config.job_id_factory(self._owner.epoch, seq),
             seq=seq,
-            payload=command.payload,
+            payload=payload,
             created_at=self._now,
         )
         self._table.add(job)
         self._changed()
-        self._open.payload_bytes += size
-        self._hold(Reply(command.request_id, Pushed(job.id)))
-        self._serve_waiters()
+        self._open.payload_bytes += len(payload)
+        return job
 
     def _claim(self, command: Claim) -> None:
         _require_id("worker_id", command.worker_id)

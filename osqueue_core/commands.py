@@ -22,6 +22,18 @@ class Push:
 
 
 @attrs.frozen
+class PushBatch:
+    """Add several jobs at once, in order: all of them in one write, or none.
+
+    Refused whole (``PayloadTooLarge``) if any payload is too large, or if the batch has
+    more than ``max_batch_ops`` payloads or ``max_batch_bytes`` bytes.
+    """
+
+    request_id: RequestId
+    payloads: tuple[bytes, ...]
+
+
+@attrs.frozen
 class Claim:
     """Take the oldest ready job for ``worker_id``.
 
@@ -67,4 +79,4 @@ class Fail:
     requeue: bool = True
 
 
-Command = Push | Claim | Heartbeat | Complete | Fail
+Command = Push | PushBatch | Claim | Heartbeat | Complete | Fail

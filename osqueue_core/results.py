@@ -13,6 +13,13 @@ class Pushed:
 
 
 @attrs.frozen
+class PushedBatch:
+    """Every job of a ``PushBatch`` is durably in the queue, ids in payload order."""
+
+    job_ids: tuple[str, ...]
+
+
+@attrs.frozen
 class Claimed:
     """The worker holds ``job_id`` until ``lease_deadline`` (broker clock) unless it
     heartbeats. ``attempts`` counts this claim."""
@@ -51,4 +58,4 @@ class Failed:
     dead: bool
 
 
-Result = Pushed | Claimed | NothingToClaim | LeaseExtended | Completed | Failed
+Result = Pushed | PushedBatch | Claimed | NothingToClaim | LeaseExtended | Completed | Failed

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Generic, Self, TypeVar
@@ -39,7 +39,9 @@ from osqueue_core import (
     Heartbeat,
     LeaseExtended,
     Push,
+    PushBatch,
     Pushed,
+    PushedBatch,
 )
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
@@ -173,6 +175,14 @@ class EmbeddedQueue(Generic[T]):
         result = await runtime.request(Push(runtime.new_request_id(), payload))
         assert isinstance(result, Pushed)
         return result.job_id
+
+    async def push_many(self, items: Sequence[T]) -> list[str]:
+        """Add ``items`` in order, all in one write (all or none); returns their ids."""
+        payloads = tuple(self.codec.encode(item) for item in items)
+        runtime = self.runtime
+        result = await runtime.request(PushBatch(runtime.new_request_id(), payloads))
+        assert isinstance(result, PushedBatch)
+        return list(result.job_ids)
 
     # -- consuming -------------------------------------------------------------------
 

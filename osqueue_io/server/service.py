@@ -1,6 +1,6 @@
 """``osqueue.v1.QueueService`` over a :class:`~osqueue_io.runtime.BrokerRuntime`.
 
-Each RPC becomes one core command (PushBatch: one per payload); the command's result
+Each RPC becomes one core command; the command's result
 becomes the reply, and a typed error becomes the status its ``grpc_status`` names
 (:mod:`osqueue_io.server.status`), never INTERNAL. The service holds no policy of its
 own: validation, leases, batching and fencing are the core's. It only shapes messages,
@@ -14,10 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-import anyio
-from grpclib import GRPCError
-from grpclib.const import Status
-
 from osqueue_core import (
     Claim,
     Claimed,
@@ -30,9 +26,10 @@ from osqueue_core import (
     LeaseExtended,
     NothingToClaim,
     OsqueueError,
-    PayloadTooLarge,
     Push,
+    PushBatch,
     Pushed,
+    PushedBatch,
     Result,
 )
 from osqueue_io._proto.osqueue.v1 import (
@@ -122,47 +119,9 @@ class QueueService(QueueServiceBase):
         return PushResponse(job_id=pushed.job_id)
 
     async def push_batch(self, message: PushBatchRequest) -> PushBatchResponse:
-        payloads = message.data
-        self._check_batch(payloads)
-        # One command per payload, all submitted before any reply is awaited, so they
-        # join the same group commit. None is cancelled when another fails: cancelling
-        # a submitted push would not withdraw it, only hide its outcome...
-        results: list[Pushed | OsqueueError | None] = [None] * len(payloads)
-
-        async def push_one(index: int, payload: bytes) -> None:
-            try:
-                results[index] = _expect(await self._submit(Push(self._id(), payload)), Pushed)
-            except OsqueueError as error:
-                results[index] = error
-
-        async with anyio.create_task_group() as tasks:
-            for index, payload in enumerate(payloads):
-                tasks.start_soon(push_one, index, payload)
-        # ... but the reply is all or nothing: the first error, or every id.
-        for result in results:
-            if isinstance(result, OsqueueError):
-                raise to_grpc_error(result)
-        return PushBatchResponse(job_ids=[r.job_id for r in results if isinstance(r, Pushed)])
-
-    def _check_batch(self, payloads: list[bytes]) -> None:
-        """Refuse, before pushing anything, a batch that cannot be pushed whole."""
-        config = self._runtime.config
-        for index, payload in enumerate(payloads):
-            if len(payload) > config.max_payload_bytes:
-                raise to_grpc_error(
-                    PayloadTooLarge(
-                        f"payload {index} of the batch has {len(payload)} bytes, more than "
-                        f"the broker's limit of {config.max_payload_bytes}; nothing was pushed"
-                    )
-                )
-        total = sum(len(payload) for payload in payloads)
-        if len(payloads) > config.max_batch_ops or total > config.max_batch_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"a batch of {len(payloads)} payloads ({total} bytes) exceeds the broker's "
-                f"limit of {config.max_batch_ops} payloads or {config.max_batch_bytes} "
-                "bytes; split it (nothing was pushed)",
-            )
+        # One core command: every payload becomes durable in the same write, or none.
+        pushed = await self._call(PushBatch(self._id(), tuple(message.data)), PushedBatch)
+        return PushBatchResponse(job_ids=list(pushed.job_ids))
 
     async def claim(self, message: ClaimRequest) -> ClaimResponse:
         deadline = call_deadline.get()

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -44,6 +44,9 @@ class EmbeddedQueue(PortalShell, Generic[T]):
 
     def push(self, item: T) -> str:
         return self.portal.call(self.async_queue.push, item)
+
+    def push_many(self, items: Sequence[T]) -> list[str]:
+        return self.portal.call(self.async_queue.push_many, items)
 
     def claim(self, worker_id: str, *, wait: float = 0.0) -> ClaimedJob[T] | None:
         return self.portal.call(lambda: self.async_queue.claim(worker_id, wait=wait))

@@ -179,3 +179,21 @@ def test_cancel_withdraws_a_claim_still_waiting_for_the_takeover() -> None:
     h.flush()
     pushed = h.submit(Push(h.request_id(), b"x"))
     assert h.claim("w2").result.job_id == pushed.result.job_id  # type: ignore[union-attr]
+
+
+def test_push_batch_is_one_write_in_order_and_all_or_nothing() -> None:
+    from osqueue_core import PushBatch, PushedBatch
+
+    h = Harness.started(config=BrokerConfig(max_payload_bytes=10, max_batch_ops=3))
+    writes = h.writes
+    reply = h.submit(PushBatch(h.request_id(), (b"a", b"b", b"c")))
+    assert isinstance(reply.result, PushedBatch)  # type: ignore[union-attr]
+    assert h.writes == writes + 1
+    assert [h.claim().result.job_id for _ in range(3)] == list(reply.result.job_ids)  # type: ignore[union-attr]
+    writes = h.writes
+    for bad in ((b"ok", b"x" * 11), (b"1", b"2", b"3", b"4")):
+        refused = h.submit(PushBatch(h.request_id(), bad))
+        assert isinstance(refused.error, PayloadTooLarge)  # type: ignore[union-attr]
+        assert "nothing was pushed" in str(refused.error)  # type: ignore[union-attr]
+    assert h.writes == writes
+    assert isinstance(h.claim().result, NothingToClaim)  # type: ignore[union-attr]

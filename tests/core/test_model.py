@@ -51,7 +51,9 @@ from osqueue_core import (
     OsqueueError,
     Phase,
     Push,
+    PushBatch,
     Pushed,
+    PushedBatch,
     ReadState,
     Reply,
     WriteArchive,
@@ -176,6 +178,14 @@ class QueueModel(RuleBasedStateMachine):
                 self.acked_pushes[job_id] = command.payload
                 self.push_acked_step[job_id] = self.step
                 self.fresh.add(job_id)
+            case PushedBatch(job_ids):
+                assert isinstance(command, PushBatch)
+                assert len(job_ids) == len(command.payloads)
+                for job_id, payload in zip(job_ids, command.payloads, strict=True):
+                    assert job_id not in self.acked_pushes
+                    self.acked_pushes[job_id] = payload
+                    self.push_acked_step[job_id] = self.step
+                    self.fresh.add(job_id)
             case Claimed(job_id, payload, _, deadline):
                 assert isinstance(command, Claim)
                 granted_at = deadline - TIMEOUT
@@ -233,6 +243,11 @@ class QueueModel(RuleBasedStateMachine):
     @rule(slot=st.integers(0, 1), payload=st.binary(max_size=8))
     def push(self, slot: int, payload: bytes) -> None:
         self._submit(slot, lambda rid: Push(rid, payload))
+
+    @precondition(_live)
+    @rule(slot=st.integers(0, 1), payloads=st.lists(st.binary(max_size=4), max_size=4))
+    def push_batch(self, slot: int, payloads: list[bytes]) -> None:
+        self._submit(slot, lambda rid: PushBatch(rid, tuple(payloads)))
 
     @precondition(_live)
     @rule(slot=st.integers(0, 1), worker=st.sampled_from(WORKERS), wait=st.sampled_from([0, 0, 3]))

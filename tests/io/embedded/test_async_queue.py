@@ -278,3 +278,11 @@ async def test_lease_is_counted_from_the_claim_not_from_the_block(storage: Stora
                 assert cut_off[0].lost
         assert other is not None
         assert other.id == job.id
+
+
+async def test_push_many_lands_together_in_order(storage: Storage) -> None:
+    async with queue(storage, Task) as q:
+        ids = await q.push_many([Task("a"), Task("b"), Task("c")])
+        claimed = [await q.claim("w") for _ in ids]
+        assert [job.id for job in claimed if job] == ids
+        assert [job.item.name for job in claimed if job] == ["a", "b", "c"]
