@@ -7,7 +7,7 @@ this package does I/O, reads a clock or draws randomness. See docs/architecture.
 """
 
 from osqueue_core.archive import archive_bucket, archive_key
-from osqueue_core.broker import Broker, BrokerStats, Phase
+from osqueue_core.broker import Broker, BrokerStats
 from osqueue_core.codec import (
     SCHEMA_VERSION,
     DecodedState,
@@ -54,6 +54,7 @@ from osqueue_core.events import (
 )
 from osqueue_core.job import Job, JobStatus
 from osqueue_core.owner import Owner
+from osqueue_core.phase import Phase
 from osqueue_core.results import (
     Claimed,
     Completed,

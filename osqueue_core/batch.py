@@ -6,7 +6,6 @@ import enum
 
 import attrs
 
-from osqueue_core.commands import RequestId
 from osqueue_core.effects import Reply
 
 
@@ -63,12 +62,3 @@ class StateOperation:
     purpose: Purpose
     write: PendingWrite | None = None
     batch: Batch | None = None
-
-
-@attrs.frozen
-class Waiter:
-    """A claim waiting for a job to become ready."""
-
-    request_id: RequestId
-    worker_id: str
-    deadline: float

@@ -30,15 +30,13 @@ exception other than an ``OsqueueError`` crossing its public methods for bad inp
 
 from __future__ import annotations
 
-import enum
-import heapq
 import math
 from collections import deque
 
 import attrs
 
-from osqueue_core.archive import archive_bucket, archive_key
-from osqueue_core.batch import Batch, PendingWrite, Purpose, StateOperation, Waiter
+from osqueue_core.archive_writes import ArchiveWrites
+from osqueue_core.batch import Batch, PendingWrite, Purpose, StateOperation
 from osqueue_core.codec import (
     SCHEMA_VERSION,
     StateHeader,
@@ -51,11 +49,6 @@ from osqueue_core.codec import (
 from osqueue_core.commands import (
     Claim,
     Command,
-    Complete,
-    Fail,
-    Heartbeat,
-    Push,
-    PushBatch,
     RequestId,
 )
 from osqueue_core.config import BrokerConfig
@@ -65,10 +58,7 @@ from osqueue_core.errors import (
     BrokerReplaced,
     BrokerStopping,
     InvalidArgument,
-    JobNotFound,
-    LeaseLost,
     OsqueueError,
-    PayloadTooLarge,
     StateDiverged,
     UnsupportedSchema,
 )
@@ -82,26 +72,13 @@ from osqueue_core.events import (
 )
 from osqueue_core.job import Job, JobStatus
 from osqueue_core.owner import Owner
+from osqueue_core.phase import Phase
 from osqueue_core.results import (
-    Claimed,
-    Completed,
-    Failed,
-    LeaseExtended,
     NothingToClaim,
-    Pushed,
-    PushedBatch,
 )
 from osqueue_core.table import JobTable
-
-
-class Phase(enum.Enum):
-    """The broker's life: STARTING -> RUNNING -> STOPPING -> STOPPED, or FAILED."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
+from osqueue_core.transitions import JobTransitions
+from osqueue_core.waiters import WaitingClaims
 
 
 @attrs.frozen
@@ -118,7 +95,7 @@ class BrokerStats:
     waiting_claims: int
 
 
-class Broker:
+class Broker(JobTransitions):
     """A Sans-IO job-queue broker. Drive it as the module docstring says."""
 
     def __init__(
@@ -157,13 +134,9 @@ class Broker:
         self._failures = 0
         self._confirmed_at = -math.inf  # when a state operation last proved ownership
 
-        self._waiters: dict[RequestId, Waiter] = {}
-        self._waiter_heap: list[tuple[float, int, RequestId]] = []
-        self._waiter_counter = 0
+        self._waiters = WaitingClaims()
 
-        self._archive_ops: dict[int, str] = {}
-        self._archive_retry: dict[str, float] = {}
-        self._archive_failures: dict[str, int] = {}
+        self._archives = ArchiveWrites()
 
     # -- public inputs ---------------------------------------------------------------
 
@@ -195,7 +168,7 @@ class Broker:
         Raises ``InvalidArgument`` (changing nothing) if ``result`` is not a possible
         answer to the effect it names: a runtime bug.
         """
-        if result.op_id in self._archive_ops:
+        if self._archives.owns(result.op_id):
             _check_answer(result, (ArchiveWritten, StorageFailed), "WriteArchive")
             self._advance(now)
             self._on_archive_result(result)
@@ -224,7 +197,7 @@ class Broker:
         A claim already matched to a job is not cancelled; its reply still comes.
         """
         self._advance(now)
-        if self._waiters.pop(request_id, None) is not None:
+        if self._waiters.withdraw(request_id):
             self._effects.append(Reply(request_id, NothingToClaim()))
         else:
             # Not yet applied (during start-up, or behind a full batch): withdraw it.
@@ -260,7 +233,8 @@ class Broker:
         """When to call ``tick`` next (None: only when something else happens)."""
         if self._phase in (Phase.STOPPED, Phase.FAILED):
             return None
-        candidates = [self._retry_at, *self._archive_retry.values()]
+        archive_retry = self._archives.next_retry()
+        candidates = [self._retry_at, math.inf if archive_retry is None else archive_retry]
         if self._phase in (Phase.RUNNING, Phase.STOPPING):
             lease = self._table.next_lease_deadline()
             if lease is not None:
@@ -281,10 +255,9 @@ class Broker:
                 and not self._open.needs_operation()  # its own operation confirms too
             ):
                 candidates.append(self._confirmed_at + check)
-        while self._waiter_heap and self._waiter_heap[0][2] not in self._waiters:
-            heapq.heappop(self._waiter_heap)
-        if self._waiter_heap:
-            candidates.append(self._waiter_heap[0][0])
+        waiting = self._waiters.next_deadline()
+        if waiting is not None:
+            candidates.append(waiting)
         deadline = min(candidates)
         return None if deadline == math.inf else deadline
 
@@ -326,234 +299,7 @@ class Broker:
             self._expire_leases()
         self._expire_waiters()
 
-    def _expire_leases(self) -> None:
-        for job_id in self._table.expired_leases(self._now):
-            job = self._table.get(job_id)
-            if job is None or job.status is not JobStatus.CLAIMED:
-                continue
-            reason = f"lease expired: no heartbeat from worker {job.claimed_by!r}"
-            # The worker no longer holds it, whatever happens next: a late complete or
-            # fail from it is answered LeaseLost.
-            released = attrs.evolve(job, claimed_by=None, claimed_at=None)
-            self._release_job(released, reason, dead_letter=self._out_of_attempts(job))
-        self._serve_waiters()
-
-    def _expire_waiters(self) -> None:
-        heap = self._waiter_heap
-        while heap and heap[0][0] <= self._now:
-            _, _, request_id = heapq.heappop(heap)
-            if self._waiters.pop(request_id, None) is not None:
-                self._effects.append(Reply(request_id, NothingToClaim()))
-
     # -- applying commands -----------------------------------------------------------
-
-    def _batch_full(self) -> bool:
-        batch = self._open
-        return (
-            len(batch.replies) >= self.config.max_batch_ops
-            or batch.payload_bytes >= self.config.max_batch_bytes
-        )
-
-    def _apply(self, command: Command) -> None:
-        try:
-            match command:
-                case Push():
-                    self._push(command)
-                case PushBatch():
-                    self._push_batch(command)
-                case Claim():
-                    self._claim(command)
-                case Heartbeat():
-                    self._heartbeat(command)
-                case Complete():
-                    self._complete(command)
-                case Fail():
-                    self._fail_job(command)
-                case _:
-                    raise InvalidArgument(f"unknown command {command!r}")
-        except (LeaseLost, JobNotFound) as error:
-            # Only the current owner may say a job is gone: held until an operation
-            # confirms it, so a replaced broker answers BrokerReplaced instead.
-            self._hold(Reply(command.request_id, error=error))
-        except OsqueueError as error:
-            self._reply_error(command.request_id, error)
-
-    def _push(self, command: Push) -> None:
-        job = self._add_job(self._checked_payload(command.payload))
-        self._hold(Reply(command.request_id, Pushed(job.id)))
-        self._serve_waiters()
-
-    def _push_batch(self, command: PushBatch) -> None:
-        payloads = [
-            self._checked_payload(payload, f"payload {index} of the batch")
-            for index, payload in enumerate(command.payloads)
-        ]
-        total = sum(len(payload) for payload in payloads)
-        limits = self.config
-        if len(payloads) > limits.max_batch_ops or total > limits.max_batch_bytes:
-            raise PayloadTooLarge(
-                f"a batch of {len(payloads)} payloads ({total} bytes) exceeds the broker's "
-                f"limit of {limits.max_batch_ops} payloads or {limits.max_batch_bytes} bytes: "
-                "split it (nothing was pushed)"
-            )
-        # All in the open batch: they become durable in one write, or not at all.
-        jobs = [self._add_job(payload) for payload in payloads]
-        self._hold(Reply(command.request_id, PushedBatch(tuple(job.id for job in jobs))))
-        self._serve_waiters()
-
-    def _checked_payload(self, payload: bytes, what: str = "payload") -> bytes:
-        if not isinstance(payload, bytes):
-            raise InvalidArgument(f"a job {what} must be bytes")
-        if len(payload) > self.config.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"{what} of {len(payload)} bytes exceeds the broker's limit of "
-                f"{self.config.max_payload_bytes} bytes: store large data elsewhere and "
-                "push a reference (nothing was pushed)"
-            )
-        return payload
-
-    def _add_job(self, payload: bytes) -> Job:
-        assert self._owner is not None
-        seq = self._table.next_seq
-        job = Job(
-            id=self.config.job_id_factory(self._owner.epoch, seq),
-            seq=seq,
-            payload=payload,
-            created_at=self._now,
-        )
-        self._table.add(job)
-        self._changed()
-        self._open.payload_bytes += len(payload)
-        return job
-
-    def _claim(self, command: Claim) -> None:
-        _require_id("worker_id", command.worker_id)
-        if not math.isfinite(command.wait) or command.wait < 0:
-            raise InvalidArgument(f"wait must be a non-negative number, got {command.wait!r}")
-        job = self._table.pop_ready()
-        if job is not None:
-            self._grant(job, command.worker_id, command.request_id)
-        elif command.wait > 0 and self._phase is Phase.RUNNING:
-            deadline = self._now + command.wait
-            self._waiters[command.request_id] = Waiter(
-                command.request_id, command.worker_id, deadline
-            )
-            self._waiter_counter += 1
-            heapq.heappush(self._waiter_heap, (deadline, self._waiter_counter, command.request_id))
-        else:
-            self._effects.append(Reply(command.request_id, NothingToClaim()))
-
-    def _grant(self, job: Job, worker_id: str, request_id: RequestId) -> None:
-        claimed = attrs.evolve(
-            job,
-            status=JobStatus.CLAIMED,
-            attempts=job.attempts + 1,
-            claimed_by=worker_id,
-            claimed_at=self._now,
-        )
-        self._table.replace(claimed)
-        deadline = self._now + self.config.heartbeat_timeout
-        self._table.set_lease(job.id, deadline)
-        self._changed()
-        self._hold(Reply(request_id, Claimed(job.id, job.payload, claimed.attempts, deadline)))
-
-    def _serve_waiters(self) -> None:
-        while self._waiters:
-            job = self._table.pop_ready()
-            if job is None:
-                return
-            request_id = next(iter(self._waiters))
-            waiter = self._waiters.pop(request_id)
-            self._grant(job, waiter.worker_id, request_id)
-
-    def _held_job(self, job_id: str, worker_id: str) -> Job:
-        _require_id("job_id", job_id)
-        _require_id("worker_id", worker_id)
-        job = self._table.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    def _heartbeat(self, command: Heartbeat) -> None:
-        job = self._held_job(command.job_id, command.worker_id)
-        if job.status is not JobStatus.CLAIMED or job.claimed_by != command.worker_id:
-            raise LeaseLost(job.id, command.worker_id)
-        deadline = self._now + self.config.heartbeat_timeout
-        self._table.set_lease(job.id, deadline)
-        # Released once a later operation confirms we still own the state: only then
-        # is the promise safe from a successor that would hand the job out again.
-        self._hold(Reply(command.request_id, LeaseExtended(job.id, deadline)))
-
-    def _complete(self, command: Complete) -> None:
-        job = self._held_job(command.job_id, command.worker_id)
-        if job.claimed_by != command.worker_id:
-            raise LeaseLost(job.id, command.worker_id)
-        if job.status is JobStatus.CLAIMED:
-            self._finish(job, JobStatus.COMPLETED, job.last_error)
-        elif job.status is not JobStatus.COMPLETED:
-            raise LeaseLost(job.id, command.worker_id)
-        # A repeated complete is answered like the first, once that one is durable.
-        self._hold(Reply(command.request_id, Completed(job.id)))
-
-    def _fail_job(self, command: Fail) -> None:
-        job = self._held_job(command.job_id, command.worker_id)
-        if job.claimed_by != command.worker_id:
-            raise LeaseLost(job.id, command.worker_id)
-        if job.status is JobStatus.CLAIMED:
-            dead = not command.requeue or self._out_of_attempts(job)
-            self._release_job(job, command.error or "failed by worker", dead_letter=dead)
-        elif job.status is JobStatus.DEAD:
-            dead = True
-        else:
-            raise LeaseLost(job.id, command.worker_id)
-        self._hold(Reply(command.request_id, Failed(job.id, dead)))
-        self._serve_waiters()
-
-    def _out_of_attempts(self, job: Job) -> bool:
-        limit = self.config.max_attempts
-        return limit is not None and job.attempts >= limit
-
-    def _release_job(self, job: Job, reason: str, *, dead_letter: bool) -> None:
-        """A claimed job goes back to the queue, or to the archive as dead."""
-        if dead_letter:
-            self._finish(job, JobStatus.DEAD, reason)
-        else:
-            self._table.replace(
-                attrs.evolve(
-                    job,
-                    status=JobStatus.READY,
-                    claimed_by=None,
-                    claimed_at=None,
-                    last_error=reason,
-                )
-            )
-            self._changed()
-
-    def _finish(self, job: Job, status: JobStatus, error: str | None) -> None:
-        assert self._owner is not None
-        # The key names the revision that will commit this change: the next write, or
-        # the one after if a write is already on its way.
-        revision = self._revision + (2 if self._pending_write is not None else 1)
-        bucket = archive_bucket(self._now, self.config.archive_bucket_format)
-        key = archive_key(self.config.archive_prefix, bucket, self._owner.epoch, revision)
-        self._table.replace(
-            attrs.evolve(
-                job, status=status, finished_at=self._now, archive_key=key, last_error=error
-            )
-        )
-        self._open.archive_keys.add(key)
-        self._changed()
-
-    def _changed(self) -> None:
-        if not self._open.dirty:
-            self._open.dirty = True
-            self._open.first_change_at = self._now
-
-    def _hold(self, reply: Reply) -> None:
-        self._open.replies.append(reply)
-
-    def _reply_error(self, request_id: RequestId, error: OsqueueError) -> None:
-        self._effects.append(Reply(request_id, error=error))
 
     # -- issuing state operations ----------------------------------------------------
 
@@ -813,36 +559,32 @@ class Broker:
     # -- archive ---------------------------------------------------------------------
 
     def _write_archive(self, key: str) -> None:
-        if key in self._archive_ops.values():
+        if self._archives.in_flight(key):
             return
         jobs = self._table.archived_under(key)
         if not jobs:
             return
         op_id = self._new_op_id()
-        self._archive_ops[op_id] = key
-        self._archive_retry.pop(key, None)
+        self._archives.started(op_id, key)
         data = encode_archive(key, self._table.fragments(jobs))
         self._effects.append(WriteArchive(op_id, key, data))
 
     def _on_archive_result(self, result: StorageResult) -> None:
-        key = self._archive_ops.pop(result.op_id)
+        key = self._archives.finished(result.op_id)
         if self._phase in (Phase.STOPPED, Phase.FAILED):
             return
         if isinstance(result, ArchiveWritten):
-            self._archive_failures.pop(key, None)
+            self._archives.succeeded(key)
             # The archive object is durable: the jobs may now leave the state.
             for job in self._table.archived_under(key):
                 self._table.remove(job.id)
             self._changed()
         else:
-            failures = self._archive_failures.get(key, 0) + 1
-            self._archive_failures[key] = failures
-            self._archive_retry[key] = self._now + self._backoff(failures)
+            self._archives.failed(key, self._now, self._backoff)
 
     def _retry_archives(self) -> None:
-        for key, at in list(self._archive_retry.items()):
-            if at <= self._now:
-                self._write_archive(key)
+        for key in self._archives.due(self._now):
+            self._write_archive(key)
 
     # -- failure ---------------------------------------------------------------------
 
@@ -858,7 +600,7 @@ class Broker:
             held.append(self._pending_write.batch)
         self._op = self._retry = self._pending_write = None
         self._retry_at = math.inf
-        self._archive_retry.clear()
+        self._archives.drop_retries()
         self._open = Batch()
         answered: set[int] = set()
         for batch in held:
@@ -868,25 +610,18 @@ class Broker:
             for reply in batch.replies:
                 self._reply_error(reply.request_id, error)
         self._reply_inbox(error)
-        for request_id in list(self._waiters):
+        for request_id in self._waiters.take_all():
             self._reply_error(request_id, error)
-        self._waiters.clear()
 
     def _reply_inbox(self, error: OsqueueError) -> None:
         while self._inbox:
             self._reply_error(self._inbox.popleft().request_id, error)
 
     def _answer_waiters(self) -> None:
-        for request_id in list(self._waiters):
+        for request_id in self._waiters.take_all():
             self._effects.append(Reply(request_id, NothingToClaim()))
-        self._waiters.clear()
 
 
 def _check_answer(result: StorageResult, allowed: tuple[type, ...], effect: str) -> None:
     if not isinstance(result, allowed):
         raise InvalidArgument(f"{type(result).__name__} is not an answer to {effect}")
-
-
-def _require_id(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{name} must be a non-empty string")

@@ -163,6 +163,10 @@ class QueueModel(RuleBasedStateMachine):
         command, submitted = self.requests[rid]
         result = reply.result
         assert reply.error is None or isinstance(reply.error, OsqueueError)
+        if reply.error is not None and isinstance(command, Claim):
+            # A claim answered with an error (its broker was replaced meanwhile) may
+            # still have landed: the job is held, unacknowledged, until its lease ends.
+            self.fresh.clear()
         assert (result is None) != (reply.error is None), "a result or an error, never both"
         event(f"reply: {type(reply.error or result).__name__}")
         if isinstance(reply.error, LeaseLost):
