@@ -11,7 +11,7 @@
 
 Every call has a deadline (``timeout``; a waiting claim gets ``wait`` on top). Every
 failure is a typed :class:`~osqueue_core.OsqueueError` (see
-:mod:`osqueue_io.server.status`): ``LeaseLost`` / ``JobNotFound`` say stop working on
+:mod:`osqueue_io.status`): ``LeaseLost`` / ``JobNotFound`` say stop working on
 that job, ``InvalidArgument`` / ``PayloadTooLarge`` say fix the request, and
 ``error.retryable`` errors (``BrokerNotRunning``, ``BrokerStopping``,
 ``BrokerReplaced``) say try again later, or at ``error.new_address`` for a replaced
@@ -23,7 +23,6 @@ connection is re-established by itself once the broker is back.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import time
@@ -56,8 +55,9 @@ from osqueue_io._proto.osqueue.v1 import (
     StatsRequest,
     StatsResponse,
 )
+from osqueue_io.address import split_host_port
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
-from osqueue_io.server.status import CallContext, error_from_status
+from osqueue_io.status import CallContext, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
 
@@ -73,10 +73,10 @@ def default_worker_id() -> str:
 
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` for IPv6 literals) -> (host, port)."""
-    match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", address.strip())
-    if match is None:
+    parsed = split_host_port(address)
+    if parsed is None or not parsed[0]:
         raise InvalidArgument(f"broker address {address!r} is not host:port")
-    return match.group(1).strip("[]"), int(match.group(2))
+    return parsed
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ from grpclib.metadata import Deadline
 from grpclib.server import Server
 
 from osqueue_core import OsqueueError
-from osqueue_io.server.status import to_grpc_error
+from osqueue_io.status import to_grpc_error
 
 #: The deadline the client set for the call being handled (None: it set none).
 call_deadline: ContextVar[Deadline | None] = ContextVar("call_deadline", default=None)

@@ -45,7 +45,7 @@ from osqueue_io.runtime import BrokerRuntime, default_identity
 from osqueue_io.server.admission import Admission
 from osqueue_io.server.codec import StrictProtoCodec
 from osqueue_io.server.service import QueueService
-from osqueue_io.server.status import add_error_trailers
+from osqueue_io.status import add_error_trailers
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.server")

@@ -19,6 +19,7 @@ from typing import NoReturn
 import anyio
 
 from osqueue_core import BrokerConfig
+from osqueue_io.address import split_host_port
 from osqueue_io.server.app import EXIT_USAGE, BrokerServer
 from osqueue_io.storage import StorageConfigError, open_store
 
@@ -50,13 +51,13 @@ def parse_duration(text: str) -> float:
 def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` -> (host, port). An empty host (``:9090``) means every IPv4
     interface (``0.0.0.0``); IPv6 literals go in brackets (``[::1]:9090``)."""
-    match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):(\d{1,5})", text.strip())
-    if match is None or int(match.group(2)) > 65535:
+    parsed = split_host_port(text)
+    if parsed is None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not host:port: use e.g. :9090, 127.0.0.1:9090 or [::1]:9090"
         )
-    host = match.group(1).strip("[]") or "0.0.0.0"
-    return host, int(match.group(2))
+    host, port = parsed
+    return host or "0.0.0.0", port
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Each RPC becomes one core command; the command's result
 becomes the reply, and a typed error becomes the status its ``grpc_status`` names
-(:mod:`osqueue_io.server.status`), never INTERNAL. The service holds no policy of its
+(:mod:`osqueue_io.status`), never INTERNAL. The service holds no policy of its
 own: validation, leases, batching and fencing are the core's. It only shapes messages,
 caps a waiting claim below the client's deadline, and tells its owner when the broker
 has failed (replaced by another broker, say) so the process can stop.
@@ -51,7 +51,7 @@ from osqueue_io._proto.osqueue.v1 import (
 )
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.admission import call_deadline
-from osqueue_io.server.status import to_grpc_error
+from osqueue_io.status import to_grpc_error
 
 log = logging.getLogger("osqueue.server")
 

@@ -21,7 +21,7 @@ from osqueue_io._proto.osqueue.v1 import (
     StatsRequest,
     StatsResponse,
 )
-from osqueue_io.server.status import ERROR_KEY, NEW_IDENTITY_KEY
+from osqueue_io.status import ERROR_KEY, NEW_IDENTITY_KEY
 from osqueue_io.worker import Worker
 
 from .conftest import BrokerProcess, Storage

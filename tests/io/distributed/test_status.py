@@ -22,7 +22,7 @@ from osqueue_core import (
     StateDiverged,
     UnsupportedSchema,
 )
-from osqueue_io.server.status import (
+from osqueue_io.status import (
     CallContext,
     add_error_trailers,
     error_from_status,
