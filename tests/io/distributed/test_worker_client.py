@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from collections.abc import Callable
 
 import anyio
@@ -106,12 +105,11 @@ async def test_a_waiting_claim_gets_a_job_pushed_meanwhile(broker: BrokerProcess
 
 async def test_a_waiting_claim_ends_before_the_client_deadline(broker: BrokerProcess) -> None:
     async with Channel("127.0.0.1", broker.port) as channel:
-        started = time.monotonic()
         reply = await QueueServiceStub(channel).claim(
             ClaimRequest(worker_id="w", wait_ms=60_000), timeout=1.0
         )
-        assert reply.empty  # an answer, not DEADLINE_EXCEEDED
-        assert time.monotonic() - started < 1.0
+        # An answer: past its deadline the client would have raised TimeoutError.
+        assert reply.empty
 
 
 async def test_an_unreachable_broker_is_a_retryable_error() -> None:
@@ -128,10 +126,8 @@ async def test_an_unreachable_broker_is_a_retryable_error() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         async with Worker(f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.3) as worker:
-            started = time.monotonic()
-            with pytest.raises(BrokerNotRunning, match="no reply in time"):
+            with anyio.fail_after(10), pytest.raises(BrokerNotRunning, match="no reply in time"):
                 await worker.stats()
-            assert time.monotonic() - started < 2
 
 
 def test_worker_arguments_are_checked() -> None:
