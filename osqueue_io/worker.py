@@ -105,6 +105,8 @@ class QueueStats:
     identity: str
     revision: int
     address: str
+    #: Claims waiting for a job (0 from brokers that do not report it).
+    waiting_claims: int = 0
 
 
 class Worker:
@@ -218,6 +220,7 @@ class Worker:
             identity=reply.identity,
             revision=reply.revision,
             address=reply.address,
+            waiting_claims=reply.waiting_claims,
         )
 
     @asynccontextmanager

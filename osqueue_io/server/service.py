@@ -166,4 +166,5 @@ class QueueService(QueueServiceBase):
             identity=stats.identity,
             revision=stats.revision,
             address=self._address,
+            waiting_claims=stats.waiting_claims,
         )

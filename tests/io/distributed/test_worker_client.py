@@ -97,10 +97,16 @@ async def test_a_waiting_claim_gets_a_job_pushed_meanwhile(broker: BrokerProcess
         async def claim() -> None:
             got.append(await consumer.claim(wait=10))
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(claim)
-            job_id = await publisher.push(b"hot")
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(claim)
+                # Push only once the broker reports the claim waiting (each Stats is a
+                # round trip to the broker: no sleeping involved).
+                while (await publisher.stats()).waiting_claims != 1:
+                    pass
+                job_id = await publisher.push(b"hot")
         assert [getattr(job, "id", None) for job in got] == [job_id]
+        assert (await publisher.stats()).waiting_claims == 0
 
 
 async def test_a_waiting_claim_ends_before_the_client_deadline(broker: BrokerProcess) -> None:

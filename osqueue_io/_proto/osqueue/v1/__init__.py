@@ -256,6 +256,11 @@ class StatsResponse(betterproto2.Message):
     The address the owning broker advertises to clients.
     """
 
+    waiting_claims: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+    """
+    Claims waiting (long poll) for a job to arrive.
+    """
+
 
 default_message_pool.register_message("osqueue.v1", "StatsResponse", StatsResponse)
 
