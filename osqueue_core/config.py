@@ -20,7 +20,8 @@ class BrokerConfig:
 
     #: A claimed job whose worker sends no heartbeat for this long goes back to the queue.
     heartbeat_timeout: float = 30.0
-    #: Group commit: at most this many requests in one state write ...
+    #: Group commit: at most this many requests in one state write (a PushBatch is one
+    #: request of up to this many jobs) ...
     max_batch_ops: int = 1000
     #: ... and at most this many pushed payload bytes.
     max_batch_bytes: int = 8 * MiB

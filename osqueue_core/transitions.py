@@ -121,6 +121,8 @@ class JobTransitions:
         self._serve_waiters()
 
     def _push_batch(self, command: PushBatch) -> None:
+        if not isinstance(command.payloads, tuple | list):
+            raise InvalidArgument("a batch's payloads must be a tuple of bytes")
         payloads = [
             self._checked_payload(payload, f"payload {index} of the batch")
             for index, payload in enumerate(command.payloads)

@@ -100,9 +100,13 @@ async def _beat(
     while True:
         await anyio.sleep(delay)
         sent_at = time.monotonic()
+        # A heartbeat still in flight when the lease runs out does not save it. If our
+        # conservative local deadline has already passed without a failed heartbeat
+        # (a long-poll claim granted late, say), one bounded attempt decides: the
+        # broker extends a lease only for the worker that still holds it.
+        budget = remaining() if remaining() > 0 else lease_timeout / 2
         error: BaseException | None = None
-        # A heartbeat still in flight when the lease runs out does not save it.
-        with anyio.move_on_after(max(0.0, remaining())) as attempt:
+        with anyio.move_on_after(budget) as attempt:
             try:
                 await heartbeat()
             except Exception as failure:
@@ -112,7 +116,8 @@ async def _beat(
         elif error is None:
             lease.heartbeats += 1
             lease.expires_at = sent_at + lease_timeout
-            delay = interval
+            # Never wait past half of what is left, whatever the configured interval.
+            delay = min(interval, max(0.0, remaining()) / 2)
             continue
         retryable = not isinstance(error, OsqueueError) or error.retryable
         if retryable and remaining() > 0:

@@ -99,7 +99,9 @@ class BrokerRuntime:
     ``clock`` gives the core its ``now`` (wall-clock seconds by default: job and archive
     timestamps are UTC times). ``storage_timeout`` bounds each storage call: a write
     that does not answer in time is reported as "outcome unknown" (the core reads the
-    state back), a read as failed (the core retries). ``shutdown_timeout`` bounds how
+    state back), a read as failed (the core retries); a backend that works in threads
+    (the local filesystem) cannot be interrupted, so a hung mount still blocks its
+    call until the thread returns. ``shutdown_timeout`` bounds how
     long a clean stop may wait for storage before the remaining callers get
     ``BrokerNotRunning``.
     """

@@ -197,3 +197,11 @@ def test_push_batch_is_one_write_in_order_and_all_or_nothing() -> None:
         assert "nothing was pushed" in str(refused.error)  # type: ignore[union-attr]
     assert h.writes == writes
     assert isinstance(h.claim().result, NothingToClaim)  # type: ignore[union-attr]
+
+
+def test_push_batch_of_the_wrong_type_is_a_typed_error() -> None:
+    from osqueue_core import PushBatch
+
+    h = Harness.started()
+    reply = h.submit(PushBatch(h.request_id(), None))  # type: ignore[arg-type]
+    assert isinstance(reply.error, InvalidArgument)  # type: ignore[union-attr]

@@ -282,7 +282,31 @@ async def test_lease_is_counted_from_the_claim_not_from_the_block(storage: Stora
 
 async def test_push_many_lands_together_in_order(storage: Storage) -> None:
     async with queue(storage, Task) as q:
+        before = q.stats().revision
         ids = await q.push_many([Task("a"), Task("b"), Task("c")])
+        assert q.stats().revision == before + 1, "one state write for the whole batch"
         claimed = [await q.claim("w") for _ in ids]
         assert [job.id for job in claimed if job] == ids
         assert [job.item.name for job in claimed if job] == ["a", "b", "c"]
+
+
+async def test_keep_alive_survives_a_late_start_and_a_long_interval() -> None:
+    """The local deadline passed before the first beat (a late long-poll grant), and the
+    configured interval is longer than the lease: heartbeats that succeed keep it."""
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        beats += 1
+
+    async with keep_alive(
+        "job",
+        "w1",
+        heartbeat,
+        interval=10.0,  # longer than the lease
+        lease_timeout=0.4,
+        expires_at=time.monotonic() - 1,  # already "expired" locally
+    ) as lease:
+        await anyio.sleep(1.5)
+    assert not lease.lost
+    assert beats >= 3
