@@ -134,15 +134,6 @@ class JobTable:
                 return job
         return None
 
-    def peek_ready(self) -> Job | None:
-        while self._ready:
-            seq, job_id = self._ready[0]
-            job = self._jobs.get(job_id)
-            if job is not None and job.seq == seq and job.status is JobStatus.READY:
-                return job
-            heapq.heappop(self._ready)
-        return None
-
     def set_lease(self, job_id: str, deadline: float) -> None:
         """Set the heartbeat deadline of a claimed job (kept in memory only)."""
         self._leases[job_id] = deadline

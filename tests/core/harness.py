@@ -7,7 +7,6 @@ so a test can deliver each with the outcome it wants (conflict, ambiguous failur
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 import attrs
@@ -190,7 +189,3 @@ def archived_ids(store: SimStore, prefix: str = "archive/") -> list[str]:
         assert data is not None
         ids.extend(job["id"] for job in orjson.loads(data)["jobs"])
     return ids
-
-
-def ok_results(replies: Iterable[Reply]) -> list[object]:
-    return [r.result for r in replies if r.ok]
