@@ -89,18 +89,10 @@ class ObstoreStore:
 
     async def create(self, key: str, data: bytes) -> ObjectVersion:
         """Write ``data`` only if ``key`` is absent; ``AlreadyExists`` otherwise."""
-        path = join_key(self._prefix, check_key(key))
-        try:
-            result = await self._put(path, data, "create")
-        except Exception as error:
-            raise obstore_errors.write_error(
-                error, key=key, operation="create", expected=None, store_url=self._url
-            ) from error
-        return _version_of(result)
+        return await self._put(key, data, "create", expected=None)
 
     async def update(self, key: str, data: bytes, expected: ObjectVersion) -> ObjectVersion:
         """Replace the object only if it is still at ``expected``; ``WriteConflict`` otherwise."""
-        path = join_key(self._prefix, check_key(key))
         mode: UpdateVersion = {}
         # obstore rejects a None value ("'None' is not an instance of 'str'"): leave it out.
         if expected.e_tag is not None:
@@ -111,22 +103,27 @@ class ObstoreStore:
             raise WriteNotApplied(
                 key, "update", "the expected version is empty; pass the version a read returned"
             )
+        return await self._put(key, data, mode, expected=expected)
+
+    async def _put(
+        self, key: str, data: bytes, mode: PutMode, *, expected: ObjectVersion | None
+    ) -> ObjectVersion:
+        """One conditional put; every failure becomes the storage error that says
+        whether it landed."""
+        path = join_key(self._prefix, check_key(key))
         try:
-            result = await self._put(path, data, mode)
+            result = await obstore.put_async(
+                self._store, path, data, mode=mode, use_multipart=False
+            )
         except Exception as error:
             raise obstore_errors.write_error(
-                error, key=key, operation="update", expected=expected, store_url=self._url
+                error,
+                key=key,
+                operation="create" if expected is None else "update",
+                expected=expected,
+                store_url=self._url,
             ) from error
         return _version_of(result)
-
-    async def _put(self, path: str, data: bytes, mode: PutMode) -> PutResult:
-        return await obstore.put_async(
-            self._store,
-            path,
-            data,
-            mode=mode,
-            use_multipart=False,
-        )
 
     async def list(self, prefix: str) -> list[str]:
         """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
