@@ -22,8 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 import cattrs
@@ -45,6 +44,7 @@ from osqueue_core import (
 )
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
+from osqueue_io.resource import AsyncResource
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.storage import ObjectStore, open_store
 
@@ -66,7 +66,7 @@ class ClaimedJob(Generic[T]):
     payload: bytes = attrs.field(repr=False)
 
 
-class EmbeddedQueue(Generic[T]):
+class EmbeddedQueue(AsyncResource, Generic[T]):
     """A job queue on ``storage`` (a URL such as ``memory://``, ``./dir``, ``s3://b/p``,
     or an :class:`~osqueue_io.storage.ObjectStore`) whose items are of ``item_type``.
 
@@ -104,18 +104,6 @@ class EmbeddedQueue(Generic[T]):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def open(self) -> None:
         """Open the storage and take over the queue (usually via ``async with``)."""
         if self._runtime is not None:
@@ -133,7 +121,7 @@ class EmbeddedQueue(Generic[T]):
             shutdown_timeout=self._shutdown_timeout,
         )
         try:
-            await runtime.start()
+            await runtime.open()
         except BaseException:
             if self._owns_store:
                 await store.aclose()

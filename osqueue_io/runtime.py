@@ -22,8 +22,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 import anyio
 import attrs
@@ -50,6 +48,7 @@ from osqueue_core import (
     WriteConflicted,
     WriteState,
 )
+from osqueue_io.resource import AsyncResource
 from osqueue_io.storage import (
     AlreadyExists,
     ObjectStore,
@@ -93,7 +92,7 @@ class _Waiting:
     reply: Reply | None = None
 
 
-class BrokerRuntime:
+class BrokerRuntime(AsyncResource):
     """Runs one :class:`~osqueue_core.Broker` against one object store.
 
     ``clock`` gives the core its ``now`` (wall-clock seconds by default: job and archive
@@ -144,22 +143,10 @@ class BrokerRuntime:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Take over the state object. Raises the broker's failure if it cannot."""
         if self._task_group is not None:
-            raise RuntimeError("the runtime was already started")
+            raise RuntimeError("the runtime was already opened")
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._broker.start(self._clock())
@@ -187,7 +174,7 @@ class BrokerRuntime:
 
     async def aclose(self) -> None:
         """Stop cleanly (see :meth:`stop`), then end all tasks. Call it from the task
-        that called :meth:`start` (``async with`` does)."""
+        that called :meth:`open` (``async with`` does)."""
         if self._closed or self._task_group is None:
             self._closed = True
             return

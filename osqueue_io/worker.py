@@ -28,8 +28,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import attrs
 import betterproto2
@@ -57,6 +56,7 @@ from osqueue_io._proto.osqueue.v1 import (
 )
 from osqueue_io.address import split_host_port
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
+from osqueue_io.resource import AsyncResource
 from osqueue_io.status import CallContext, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
@@ -109,7 +109,7 @@ class QueueStats:
     waiting_claims: int = 0
 
 
-class Worker:
+class Worker(AsyncResource):
     """A connection to the broker at ``address``, acting as worker ``worker_id``.
 
     ``timeout`` is every call's deadline in seconds. ``heartbeat_interval`` is how
@@ -137,18 +137,6 @@ class Worker:
         self._channel: Channel | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Prepare the connection (made on the first call, remade after a failure)."""

@@ -198,7 +198,7 @@ class BrokerServer:
             shutdown_timeout=self.drain_timeout,
         )
         try:
-            await runtime.start()
+            await runtime.open()
         except OsqueueError as error:
             log.error("cannot take over the queue in %s: %s", self.store.url, error)
             return EXIT_FAILED
