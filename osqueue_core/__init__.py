@@ -35,13 +35,17 @@ from osqueue_core.errors import (
     BrokerNotRunning,
     BrokerReplaced,
     BrokerStopping,
+    CallInterrupted,
     CorruptState,
     InvalidArgument,
     JobNotFound,
     LeaseLost,
     OsqueueError,
+    Overloaded,
     PayloadTooLarge,
     StateDiverged,
+    StateMissing,
+    StorageUnavailable,
     UnsupportedSchema,
 )
 from osqueue_core.events import (
@@ -53,6 +57,15 @@ from osqueue_core.events import (
     WriteConflicted,
 )
 from osqueue_core.job import Job, JobStatus
+from osqueue_core.limits import (
+    MAX_CLAIM_WAIT,
+    MAX_ERROR_LENGTH,
+    MAX_ID_LENGTH,
+    check_error_text,
+    check_id,
+    clip_error_text,
+    quote,
+)
 from osqueue_core.owner import Owner
 from osqueue_core.phase import Phase
 from osqueue_core.results import (
@@ -67,6 +80,9 @@ from osqueue_core.results import (
 )
 
 __all__ = [
+    "MAX_CLAIM_WAIT",
+    "MAX_ERROR_LENGTH",
+    "MAX_ID_LENGTH",
     "SCHEMA_VERSION",
     "ArchiveWritten",
     "Broker",
@@ -75,6 +91,7 @@ __all__ = [
     "BrokerReplaced",
     "BrokerStats",
     "BrokerStopping",
+    "CallInterrupted",
     "Claim",
     "Claimed",
     "Command",
@@ -94,6 +111,7 @@ __all__ = [
     "LeaseLost",
     "NothingToClaim",
     "OsqueueError",
+    "Overloaded",
     "Owner",
     "PayloadTooLarge",
     "Phase",
@@ -107,16 +125,21 @@ __all__ = [
     "Result",
     "StateDiverged",
     "StateHeader",
+    "StateMissing",
     "StateRead",
     "StateWritten",
     "StorageFailed",
     "StorageResult",
+    "StorageUnavailable",
     "UnsupportedSchema",
     "WriteArchive",
     "WriteConflicted",
     "WriteState",
     "archive_bucket",
     "archive_key",
+    "check_error_text",
+    "check_id",
+    "clip_error_text",
     "decode_header",
     "decode_state",
     "default_job_id",
@@ -124,4 +147,5 @@ __all__ = [
     "encode_job",
     "encode_state",
     "peek_owner",
+    "quote",
 ]

@@ -133,3 +133,42 @@ class StateDiverged(OsqueueError):
     """
 
     grpc_status = "ABORTED"
+
+
+class Overloaded(OsqueueError):
+    """The broker has as many requests waiting as it allows (commands queued behind the
+    open batch, or claims waiting for a job). Nothing was done: retry after a pause."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+    retryable = True
+
+
+class StorageUnavailable(OsqueueError):
+    """Storage has refused or failed the broker's writes for a while (a full disk, lost
+    credentials, an outage). The broker keeps retrying; meanwhile requests get this.
+
+    A request answered with it may still be committed when storage recovers (its batch
+    is written then): a retried push may duplicate its job.
+    """
+
+    grpc_status = "UNAVAILABLE"
+    retryable = True
+
+
+class StateMissing(OsqueueError):
+    """The state object is missing, but the queue has history (epoch markers or archive
+    objects): it was deleted or the storage URL is wrong. The broker refuses to start a
+    new, empty queue over it unless asked to (``BrokerConfig.recreate``, ``--recreate``).
+    Restore the state object from a backup, or fix the URL."""
+
+    grpc_status = "DATA_LOSS"
+
+
+class CallInterrupted(OsqueueError):
+    """A call ended without an answer: the broker cancelled it, or its deadline passed.
+
+    It may or may not have taken effect (a retried push may duplicate its job). Retry.
+    """
+
+    grpc_status = "CANCELLED"
+    retryable = True
