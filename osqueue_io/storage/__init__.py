@@ -1,13 +1,14 @@
 """Compare-and-swap object storage: one interface over S3, GCS, Azure, memory and a directory.
 
-Open a store with :func:`open_store`, then ``read`` / ``create`` / ``update`` / ``list`` /
-``read_many`` through the :class:`ObjectStore` protocol. Every failure is a
+Open a store with :func:`open_store`, then ``read`` / ``head`` / ``create`` / ``update`` /
+``list`` / ``read_many`` through the :class:`ObjectStore` protocol. Every failure is a
 :class:`StorageError`; its class says whether a write landed. See ``docs/storage.md``.
 """
 
 from osqueue_io.storage.base import ObjectStore
 from osqueue_io.storage.errors import (
     AlreadyExists,
+    CorruptObject,
     InvalidKey,
     ObjectNotFound,
     OutcomeUnknown,
@@ -24,6 +25,7 @@ from osqueue_io.storage.version import ObjectVersion, StoredObject
 
 __all__ = [
     "AlreadyExists",
+    "CorruptObject",
     "InvalidKey",
     "LocalFileStore",
     "ObjectNotFound",

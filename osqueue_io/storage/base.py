@@ -1,6 +1,6 @@
 """The storage interface the runtime codes against, and the bounded fan-out for reads.
 
-Every backend offers the same five operations with the same guarantees; only latency
+Every backend offers the same operations with the same guarantees; only latency
 and the limits in ``docs/storage.md`` differ. Keys follow :mod:`osqueue_io.storage.keys`.
 """
 
@@ -38,6 +38,14 @@ class ObjectStore(Protocol):
         """Return the object's bytes and version, or ``None`` if the key is absent."""
         ...
 
+    async def head(self, key: str) -> ObjectVersion | None:
+        """Return the object's current version without its bytes, or ``None`` if absent.
+
+        Cheap next to ``read`` for a large object: use it to check that an object is
+        still at a version (the broker confirming it still owns the state).
+        """
+        ...
+
     async def create(self, key: str, data: bytes) -> ObjectVersion:
         """Write ``data`` only if ``key`` is absent; raise ``AlreadyExists`` otherwise."""
         ...
@@ -49,8 +57,15 @@ class ObjectStore(Protocol):
         """
         ...
 
-    async def list(self, prefix: str) -> list[str]:
-        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
+
+        With ``limit`` (at least 1), return at most ``limit`` keys, sorted, and never
+        fewer than ``min(limit, number of keys under prefix)``, and stop listing once
+        there are enough: ``list(prefix, limit=1)`` asks "is anything there?" cheaply.
+        Every backend here returns the first ``limit`` keys in sorted order, but the
+        contract promises only some ``limit`` of them. ``limit < 1`` is a ``ValueError``.
+        """
         ...
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
@@ -60,6 +75,17 @@ class ObjectStore(Protocol):
     async def aclose(self) -> None:
         """Release what the store holds. The store must not be used afterwards."""
         ...
+
+
+def check_list_limit(limit: int | None) -> int | None:
+    """Return ``limit`` if it is ``None`` or an int of at least 1, else raise ``ValueError``."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValueError(f"list limit must be None or an int, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError("list limit must be at least 1 (or None for every key)")
+    return limit
 
 
 async def read_concurrently(

@@ -8,6 +8,8 @@ answer the only question that matters after a failed write: *did it land?*
 - :class:`AlreadyExists`: no. ``create`` found the key taken.
 - :class:`WriteNotApplied`: no. The request was refused, or never sent.
 - :class:`OutcomeUnknown`: maybe. Re-read the object to find out.
+- :class:`CorruptObject`: no, and retrying will not help: the stored object is damaged
+  and osqueue will not overwrite it (also raised by reads).
 
 One caveat, which no storage client can hide: obstore retries a request that failed
 with a 5xx or a dropped connection. If the first attempt landed and only its answer was
@@ -128,6 +130,27 @@ class ReadFailed(StorageError):
     def __init__(self, what: str, detail: str) -> None:
         super().__init__(f"reading {what} failed ({detail}); nothing was changed, retry later")
         self.what = what
+
+
+class CorruptObject(StorageError):
+    """The stored object is damaged, or was not written by osqueue: it cannot be read.
+
+    Retrying will not help, and osqueue will not overwrite it, because writing over state
+    it could not read would throw away whatever is left of it. A person has to look:
+    restore the object from a backup, or move it away. Only backends that frame their
+    objects can tell (the local-filesystem backend checks its header and the length);
+    damaged bytes on an object store surface when the state fails to parse.
+    """
+
+    grpc_status = "DATA_LOSS"
+    retryable = False
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(
+            f"object {key!r} is damaged ({detail}); osqueue will not overwrite it: "
+            "inspect it, then restore it from a backup or move it away"
+        )
+        self.key = key
 
 
 class StorageConfigError(StorageError):

@@ -19,6 +19,10 @@ file to ``<dir>/.osq-tmp``, fsyncs it, renames it over the object (atomic), and 
 the directory so the rename survives a power cut. Readers take no lock: a rename swaps
 whole files, so a reader sees the old object or the new one, never a mix.
 
+A file whose header is missing or whose length disagrees with its header was damaged or
+written by something else: ``read``, ``head`` and writes raise :class:`CorruptObject`
+for it and never overwrite it.
+
 A writer killed at any point leaves the object as it was (old) or renamed (new). What it
 may leave behind is a partial ``.osq-tmp``; only a lock holder writes that file, so the
 next writer simply truncates it. Names starting with ``.osq-`` are never keys
@@ -35,15 +39,16 @@ import builtins
 import fcntl
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
 import attrs
 
-from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, read_concurrently
+from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, check_list_limit, read_concurrently
 from osqueue_io.storage.errors import (
     AlreadyExists,
+    CorruptObject,
     InvalidKey,
     OutcomeUnknown,
     ReadFailed,
@@ -66,10 +71,6 @@ class _Header:
     counter: int
     token: str
     length: int
-
-
-class _NotAnObject(Exception):
-    """A file under the root that this backend did not write (or that is damaged)."""
 
 
 class LocalFileStore:
@@ -126,6 +127,11 @@ class LocalFileStore:
         path = self.path_of(key)
         return await anyio.to_thread.run_sync(self._read_sync, key, path)
 
+    async def head(self, key: str) -> ObjectVersion | None:
+        """Return the object's version, reading only its header line; ``None`` if absent."""
+        path = self.path_of(key)
+        return await anyio.to_thread.run_sync(self._head_sync, key, path)
+
     async def create(self, key: str, data: bytes) -> ObjectVersion:
         """Write ``data`` only if ``key`` is absent; ``AlreadyExists`` otherwise."""
         path = self.path_of(key)
@@ -136,10 +142,15 @@ class LocalFileStore:
         path = self.path_of(key)
         return await anyio.to_thread.run_sync(self._write_sync, key, path, data, expected)
 
-    async def list(self, prefix: str) -> list[str]:
-        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
+
+        With ``limit``, the first ``limit`` of them in sorted order: directories are
+        walked in that order and the walk stops as soon as it has enough.
+        """
         relative = check_prefix(prefix)
-        return await anyio.to_thread.run_sync(self._list_sync, relative)
+        wanted = check_list_limit(limit)
+        return await anyio.to_thread.run_sync(self._list_sync, relative, wanted)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         """Read several keys concurrently (bounded); absent keys map to ``None``."""
@@ -154,24 +165,23 @@ class LocalFileStore:
         try:
             with path.open("rb") as file:
                 raw = file.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            # A directory named like the key holds other keys; the key itself is absent.
+        except _ABSENT:
             return None
         except OSError as error:
             raise ReadFailed(repr(key), f"{path}: {error}") from error
         newline = raw.find(b"\n", 0, _MAX_HEADER)
+        line = raw[: newline + 1] if newline >= 0 else raw[:_MAX_HEADER]
+        header = _parse_frame(key, path, line, len(raw))
+        return StoredObject(
+            data=raw[len(line) :], version=ObjectVersion(e_tag=header.token, version=None)
+        )
+
+    def _head_sync(self, key: str, path: Path) -> ObjectVersion | None:
         try:
-            header = _parse_header(raw[:newline] if newline >= 0 else raw[:_MAX_HEADER])
-        except _NotAnObject as error:
+            header = _read_frame(key, path)
+        except OSError as error:
             raise ReadFailed(repr(key), f"{path}: {error}") from error
-        data = raw[newline + 1 :]
-        if len(data) != header.length:
-            raise ReadFailed(
-                repr(key),
-                f"{path} holds {len(data)} data bytes but its header says {header.length}: "
-                "the file was modified outside osqueue",
-            )
-        return StoredObject(data=data, version=ObjectVersion(e_tag=header.token, version=None))
+        return None if header is None else ObjectVersion(e_tag=header.token, version=None)
 
     def _write_sync(
         self, key: str, path: Path, data: bytes, expected: ObjectVersion | None
@@ -196,11 +206,7 @@ class LocalFileStore:
         if path.is_dir():
             raise InvalidKey(key, "the local store holds other keys under it (it is a directory)")
         try:
-            current = _read_header(path)
-        except _NotAnObject as error:
-            raise WriteNotApplied(
-                key, operation, f"{path} was not written by osqueue ({error}); move it away"
-            ) from error
+            current = _read_frame(key, path)
         except OSError as error:
             raise WriteNotApplied(key, operation, f"{path}: {error}") from error
         if expected is None:
@@ -243,52 +249,88 @@ class LocalFileStore:
                 continue
             _fsync_directory(parent)
 
-    def _list_sync(self, prefix: str) -> builtins.list[str]:
+    def _list_sync(self, prefix: str, limit: int | None) -> builtins.list[str]:
         base = self._root.joinpath(*prefix.split("/")) if prefix else self._root
-
-        def on_error(error: OSError) -> None:
-            # The prefix itself missing (or being an object) means "no keys"; a directory
-            # below it cannot vanish, as keys are never deleted, but would not matter.
-            if error.filename == str(base) or not isinstance(error, FileNotFoundError):
-                raise error
-
         keys: builtins.list[str] = []
         try:
-            for directory, subdirectories, files in os.walk(base, onerror=on_error):
-                subdirectories[:] = [
-                    name for name in subdirectories if not name.startswith(RESERVED_SEGMENT_PREFIX)
-                ]
-                relative = Path(directory).relative_to(self._root).as_posix()
-                keys.extend(
-                    name if relative == "." else f"{relative}/{name}"
-                    for name in files
-                    if not name.startswith(RESERVED_SEGMENT_PREFIX)
-                )
+            for key in _walk_sorted(base, prefix):
+                keys.append(key)
+                if limit is not None and len(keys) >= limit:
+                    break
         except (FileNotFoundError, NotADirectoryError):
-            return []
+            return []  # the prefix is absent, or is an object: no keys under it
         except OSError as error:
             raise ReadFailed(f"the listing of {prefix!r}", str(error)) from error
-        return sorted(keys)
+        return keys
 
 
-def _parse_header(line: bytes) -> _Header:
-    fields = line.split(b" ")
-    if len(fields) != 4 or fields[0] != _MAGIC:
-        raise _NotAnObject("no osqueue-object-v1 header")
-    try:
-        counter, nonce, length = int(fields[1]), fields[2].decode("ascii"), int(fields[3])
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _NotAnObject(f"malformed header: {error}") from error
-    return _Header(counter=counter, token=f"{counter}-{nonce}", length=length)
+# Opening these for a key means the key is absent (a directory named like the key holds
+# other keys; an object on the key's path cannot hold it).
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
-def _read_header(path: Path) -> _Header | None:
+def _read_frame(key: str, path: Path) -> _Header | None:
+    """Read and check the header of the file holding ``key``; ``None`` if there is none.
+
+    Reads only the header line; the length is checked against the file's size. Raises
+    :class:`CorruptObject` for a damaged file, :class:`OSError` if it cannot be read.
+    """
     try:
         with path.open("rb") as file:
             line = file.readline(_MAX_HEADER)
-    except (FileNotFoundError, NotADirectoryError):
+            size = os.fstat(file.fileno()).st_size
+    except _ABSENT:
         return None
-    return _parse_header(line.rstrip(b"\n"))
+    return _parse_frame(key, path, line, size)
+
+
+def _parse_frame(key: str, path: Path, line: bytes, size: int) -> _Header:
+    """Check a file's header ``line`` (with its newline) against the file's ``size``."""
+    if not line.endswith(b"\n"):
+        raise CorruptObject(key, f"{path} has no osqueue-object-v1 header line")
+    fields = line[:-1].split(b" ")
+    if len(fields) != 4 or fields[0] != _MAGIC:
+        raise CorruptObject(key, f"{path} has no osqueue-object-v1 header")
+    try:
+        counter, nonce, length = int(fields[1]), fields[2].decode("ascii"), int(fields[3])
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptObject(key, f"{path} has a malformed osqueue-object-v1 header") from None
+    data_bytes = size - len(line)
+    if data_bytes != length:
+        raise CorruptObject(
+            key,
+            f"{path} holds {data_bytes} data bytes but its header says {length}: it was "
+            "truncated or changed outside osqueue",
+        )
+    return _Header(counter=counter, token=f"{counter}-{nonce}", length=length)
+
+
+def _walk_sorted(directory: Path, relative: str, *, top: bool = True) -> Iterator[str]:
+    """Yield the keys under ``directory`` (whose key prefix is ``relative``) in sorted order.
+
+    Sorting each directory's entries with a ``/`` after directory names makes a
+    depth-first walk produce keys in the order ``sorted`` would give (``a-b`` before
+    ``a/c``), so a limited listing can stop after the first ``limit`` keys. Only the
+    ``top`` directory missing is an error (:class:`FileNotFoundError`).
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = [
+                (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
+                for entry in scan
+                if not entry.name.startswith(RESERVED_SEGMENT_PREFIX)
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        if top:
+            raise
+        return  # removed by hand while we walked: it holds no keys any more
+    entries.sort(key=lambda pair: pair[0])
+    for name, entry in entries:
+        key = f"{relative}/{entry.name}" if relative else entry.name
+        if name.endswith("/"):
+            yield from _walk_sorted(Path(entry.path), key, top=False)
+        elif not entry.is_dir():  # a symlink to a directory is not walked, nor a key
+            yield key
 
 
 def _write_file_durably(path: Path, header: bytes, data: bytes) -> None:

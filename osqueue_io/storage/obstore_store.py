@@ -9,14 +9,18 @@ import obstore
 from obstore.store import AzureStore, GCSStore, MemoryStore, S3Store
 
 from osqueue_io.storage import obstore_errors
-from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, read_concurrently
+from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, check_list_limit, read_concurrently
 from osqueue_io.storage.errors import WriteNotApplied
 from osqueue_io.storage.keys import check_key, check_prefix, join_key
 from osqueue_io.storage.version import ObjectVersion, StoredObject
 
 if TYPE_CHECKING:
-    from obstore import PutMode, PutResult, UpdateVersion
+    from obstore import ObjectMeta, PutMode, PutResult, UpdateVersion
     from obstore.store import ObjectStore as ObstoreBackend
+
+# The most keys one chunk of a limited listing holds (S3, GCS and Azure pages hold up to
+# 1,000 keys; obstore's own default chunk is 50).
+_LIST_CHUNK = 1000
 
 
 class ObstoreStore:
@@ -75,17 +79,33 @@ class ObstoreStore:
             result = await obstore.get_async(self._store, path)
             data = await result.bytes_async()
         except FileNotFoundError as error:
-            config_error = obstore_errors.missing_bucket(error, self._url)
-            if config_error is not None:
-                raise config_error from error
+            self._raise_if_bucket_missing(error)
             return None
         except Exception as error:
             raise obstore_errors.read_error(error, what=repr(key), store_url=self._url) from error
-        meta = result.meta
-        return StoredObject(
-            data=data.to_bytes(),
-            version=ObjectVersion(e_tag=meta["e_tag"], version=meta["version"]),
-        )
+        return StoredObject(data=data.to_bytes(), version=_version_of(result.meta))
+
+    async def head(self, key: str) -> ObjectVersion | None:
+        """Return the object's version (a HEAD request), or ``None`` if the key is absent.
+
+        A HEAD answer has no body, so on S3 and Azure a missing bucket cannot be told
+        from a missing key here: it reads as ``None``, where ``read`` would raise.
+        """
+        path = join_key(self._prefix, check_key(key))
+        try:
+            meta = await obstore.head_async(self._store, path)
+        except FileNotFoundError as error:
+            self._raise_if_bucket_missing(error)
+            return None
+        except Exception as error:
+            raise obstore_errors.read_error(error, what=repr(key), store_url=self._url) from error
+        return _version_of(meta)
+
+    def _raise_if_bucket_missing(self, error: FileNotFoundError) -> None:
+        """A 404 is a missing key, unless its body says the bucket itself is missing."""
+        config_error = obstore_errors.missing_bucket(error, self._url)
+        if config_error is not None:
+            raise config_error from error
 
     async def create(self, key: str, data: bytes) -> ObjectVersion:
         """Write ``data`` only if ``key`` is absent; ``AlreadyExists`` otherwise."""
@@ -125,18 +145,34 @@ class ObstoreStore:
             ) from error
         return _version_of(result)
 
-    async def list(self, prefix: str) -> list[str]:
-        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all)."""
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
+
+        With ``limit``, stop reading obstore's listing stream (and so stop requesting
+        further pages) once it has produced ``limit`` keys; return those, sorted.
+        """
         relative = check_prefix(prefix)
+        wanted = check_list_limit(limit)
         full = join_key(self._prefix, relative) if relative else self._prefix
+        strip = len(self._prefix) + 1 if self._prefix else 0
+        keys: list[str] = []
         try:
-            metas = await obstore.list(self._store, prefix=full or None).collect_async()
+            if wanted is None:
+                metas = await obstore.list(self._store, prefix=full or None).collect_async()
+                keys.extend(meta["path"][strip:] for meta in metas)
+            else:
+                stream = obstore.list(
+                    self._store, prefix=full or None, chunk_size=min(wanted, _LIST_CHUNK)
+                )
+                async for chunk in stream:
+                    keys.extend(meta["path"][strip:] for meta in chunk)
+                    if len(keys) >= wanted:
+                        break
         except Exception as error:
             raise obstore_errors.read_error(
                 error, what=f"the listing of {prefix!r}", store_url=self._url
             ) from error
-        strip = len(self._prefix) + 1 if self._prefix else 0
-        return sorted(meta["path"][strip:] for meta in metas)
+        return sorted(keys)[:wanted]
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         """Read several keys concurrently (bounded); absent keys map to ``None``."""
@@ -163,5 +199,5 @@ def _describe(store: ObstoreBackend, prefix: str) -> str:
     return base if base.endswith("://") else base.removesuffix("/")
 
 
-def _version_of(result: PutResult) -> ObjectVersion:
+def _version_of(result: PutResult | ObjectMeta) -> ObjectVersion:
     return ObjectVersion(e_tag=result["e_tag"], version=result["version"])

@@ -17,8 +17,10 @@ import pytest
 from osqueue_io.storage import (
     AlreadyExists,
     InvalidKey,
+    LocalFileStore,
     ObjectStore,
     ObjectVersion,
+    ObstoreStore,
     WriteConflict,
 )
 
@@ -32,6 +34,8 @@ RACE_ROUNDS = 5
 class Backend:
     name: str
     store: ObjectStore
+    #: Another client of the same storage: a second writer, as another process would be.
+    other_client: Callable[[], ObjectStore]
     #: S3's ETag is the MD5 of the content: the same bytes give the same version back.
     etag_is_content_hash: bool = False
 
@@ -40,15 +44,20 @@ class Backend:
 def backend(request: pytest.FixtureRequest) -> Backend:
     name: str = request.param
     if name == "memory":
-        return Backend(name, request.getfixturevalue("memory_store"))
+        memory: ObstoreStore = request.getfixturevalue("memory_store")
+        return Backend(name, memory, lambda: ObstoreStore(memory.inner))
     if name == "local":
-        return Backend(name, request.getfixturevalue("local_store"))
-    factory: Callable[[], ObjectStore]
-    if name == "s3":
-        factory = request.getfixturevalue("s3_store_factory")
-        return Backend(name, factory(), etag_is_content_hash=True)
-    factory = request.getfixturevalue("azure_store_factory")
-    return Backend(name, factory())
+        local: LocalFileStore = request.getfixturevalue("local_store")
+        return Backend(name, local, lambda: LocalFileStore(local.root))
+    factory: Callable[..., ObstoreStore]
+    factory = request.getfixturevalue("s3_store_factory" if name == "s3" else "azure_store_factory")
+    remote = factory()
+    return Backend(
+        name,
+        remote,
+        lambda: factory(remote.prefix),
+        etag_is_content_hash=name == "s3",
+    )
 
 
 @pytest.fixture
@@ -239,6 +248,72 @@ async def test_list_returns_sorted_keys_under_whole_segment_prefix(store: Object
     assert await store.list("state.json") == []
 
 
+async def test_list_with_a_limit_returns_that_many_sorted_keys(store: ObjectStore) -> None:
+    under = [f"archive/2026-11-27T{hour}/{number}-1.json" for hour in (17, 18) for number in (1, 2)]
+    for key in [*under, "archive-old/x.json", "archived", "state.json"]:
+        await store.create(key, b"{}")
+    everything = await store.list("archive")
+    assert everything == sorted(under)
+
+    for limit in (1, 2, 3, 4, 5, 1000):
+        listed = await store.list("archive", limit=limit)
+
+        assert len(listed) == min(limit, len(under)), limit
+        assert listed == sorted(listed)
+        assert set(listed) <= set(under)
+        # Pinned, beyond the contract: every backend here lists in key order, so a limit
+        # returns the first keys. A backend listing in another order would still conform.
+        assert listed == everything[:limit]
+    assert await store.list("nothing-here", limit=1) == []
+    assert await store.list("state.json", limit=1) == []
+    assert len(await store.list("", limit=1)) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "1"])
+async def test_list_limit_below_one_or_not_an_int_is_refused(
+    store: ObjectStore, limit: object
+) -> None:
+    await store.create("archive/1.json", b"{}")
+
+    with pytest.raises(ValueError, match="limit"):
+        await store.list("archive", limit=limit)
+
+
+async def test_head_of_absent_key_is_none(store: ObjectStore) -> None:
+    assert await store.head("state.json") is None
+
+
+async def test_head_of_a_prefix_holding_keys_is_none(store: ObjectStore) -> None:
+    await store.create("archive/1.json", b"{}")
+
+    assert await store.head("archive") is None
+
+
+async def test_head_reports_the_version_writes_and_reads_report(store: ObjectStore) -> None:
+    created = await store.create("queues/q/state.json", b"one")
+    assert await store.head("queues/q/state.json") == created
+
+    updated = await store.update("queues/q/state.json", b"two", created)
+
+    read = await store.read("queues/q/state.json")
+    assert read is not None
+    assert await store.head("queues/q/state.json") == updated == read.version
+    assert updated != created
+
+
+async def test_head_sees_another_writers_update(backend: Backend) -> None:
+    mine = await backend.store.create("state.json", b"written by me")
+    other = backend.other_client()
+
+    theirs = await other.update("state.json", b"written by another client", mine)
+
+    head = await backend.store.head("state.json")
+    assert head == theirs
+    assert head != mine
+    with pytest.raises(WriteConflict):
+        await backend.store.update("state.json", b"stale", mine)
+
+
 async def test_read_many_reads_present_and_absent_keys(store: ObjectStore) -> None:
     present = [f"archive/{number:03d}.json" for number in range(40)]
     for key in present:
@@ -292,6 +367,8 @@ async def test_invalid_keys_are_refused_everywhere(store: ObjectStore, key: str)
     version = ObjectVersion(e_tag="x", version="1")
     with pytest.raises(InvalidKey):
         await store.read(key)
+    with pytest.raises(InvalidKey):
+        await store.head(key)
     with pytest.raises(InvalidKey):
         await store.create(key, b"x")
     with pytest.raises(InvalidKey):

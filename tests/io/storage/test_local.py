@@ -12,20 +12,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from osqueue_io.storage import (
+    CorruptObject,
     InvalidKey,
     LocalFileStore,
     ObjectVersion,
-    ReadFailed,
     StorageConfigError,
     WriteConflict,
-    WriteNotApplied,
 )
 
 pytestmark = pytest.mark.anyio
@@ -289,25 +288,58 @@ async def test_version_token_never_repeats_after_recreate(local_store: LocalFile
         await local_store.update("state", b"stale", first)
 
 
-async def test_file_not_written_by_osqueue_is_reported_not_overwritten(
-    local_store: LocalFileStore,
+async def assert_corrupt_and_left_alone(
+    store: LocalFileStore, key: str, version: ObjectVersion, match: str
 ) -> None:
-    local_store.path_of("state").write_bytes(b'{"hand": "written"}')
+    """Every operation on ``key`` raises CorruptObject on its first try; the file stays."""
+    path = store.path_of(key)
+    damaged = path.read_bytes()
+    for operation in (
+        store.read(key),
+        store.head(key),
+        store.read_many([key]),
+        store.update(key, b"over it", version),
+        store.create(key, b"over it"),
+    ):
+        with pytest.raises(CorruptObject, match=match) as raised:
+            await operation
+        assert raised.value.key == key
+        assert raised.value.retryable is False
+        assert raised.value.grpc_status == "DATA_LOSS"
+        assert "will not overwrite" in str(raised.value)
+    assert path.read_bytes() == damaged
 
-    with pytest.raises(ReadFailed, match="header"):
-        await local_store.read("state")
-    with pytest.raises(WriteNotApplied, match="not written by osqueue"):
-        await local_store.update("state", b"x", ObjectVersion(e_tag="1-0", version=None))
-    assert local_store.path_of("state").read_bytes() == b'{"hand": "written"}'
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"hand": "written"}', b"", b"\n", b"osqueue-object-v1 1 abc\n{}", b"x" * 1000 + b"\n"],
+)
+async def test_file_not_written_by_osqueue_is_corrupt_and_never_overwritten(
+    local_store: LocalFileStore, content: bytes
+) -> None:
+    local_store.path_of("state").write_bytes(content)
+
+    await assert_corrupt_and_left_alone(
+        local_store, "state", ObjectVersion(e_tag="1-0", version=None), match="header"
+    )
 
 
-async def test_truncated_object_is_reported(local_store: LocalFileStore) -> None:
-    await local_store.create("state", b"0123456789")
+@pytest.mark.parametrize(
+    ("damage", "detail"),
+    [
+        (lambda raw: raw[:-3], "holds 7 data bytes but its header says 10"),
+        (lambda raw: raw + b"more", "holds 14 data bytes but its header says 10"),
+        (lambda raw: raw[: raw.index(b"\n")], "no osqueue-object-v1 header line"),
+    ],
+)
+async def test_truncated_or_extended_object_is_corrupt_and_never_overwritten(
+    local_store: LocalFileStore, damage: Callable[[bytes], bytes], detail: str
+) -> None:
+    version = await local_store.create("state", b"0123456789")
     path = local_store.path_of("state")
-    path.write_bytes(path.read_bytes()[:-3])
+    path.write_bytes(damage(path.read_bytes()))
 
-    with pytest.raises(ReadFailed, match="modified outside osqueue"):
-        await local_store.read("state")
+    await assert_corrupt_and_left_alone(local_store, "state", version, match=detail)
 
 
 async def test_objects_are_files_under_the_root(tmp_path: Path) -> None:
@@ -350,3 +382,15 @@ def test_root_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
         LocalFileStore(tmp_path / "file")
     with pytest.raises(StorageConfigError, match="does not exist"):
         LocalFileStore(tmp_path / "missing", create_root=False)
+
+
+async def test_limited_listing_walks_directories_in_key_order(local_store: LocalFileStore) -> None:
+    # '-' sorts before '/', so the key "a-b" comes between "a" 's children and nothing
+    # else: a walk that visited directory "a" first would get the order wrong.
+    keys = ["a/c", "a/b/d", "a-b", "a.x/y", "a0", "b"]
+    for key in keys:
+        await local_store.create(key, b"{}")
+
+    assert await local_store.list("") == sorted(keys)
+    for limit in range(1, len(keys) + 2):
+        assert await local_store.list("", limit=limit) == sorted(keys)[:limit]
