@@ -6,6 +6,7 @@ and the limits in ``docs/storage.md`` differ. Keys follow :mod:`osqueue_io.stora
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -75,6 +76,21 @@ class ObjectStore(Protocol):
     async def aclose(self) -> None:
         """Release what the store holds. The store must not be used afterwards."""
         ...
+
+
+def as_seconds(value: object) -> float | None:
+    """``value`` as a finite, non-negative number of seconds, or ``None`` if it is not one.
+
+    For option checks: refuses bools, strings, NaN, infinities and ints too large for a
+    float, without ever raising.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None
 
 
 def check_list_limit(limit: int | None) -> int | None:

@@ -17,7 +17,8 @@ Every write to a directory holds an exclusive ``flock`` on ``<dir>/.osq-lock``. 
 the lock it reads the current token, compares it with the expected one, writes the new
 file to ``<dir>/.osq-tmp``, fsyncs it, renames it over the object (atomic), and fsyncs
 the directory so the rename survives a power cut. Readers take no lock: a rename swaps
-whole files, so a reader sees the old object or the new one, never a mix.
+whole files, so a reader sees the old object or the new one, never a mix. The wait for
+the lock is bounded (``lock_timeout``) and logged: see :mod:`.local_lock`.
 
 A file whose header is missing or whose length disagrees with its header was damaged or
 written by something else: ``read``, ``head`` and writes raise :class:`CorruptObject`
@@ -36,7 +37,6 @@ reliable on NFS and similar network filesystems. A key cannot be both an object 
 from __future__ import annotations
 
 import builtins
-import fcntl
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -45,7 +45,12 @@ from pathlib import Path
 import anyio
 import attrs
 
-from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, check_list_limit, read_concurrently
+from osqueue_io.storage.base import (
+    DEFAULT_READ_CONCURRENCY,
+    as_seconds,
+    check_list_limit,
+    read_concurrently,
+)
 from osqueue_io.storage.errors import (
     AlreadyExists,
     CorruptObject,
@@ -57,6 +62,7 @@ from osqueue_io.storage.errors import (
     WriteNotApplied,
 )
 from osqueue_io.storage.keys import RESERVED_SEGMENT_PREFIX, check_key, check_prefix
+from osqueue_io.storage.local_lock import DEFAULT_LOCK_TIMEOUT, directory_lock
 from osqueue_io.storage.version import ObjectVersion, StoredObject
 
 _MAGIC = b"osqueue-object-v1"
@@ -79,6 +85,10 @@ class LocalFileStore:
     Safe for any number of processes on one host sharing ``root``. Blocking file work
     runs in worker threads, off the event loop. Open it with ``open_store("file:///dir")``
     or a plain path, or construct it directly.
+
+    ``lock_timeout`` bounds how long a write waits for another writer's lock on the
+    key's directory before it fails with :class:`WriteNotApplied`; keep it well below
+    the runtime's ``storage_timeout``, which cannot interrupt a waiting thread.
     """
 
     def __init__(
@@ -87,9 +97,13 @@ class LocalFileStore:
         *,
         create_root: bool = True,
         read_concurrency: int = DEFAULT_READ_CONCURRENCY,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         if read_concurrency < 1:
             raise ValueError("read_concurrency must be at least 1")
+        timeout = as_seconds(lock_timeout)
+        if timeout is None or timeout == 0:
+            raise ValueError("lock_timeout must be a positive, finite number of seconds")
         path = Path(root).expanduser().absolute()
         if path.exists() and not path.is_dir():
             raise StorageConfigError(f"the storage path {str(path)!r} is not a directory")
@@ -104,6 +118,7 @@ class LocalFileStore:
                 ) from error
         self._root = path
         self._read_concurrency = read_concurrency
+        self._lock_timeout = timeout
 
     @property
     def root(self) -> Path:
@@ -114,6 +129,11 @@ class LocalFileStore:
     def url(self) -> str:
         """The root as a ``file://`` URL, for logs."""
         return self._root.as_uri()
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a write waits for a directory's lock before it fails."""
+        return self._lock_timeout
 
     def __repr__(self) -> str:
         return f"LocalFileStore({str(self._root)!r})"
@@ -190,14 +210,12 @@ class LocalFileStore:
         directory = path.parent
         try:
             self._make_directories(key, directory)
-            lock = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as error:
             raise WriteNotApplied(key, operation, f"{directory}: {error}") from error
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with directory_lock(
+            directory / _LOCK_NAME, timeout=self._lock_timeout, key=key, operation=operation
+        ):
             return self._write_locked(key, path, data, expected)
-        finally:
-            os.close(lock)  # also releases the flock
 
     def _write_locked(
         self, key: str, path: Path, data: bytes, expected: ObjectVersion | None

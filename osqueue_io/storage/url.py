@@ -16,7 +16,7 @@ Credentials, endpoint and region come from the environment variables obstore rea
 backend (``endpoint=``, ``access_key_id=``, ``bearer_token=``, ...), plus
 ``client_options=``, ``retry_config=`` and ``credential_provider=``. Options of our own:
 ``read_concurrency=`` (every backend), ``instance_credentials=`` (cloud backends, see
-:mod:`osqueue_io.storage.credentials`), ``create_root=`` (local).
+:mod:`osqueue_io.storage.credentials`), ``create_root=`` and ``lock_timeout=`` (local).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from obstore.store import AzureStore, GCSStore, MemoryStore, S3Store
 
 from osqueue_io.storage import credentials
-from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, ObjectStore
+from osqueue_io.storage.base import DEFAULT_READ_CONCURRENCY, ObjectStore, as_seconds
 from osqueue_io.storage.errors import InvalidKey, StorageConfigError
 from osqueue_io.storage.keys import check_prefix
 from osqueue_io.storage.local import LocalFileStore
+from osqueue_io.storage.local_lock import DEFAULT_LOCK_TIMEOUT
 from osqueue_io.storage.obstore_store import ObstoreStore
 
 _SUPPORTED = "memory://, a directory path, file:///dir, s3://bucket, gs://bucket, az://container"
@@ -83,11 +84,19 @@ def open_store(url: str, **options: Any) -> ObjectStore:
 def _open_local(path: str, options: dict[str, Any], read_concurrency: int) -> LocalFileStore:
     if not path:
         raise StorageConfigError("the local storage path is empty; name a directory")
-    _refuse_unknown(path, options, allowed=("create_root",))
+    _refuse_unknown(path, options, allowed=("create_root", "lock_timeout"))
+    value = options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)
+    lock_timeout = as_seconds(value)
+    if lock_timeout is None or lock_timeout == 0:
+        raise StorageConfigError(
+            f"{path}: lock_timeout must be a positive number of seconds, got "
+            f"{_describe_value(value)}"
+        )
     return LocalFileStore(
         path,
         create_root=bool(options.get("create_root", True)),
         read_concurrency=read_concurrency,
+        lock_timeout=lock_timeout,
     )
 
 
@@ -139,8 +148,19 @@ def _open_cloud(
 def _pop_read_concurrency(url: str, options: dict[str, Any]) -> int:
     value = options.pop("read_concurrency", DEFAULT_READ_CONCURRENCY)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise StorageConfigError(f"{url}: read_concurrency must be a positive int, got {value!r}")
+        raise StorageConfigError(
+            f"{url}: read_concurrency must be a positive int, got {_describe_value(value)}"
+        )
     return value
+
+
+def _describe_value(value: object) -> str:
+    """A short description of a rejected option value: a number, or only its type."""
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**12):
+        return repr(value)
+    if isinstance(value, int):
+        return "an int too large to show"
+    return f"a value of type {type(value).__name__}"
 
 
 def _prefix(url: str, path: str) -> str:

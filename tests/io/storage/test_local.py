@@ -6,12 +6,15 @@ over stdin/stdout lines, which is also how the test waits for them (no sleeps).
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from osqueue_io.storage import (
     ObjectVersion,
     StorageConfigError,
     WriteConflict,
+    WriteNotApplied,
 )
 
 pytestmark = pytest.mark.anyio
@@ -394,3 +398,146 @@ async def test_limited_listing_walks_directories_in_key_order(local_store: Local
     assert await local_store.list("") == sorted(keys)
     for limit in range(1, len(keys) + 2):
         assert await local_store.list("", limit=limit) == sorted(keys)[:limit]
+
+
+# -- bounded lock waits ---------------------------------------------------------------
+
+
+HOLDER = """
+    import os, sys, anyio
+    from osqueue_io.storage import LocalFileStore
+
+    real_replace = os.replace
+
+    def replace(source, target):
+        # Inside the directory lock: stay here, holding it, until the test says "go".
+        print("holding", os.getpid(), flush=True)
+        sys.stdin.readline()
+        real_replace(source, target)
+
+    os.replace = replace
+
+    async def main(root):
+        store = LocalFileStore(root)
+        current = await store.read("state")
+        await store.update("state", b"written by the holder", current.version)
+        print("done", flush=True)
+
+    anyio.run(main, sys.argv[1])
+"""
+
+
+def lock_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "osqueue.storage.local" and record.levelno == logging.WARNING
+    ]
+
+
+async def test_write_blocked_by_a_frozen_holder_gives_up_naming_it(
+    tmp_path: Path, children: list[Child], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="osqueue.storage.local")
+    store = LocalFileStore(tmp_path, lock_timeout=0.3)
+    await store.create("state", b"old")
+    child = Child(HOLDER, str(tmp_path))
+    children.append(child)
+    word, pid = child.read_line().split()
+    assert word == "holding"
+
+    started = time.monotonic()
+    with anyio.fail_after(CHILD_TIMEOUT), pytest.raises(WriteNotApplied) as raised:
+        await store.create("other", b"mine")
+
+    assert time.monotonic() - started >= 0.3  # it waited out its timeout, not less
+    message = str(raised.value)
+    assert f"pid {pid} on host " in message
+    assert str(tmp_path / ".osq-lock") in message
+    assert "is another broker frozen" in message
+    assert "after waiting" in message
+    warnings = lock_warnings(caplog)
+    assert len(warnings) == 1
+    assert f"pid {pid}" in warnings[0]
+    assert str(tmp_path / ".osq-lock") in warnings[0]
+    assert await store.read("other") is None
+
+    child.send("go")
+    assert child.read_line() == "done"
+    assert child.finish() == 0
+    with anyio.fail_after(CHILD_TIMEOUT):
+        await store.create("other", b"mine")
+    other, state = await store.read("other"), await store.read("state")
+    assert other is not None
+    assert other.data == b"mine"
+    assert state is not None
+    assert state.data == b"written by the holder"
+
+
+async def test_write_waiting_for_the_lock_proceeds_when_the_holder_lets_go(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    store = LocalFileStore(tmp_path, lock_timeout=CHILD_TIMEOUT)
+    await store.create("state", b"old")
+    child = Child(HOLDER, str(tmp_path))
+    children.append(child)
+    assert child.read_line().startswith("holding")
+
+    async def release_the_holder() -> None:
+        child.send("go")
+
+    with anyio.fail_after(CHILD_TIMEOUT):
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.create, "other", b"mine")
+            group.start_soon(release_the_holder)
+
+    assert child.read_line() == "done"
+    other = await store.read("other")
+    assert other is not None
+    assert other.data == b"mine"
+    # The lock file now names the last holder: this process.
+    assert (tmp_path / ".osq-lock").read_bytes().startswith(f"pid={os.getpid()} host=".encode())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\xff\x00 not a record" * 10_000,
+        b"pid=1 host=" + b"h" * 10_000 + b"\n",
+        b"pid=12345678901234567890 host=x\n",
+        b"pid=1 host=evil\x1b[2J\n",
+    ],
+)
+async def test_a_lock_file_holding_garbage_names_no_holder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    caplog.set_level(logging.WARNING, logger="osqueue.storage.local")
+    store = LocalFileStore(tmp_path, lock_timeout=0.2)
+    lock_path = tmp_path / ".osq-lock"
+    lock_path.write_bytes(content)
+    # flock locks belong to open file descriptions: this one excludes the store's own.
+    holder = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with anyio.fail_after(CHILD_TIMEOUT), pytest.raises(WriteNotApplied) as raised:
+            await store.create("state", b"x")
+    finally:
+        os.close(holder)
+
+    message = str(raised.value)
+    assert "an unknown holder (the lock file names none)" in message
+    assert len(message) < 400
+    assert all(len(warning) < 400 for warning in lock_warnings(caplog))
+    assert await store.read("state") is None
+    await store.create("state", b"x")  # the lock is free again
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("inf"), float("nan"), 10**400])
+def test_lock_timeout_must_be_positive_and_finite(tmp_path: Path, timeout: float) -> None:
+    with pytest.raises(ValueError, match="lock_timeout"):
+        LocalFileStore(tmp_path, lock_timeout=timeout)
+
+
+def test_lock_timeout_defaults_well_below_the_runtimes_storage_timeout(tmp_path: Path) -> None:
+    assert LocalFileStore(tmp_path).lock_timeout == 10.0

@@ -97,6 +97,30 @@ def test_local_options(tmp_path: Path) -> None:
         open_store(str(tmp_path), endpoint="http://x")
 
 
+@pytest.mark.parametrize("form", ["plain", "file-url"])
+def test_lock_timeout_option_reaches_the_local_backend(tmp_path: Path, form: str) -> None:
+    url = str(tmp_path) if form == "plain" else tmp_path.as_uri()
+
+    store = open_store(url, lock_timeout=2.5)
+    default = open_store(url)
+
+    assert isinstance(store, LocalFileStore)
+    assert store.lock_timeout == 2.5
+    assert isinstance(default, LocalFileStore)
+    assert default.lock_timeout == 10.0
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan"), 10**400, "10", True, None])
+def test_lock_timeout_must_be_a_positive_number(tmp_path: Path, value: object) -> None:
+    with pytest.raises(StorageConfigError, match="lock_timeout must be a positive number"):
+        open_store(str(tmp_path), lock_timeout=value)
+
+
+def test_lock_timeout_is_refused_for_other_backends() -> None:
+    with pytest.raises(StorageConfigError, match=r"unknown option.*lock_timeout"):
+        open_store("memory://", lock_timeout=1.0)
+
+
 # -- S3 -------------------------------------------------------------------------------
 
 
@@ -411,3 +435,15 @@ def test_location_options_are_refused(moto_s3: S3Server) -> None:
 def test_read_concurrency_must_be_a_positive_int(value: object) -> None:
     with pytest.raises(StorageConfigError, match="read_concurrency"):
         open_store("memory://", read_concurrency=value)
+
+
+def test_rejected_option_values_are_not_echoed_unbounded(tmp_path: Path) -> None:
+    for name, value in [
+        ("read_concurrency", "x" * 10_000),
+        ("read_concurrency", -(10**5000)),
+        ("lock_timeout", -(10**5000)),
+        ("lock_timeout", ["x" * 10_000]),
+    ]:
+        with pytest.raises(StorageConfigError) as raised:
+            open_store(str(tmp_path), **{name: value})
+        assert len(str(raised.value)) < len(str(tmp_path)) + 200
