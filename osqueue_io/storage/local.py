@@ -20,6 +20,10 @@ the directory so the rename survives a power cut. Readers take no lock: a rename
 whole files, so a reader sees the old object or the new one, never a mix. The wait for
 the lock is bounded (``lock_timeout``) and logged: see :mod:`.local_lock`.
 
+Directories are made durable too: each one this backend creates (the root, and the
+directories of keys with ``/``) is fsynced into its parent, or a power cut could lose a
+directory together with the objects renamed into it.
+
 A file whose header is missing or whose length disagrees with its header was damaged or
 written by something else: ``read``, ``head`` and writes raise :class:`CorruptObject`
 for it and never overwrite it.
@@ -37,9 +41,10 @@ reliable on NFS and similar network filesystems. A key cannot be both an object 
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -110,12 +115,7 @@ class LocalFileStore:
         if not path.exists():
             if not create_root:
                 raise StorageConfigError(f"the storage directory {str(path)!r} does not exist")
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise StorageConfigError(
-                    f"cannot create the storage directory {str(path)!r}: {error}"
-                ) from error
+            _create_root(path)
         self._root = path
         self._read_concurrency = read_concurrency
         self._lock_timeout = timeout
@@ -254,18 +254,13 @@ class LocalFileStore:
         """Create the key's missing parent directories, each made durable in its parent."""
         if directory.is_dir():
             return
-        current = self._root
-        for part in directory.relative_to(self._root).parts:
-            parent, current = current, current / part
-            try:
-                current.mkdir()
-            except FileExistsError:
-                if not current.is_dir():
-                    raise InvalidKey(
-                        key, f"{part!r} on its path is an object, so it cannot hold other keys"
-                    ) from None
-                continue
-            _fsync_directory(parent)
+        try:
+            _make_directories_durably(self._root, directory.relative_to(self._root).parts)
+        except NotADirectoryError as error:
+            part = Path(str(error.filename)).name
+            raise InvalidKey(
+                key, f"{part!r} on its path is an object, so it cannot hold other keys"
+            ) from None
 
     def _list_sync(self, prefix: str, limit: int | None) -> builtins.list[str]:
         base = self._root.joinpath(*prefix.split("/")) if prefix else self._root
@@ -360,6 +355,39 @@ def _write_file_durably(path: Path, header: bytes, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _create_root(path: Path) -> None:
+    """Create the store's root and its missing parents, each made durable in its parent."""
+    existing, missing = path, list[str]()
+    while not existing.exists() and existing != existing.parent:
+        existing, missing = existing.parent, [existing.name, *missing]
+    try:
+        _make_directories_durably(existing, missing)
+    except OSError as error:
+        raise StorageConfigError(
+            f"cannot create the storage directory {str(path)!r}: {error}"
+        ) from error
+
+
+def _make_directories_durably(base: Path, parts: Iterable[str]) -> None:
+    """Create ``base/parts[0]/parts[1]/...`` and fsync each directory into its parent.
+
+    A directory that already exists is fsynced into its parent too: another process may
+    have just created it and died before its own fsync. Raises :class:`NotADirectoryError`
+    (its ``filename`` the path) where a file stands in the way.
+    """
+    current = base
+    for part in parts:
+        parent, current = current, current / part
+        try:
+            current.mkdir()
+        except FileExistsError:
+            if not current.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, "a file stands where a directory is needed", str(current)
+                ) from None
+        _fsync_directory(parent)
 
 
 def _fsync_directory(path: Path) -> None:

@@ -400,6 +400,53 @@ async def test_limited_listing_walks_directories_in_key_order(local_store: Local
         assert await local_store.list("", limit=limit) == sorted(keys)[:limit]
 
 
+# -- durable directories --------------------------------------------------------------
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``os.fsync`` is called on, in order (a spy: a power cut is unobservable)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return synced
+
+
+def test_new_root_directories_are_fsynced_into_their_parents(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    LocalFileStore(tmp_path / "a" / "b" / "root")
+
+    assert (tmp_path / "a" / "b" / "root").is_dir()
+    assert fsynced == [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")]
+
+
+def test_existing_root_is_not_synced_again(tmp_path: Path, fsynced: list[str]) -> None:
+    LocalFileStore(tmp_path)
+
+    assert fsynced == []
+
+
+async def test_key_directories_are_fsynced_into_their_parents(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    store = LocalFileStore(tmp_path)
+
+    await store.create("archive/2026-11-27T17/1-1.json", b"{}")
+
+    directories = [path for path in fsynced if not path.endswith(".osq-tmp")]
+    assert directories == [
+        str(tmp_path),  # archive/ made durable in the root
+        str(tmp_path / "archive"),  # 2026-11-27T17/ in archive/
+        str(tmp_path / "archive" / "2026-11-27T17"),  # the object's rename
+    ]
+
+
 # -- bounded lock waits ---------------------------------------------------------------
 
 
