@@ -2,7 +2,8 @@
 
 Open a store with :func:`open_store`, then ``read`` / ``head`` / ``create`` / ``update`` /
 ``list`` / ``read_many`` through the :class:`ObjectStore` protocol. Every failure is a
-:class:`StorageError`; its class says whether a write landed. See ``docs/storage.md``.
+:class:`StorageError`; its class says whether a write landed. :class:`FaultyStore` wraps
+any store to inject the failures real storage has, for tests. See ``docs/storage.md``.
 """
 
 from osqueue_io.storage.base import ObjectStore
@@ -18,6 +19,7 @@ from osqueue_io.storage.errors import (
     WriteConflict,
     WriteNotApplied,
 )
+from osqueue_io.storage.faults import FaultKind, Faults, FaultyStore, keys_under
 from osqueue_io.storage.local import LocalFileStore
 from osqueue_io.storage.obstore_store import ObstoreStore
 from osqueue_io.storage.url import open_store
@@ -26,6 +28,9 @@ from osqueue_io.storage.version import ObjectVersion, StoredObject
 __all__ = [
     "AlreadyExists",
     "CorruptObject",
+    "FaultKind",
+    "Faults",
+    "FaultyStore",
     "InvalidKey",
     "LocalFileStore",
     "ObjectNotFound",
@@ -39,5 +44,6 @@ __all__ = [
     "StoredObject",
     "WriteConflict",
     "WriteNotApplied",
+    "keys_under",
     "open_store",
 ]
