@@ -23,9 +23,10 @@ from functools import cache
 from typing import Any
 
 import betterproto2
-from grpclib import GRPCError
-from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+
+from osqueue_core import InvalidArgument, PayloadTooLarge
+from osqueue_io.status import to_grpc_error
 
 #: Wire type of each supported field type (0 varint, 2 length-delimited).
 _WIRE_TYPES = {
@@ -126,16 +127,17 @@ class StrictProtoCodec(ProtoCodec):
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = getattr(message_type, "__name__", "message")
         if len(data) > self.max_message_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"{name} of {len(data)} bytes exceeds the broker's limit of "
-                f"{self.max_message_bytes} bytes",
+            raise to_grpc_error(
+                PayloadTooLarge(
+                    f"{name} of {len(data)} bytes exceeds the broker's limit of "
+                    f"{self.max_message_bytes} bytes"
+                )
             )
         try:
             check_wire_format(data, message_type)
         except MalformedMessage as error:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {error}") from None
+            raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
         try:
             return super().decode(data, message_type)
         except Exception as error:  # betterproto2 objecting to what the check let through
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {error}") from None
+            raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
