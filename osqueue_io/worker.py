@@ -26,16 +26,17 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import betterproto2
 from grpclib import GRPCError
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 from grpclib.exceptions import StreamTerminatedError
+from grpclib.metadata import decode_metadata
 
 from osqueue_core import BrokerNotRunning, InvalidArgument
 from osqueue_io._proto.osqueue.v1 import (
@@ -278,7 +279,7 @@ class Worker(AsyncResource):
                 worker_id=getattr(request, "worker_id", ""),
             )
             raise error_from_status(
-                error.status, error.message, stream.trailing_metadata, context
+                error.status, error.message, _trailers(stream), context
             ) from error
         except (OSError, StreamTerminatedError) as error:
             # Refused, reset, or no answer in time (TimeoutError is an OSError): the
@@ -291,3 +292,20 @@ class Worker(AsyncResource):
         if reply is None:
             raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
         return reply
+
+
+def _trailers(stream: Stream[Any, Any]) -> Mapping[str, object] | None:
+    """The trailing metadata of a failed call, where the typed error is named.
+
+    grpclib sets ``trailing_metadata`` only when it read the answer itself. When the
+    broker answers while the request is still being sent (it refuses a large request
+    from its length prefix, then resets the stream), grpclib raises the status from the
+    HTTP/2 stream's headers and leaves ``trailing_metadata`` unset. Those headers are a
+    grpclib internal (``Stream._stream.headers``); if they move, the status code alone
+    decides, and tests/io/distributed/test_hostile_requests.py fails (an ``Overloaded``
+    refusal would read as ``PayloadTooLarge``).
+    """
+    if stream.trailing_metadata is not None:
+        return stream.trailing_metadata
+    headers = getattr(getattr(stream, "_stream", None), "headers", None)
+    return decode_metadata(headers) if headers else None
