@@ -38,7 +38,8 @@ from grpclib.const import Cardinality
 from grpclib.exceptions import StreamTerminatedError
 from grpclib.metadata import decode_metadata
 
-from osqueue_core import BrokerNotRunning, InvalidArgument
+from osqueue_core import BrokerNotRunning, InvalidArgument, check_id, clip_error_text
+from osqueue_core.limits import check_wait
 from osqueue_io._proto.osqueue.v1 import (
     ClaimRequest,
     ClaimResponse,
@@ -68,8 +69,9 @@ DEFAULT_LEASE_TIMEOUT = 30.0
 
 
 def default_worker_id() -> str:
-    """``host:pid:random``: unique per Worker, readable in the state object."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``host:pid:random``: unique per Worker, readable in the state object (a host
+    name is at most 253 characters, so the id stays within ``MAX_ID_LENGTH``)."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -116,6 +118,11 @@ class Worker(AsyncResource):
     ``timeout`` is every call's deadline in seconds. ``heartbeat_interval`` is how
     often :meth:`keep_alive` heartbeats (default: a third of the lease timeout). Use
     with ``async with``; one Worker may be shared by many tasks.
+
+    Requests are checked against the broker's limits (``osqueue_core.limits``) before
+    anything is sent: a ``worker_id`` or job id longer than ``MAX_ID_LENGTH``, or a
+    claim ``wait`` over ``MAX_CLAIM_WAIT``, raises ``InvalidArgument``; a ``fail``
+    error text over ``MAX_ERROR_LENGTH`` is cut (its start and end kept).
     """
 
     def __init__(
@@ -132,7 +139,9 @@ class Worker(AsyncResource):
             raise InvalidArgument("heartbeat_interval must be positive")
         self.address = address
         self.host, self.port = parse_address(address)
-        self.worker_id = worker_id or default_worker_id()
+        self.worker_id = (
+            default_worker_id() if worker_id is None else check_id("worker_id", worker_id)
+        )
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
         self._channel: Channel | None = None
@@ -167,9 +176,8 @@ class Worker(AsyncResource):
 
     async def claim(self, *, wait: float = 0) -> RemoteJob | None:
         """Take the oldest ready job, waiting up to ``wait`` seconds for one to arrive.
-        Returns None when none came."""
-        if not 0 <= wait < 2**32 / 1000:
-            raise InvalidArgument(f"wait must be between 0 and 49 days, got {wait!r}")
+        Returns None when none came. Long-poll in a loop for longer waits."""
+        wait = check_wait(wait)
         request = ClaimRequest(worker_id=self.worker_id, wait_ms=round(wait * 1000))
         sent_at = time.monotonic()
         reply = await self._call("Claim", request, ClaimResponse, time_limit=self.timeout + wait)
@@ -184,19 +192,25 @@ class Worker(AsyncResource):
         return await self._heartbeat(job_id, self.timeout)
 
     async def _heartbeat(self, job_id: str, time_limit: float) -> float:
-        request = HeartbeatRequest(job_id=job_id, worker_id=self.worker_id)
+        request = HeartbeatRequest(job_id=check_id("job_id", job_id), worker_id=self.worker_id)
         reply = await self._call("Heartbeat", request, HeartbeatResponse, time_limit=time_limit)
         return reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
 
     async def complete(self, job_id: str) -> None:
         """Mark ``job_id`` done: it leaves the queue and is archived."""
-        request = CompleteRequest(job_id=job_id, worker_id=self.worker_id)
+        request = CompleteRequest(job_id=check_id("job_id", job_id), worker_id=self.worker_id)
         await self._call("Complete", request, CompleteResponse)
 
     async def fail(self, job_id: str, error: str = "", requeue: bool = True) -> bool:
-        """Give up on ``job_id``: requeue it (default) or dead-letter it. Returns True
-        when the job is dead (not requeued, or out of attempts)."""
-        request = FailRequest(job_id=job_id, worker_id=self.worker_id, error=error, requeue=requeue)
+        """Give up on ``job_id``: requeue it (default) or dead-letter it, keeping
+        ``error`` with it (cut to ``MAX_ERROR_LENGTH`` characters). Returns True when the
+        job is dead (not requeued, or out of attempts)."""
+        request = FailRequest(
+            job_id=check_id("job_id", job_id),
+            worker_id=self.worker_id,
+            error=clip_error_text(error),
+            requeue=requeue,
+        )
         return (await self._call("Fail", request, FailResponse)).dead
 
     async def stats(self) -> QueueStats:
