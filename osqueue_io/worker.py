@@ -10,14 +10,16 @@
                 handle(job.data)
 
 Every call has a deadline (``timeout``; a waiting claim gets ``wait`` on top). Every
-failure is a typed :class:`~osqueue_core.OsqueueError` (see
-:mod:`osqueue_io.status`): ``LeaseLost`` / ``JobNotFound`` say stop working on
-that job, ``InvalidArgument`` / ``PayloadTooLarge`` say fix the request, and
-``error.retryable`` errors (``BrokerNotRunning``, ``BrokerStopping``,
-``BrokerReplaced``) say try again later, or at ``error.new_address`` for a replaced
-broker. A broker that is down, restarting, or silent past the deadline is
-``BrokerNotRunning``; then a push may or may not have landed (at-least-once). The
-connection is re-established by itself once the broker is back.
+failure is a typed :class:`~osqueue_core.OsqueueError`, the one the broker's
+``osqueue-error`` trailer names (see :mod:`osqueue_io.status`): ``LeaseLost`` /
+``JobNotFound`` say stop working on that job, ``InvalidArgument`` /
+``PayloadTooLarge`` say fix the request, and ``error.retryable`` errors
+(``BrokerNotRunning``, ``BrokerStopping``, ``BrokerReplaced``, ``StorageUnavailable``,
+``Overloaded``, ``CallInterrupted``) say try again later, or at ``error.new_address``
+for a replaced broker. A broker that is down, restarting, or silent past the deadline
+is ``BrokerNotRunning``; then, as after ``CallInterrupted``, a push may or may not have
+landed (at-least-once). The connection is re-established by itself once the broker is
+back.
 """
 
 from __future__ import annotations

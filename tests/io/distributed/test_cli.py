@@ -51,11 +51,16 @@ def test_help_documents_every_flag() -> None:
     assert documented == {"-h", "--help", *FLAGS}
 
 
-def test_help_shows_the_intake_limits() -> None:
+def test_help_and_docs_show_the_intake_limits() -> None:
     text = " ".join(server("--help").stdout.split())
+    limit = default_max_message_bytes(BrokerConfig())
     assert "(default: 1000)" in text
-    assert f"{default_max_message_bytes(BrokerConfig())} bytes" in text
+    assert f"{limit} bytes" in text
     assert "(default: 4 times --max-message-bytes)" in text
+    docs = (REPO_ROOT / "docs" / "protocol.md").read_text()
+    assert f"| `--max-message-bytes` | `{limit}`" in docs
+    assert f"default {limit:,} bytes" in docs
+    assert f"({4 * limit:,} bytes)" in docs
 
 
 def test_a_bad_flag_is_a_usage_error(tmp_path: Path) -> None:
