@@ -74,11 +74,6 @@ class Admission:
     def refusing(self) -> bool:
         return self._refusal is not None
 
-    @property
-    def bytes_in_flight(self) -> int:
-        """Request bytes reserved by the calls still running."""
-        return self._bytes_in_flight
-
     def reserve_request_bytes(self, size: int) -> None:
         """Count ``size`` bytes of the current call's request as in flight until the
         call ends; raise ``Overloaded`` (nothing reserved) if they do not fit. Call from
