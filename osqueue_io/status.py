@@ -4,21 +4,27 @@ Server side: every :class:`~osqueue_core.OsqueueError` becomes a ``GRPCError`` w
 ``Status[error.grpc_status]`` and the error's message (:func:`to_grpc_error`), and
 :func:`add_error_trailers` adds trailing metadata a client can act on:
 
-=================================  ==================================================
-``osqueue-error``                  the error's class name, e.g. ``BrokerReplaced``
-``osqueue-new-identity-bin``       BrokerReplaced only: the new owner's identity
-``osqueue-new-epoch-bin``          BrokerReplaced only: its epoch (decimal digits)
-``osqueue-new-address-bin``        BrokerReplaced only: its address, if it published one
-=================================  ==================================================
+==================================  =================================================
+``osqueue-error``                   the error's class name, e.g. ``BrokerReplaced``
+``osqueue-new-identity-bin``        BrokerReplaced only: the new owner's identity
+``osqueue-new-epoch-bin``           BrokerReplaced only: its epoch (decimal digits)
+``osqueue-new-address-bin``         BrokerReplaced only: its address, if it published one
+``osqueue-schema-found-bin``        UnsupportedSchema only: the stored schema version
+``osqueue-schema-supported-bin``    UnsupportedSchema only: the newest this broker reads
+==================================  =================================================
 
-The new owner is also named in the status message, for clients that read only that.
-(``-bin`` values are bytes, base64 on the wire, so any identity survives; grpclib's
-status ``details`` would need googleapis protos and are not used.)
+Every status message and trailer value the broker sends is bounded
+(:data:`MAX_STATUS_MESSAGE_BYTES`, :data:`MAX_TRAILER_VALUE_BYTES`), whatever the error
+quotes: HTTP/2 header compression (hpack's pure-Python Huffman coder) costs time
+quadratic in a header value's length, so one request echoing a multi-megabyte id back
+in its status would freeze the broker, and grpcio clients refuse headers over 16 KiB
+anyway. (``-bin`` values are bytes, base64 on the wire, so any identity survives;
+grpclib's status ``details`` would need googleapis protos and are not used.)
 
 Client side: :func:`error_from_status` turns a status back into the typed error. The
-status code alone decides the family; the ``osqueue-error`` trailer only tells apart
-errors sharing a code (the three UNAVAILABLE ones), so a client talking to another
-implementation of the protocol still gets sensible errors.
+``osqueue-error`` trailer decides when it names an error of :data:`WIRE_ERRORS`; the
+status code alone decides only when the trailer is missing or unknown (another
+implementation of the protocol, a proxy that drops trailers).
 """
 
 from __future__ import annotations
@@ -29,33 +35,82 @@ import attrs
 from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.events import SendTrailingMetadata
+from grpclib.metadata import encode_grpc_message
 
 from osqueue_core import (
     BrokerNotRunning,
     BrokerReplaced,
     BrokerStopping,
+    CallInterrupted,
     CorruptState,
     InvalidArgument,
     JobNotFound,
     LeaseLost,
     OsqueueError,
+    Overloaded,
     PayloadTooLarge,
     StateDiverged,
+    StateMissing,
+    StorageUnavailable,
+    UnsupportedSchema,
 )
 
 ERROR_KEY = "osqueue-error"
 NEW_IDENTITY_KEY = "osqueue-new-identity-bin"
 NEW_EPOCH_KEY = "osqueue-new-epoch-bin"
 NEW_ADDRESS_KEY = "osqueue-new-address-bin"
+SCHEMA_FOUND_KEY = "osqueue-schema-found-bin"
+SCHEMA_SUPPORTED_KEY = "osqueue-schema-supported-bin"
+
+#: The longest status message the broker sends, in bytes as encoded on the wire
+#: (``grpc-message`` is percent-encoded UTF-8).
+MAX_STATUS_MESSAGE_BYTES = 1024
+#: The longest value of a trailer the broker adds, in bytes before base64.
+MAX_TRAILER_VALUE_BYTES = 1024
+
+_Trailers = Mapping[str, object]
+
+
+# -- bounds ---------------------------------------------------------------------------
+
+
+def clip_status_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
+    """``text``, cut so that its ``grpc-message`` encoding is at most ``limit`` bytes;
+    a cut text ends with how long the whole was."""
+    # Every character encodes to at least one byte, so nothing past `limit` characters
+    # can fit: slicing first keeps the work bounded whatever the length of `text`.
+    head = text[:limit]
+    if len(head) == len(text) and len(encode_grpc_message(head)) <= limit:
+        return _well_formed(text)
+    marker = f"… ({len(text)} characters)"
+    budget = limit - len(encode_grpc_message(marker))
+    end = used = 0
+    for character in head:
+        used += len(encode_grpc_message(_well_formed(character)))
+        if used > budget:
+            break
+        end += 1
+    return _well_formed(head[:end]) + marker
+
+
+def _well_formed(text: str) -> str:
+    # A lone surrogate cannot be encoded as UTF-8 (grpclib would fail to send it).
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def clip_trailer_value(value: bytes, limit: int = MAX_TRAILER_VALUE_BYTES) -> bytes:
+    """``value`` cut to ``limit`` bytes (trailer values come from the state object, which
+    another broker wrote: bounded there too, but never trusted here)."""
+    return value[:limit]
 
 
 # -- server side ----------------------------------------------------------------------
 
 
 def to_grpc_error(error: OsqueueError) -> GRPCError:
-    """The status a client sees for ``error``; the error rides along as ``details`` so
-    :func:`add_error_trailers` can describe it in trailing metadata."""
-    return GRPCError(Status[error.grpc_status], str(error), error)
+    """The status a client sees for ``error``, with a bounded message; the error rides
+    along as ``details`` so :func:`add_error_trailers` can describe it in trailers."""
+    return GRPCError(Status[error.grpc_status], clip_status_message(str(error)), error)
 
 
 async def add_error_trailers(event: SendTrailingMetadata) -> None:
@@ -63,12 +118,21 @@ async def add_error_trailers(event: SendTrailingMetadata) -> None:
     error = event.status_details
     if not isinstance(error, OsqueueError):
         return
-    event.metadata[ERROR_KEY] = type(error).__name__
-    if isinstance(error, BrokerReplaced):
-        event.metadata[NEW_IDENTITY_KEY] = error.new_identity.encode()
-        event.metadata[NEW_EPOCH_KEY] = str(error.new_epoch).encode()
-        if error.new_address:
-            event.metadata[NEW_ADDRESS_KEY] = error.new_address.encode()
+    name = wire_name(type(error))
+    event.metadata[ERROR_KEY] = name
+    wire = WIRE_ERRORS.get(name)
+    if wire is not None:
+        for key, value in wire.fields(error).items():
+            event.metadata[key] = clip_trailer_value(value)
+
+
+def wire_name(error_type: type[OsqueueError]) -> str:
+    """The ``osqueue-error`` name of ``error_type``: the nearest class in its ancestry
+    that clients know (a subclass is reported as what it specialises)."""
+    for cls in error_type.__mro__:
+        if cls.__name__ in WIRE_ERRORS:
+            return cls.__name__
+    return error_type.__name__
 
 
 # -- client side ----------------------------------------------------------------------
@@ -83,65 +147,147 @@ class CallContext:
     worker_id: str = ""
 
 
-def _lease_lost(message: str, call: CallContext) -> OsqueueError:
-    if call.job_id:
-        return LeaseLost(call.job_id, call.worker_id)
-    return OsqueueError(message)  # FAILED_PRECONDITION outside a job RPC: not expected
-
-
-def _job_not_found(message: str, call: CallContext) -> OsqueueError:
-    return JobNotFound(call.job_id) if call.job_id else OsqueueError(message)
-
-
-def _unavailable(message: str, trailers: Mapping[str, object]) -> OsqueueError:
-    kind = trailers.get(ERROR_KEY)
-    if kind == BrokerReplaced.__name__:
-        identity = _text(trailers.get(NEW_IDENTITY_KEY))
-        epoch = _text(trailers.get(NEW_EPOCH_KEY))
-        if identity is not None and epoch is not None and epoch.isdigit():
-            return BrokerReplaced(identity, int(epoch), _text(trailers.get(NEW_ADDRESS_KEY)))
-    if kind == BrokerStopping.__name__:
-        return BrokerStopping()
-    return BrokerNotRunning(message or "the broker is unavailable")
-
-
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return value if isinstance(value, str) else None
 
 
-_Factory = Callable[[str, CallContext], OsqueueError]
+def _number(value: object) -> int | None:
+    text = _text(value)
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
-#: Status name -> typed error, for every status an osqueue broker answers on purpose.
-#: UNAVAILABLE is refined by the ``osqueue-error`` trailer (see module docstring).
-_BY_STATUS: dict[str, _Factory] = {
-    InvalidArgument.grpc_status: lambda message, _: InvalidArgument(message),
-    PayloadTooLarge.grpc_status: lambda message, _: PayloadTooLarge(message),
-    JobNotFound.grpc_status: _job_not_found,
-    LeaseLost.grpc_status: _lease_lost,
-    CorruptState.grpc_status: lambda message, _: CorruptState(message),
-    StateDiverged.grpc_status: lambda message, _: StateDiverged(message),
-    # The broker gave up on the call (its deadline, or it is shutting down a stream):
-    # like a timeout, the outcome is unknown and a retry may succeed.
-    "DEADLINE_EXCEEDED": lambda message, _: BrokerNotRunning(message or "deadline exceeded"),
-    "CANCELLED": lambda message, _: BrokerNotRunning(message or "the call was cancelled"),
+
+# Each decoder rebuilds an error from the status message, the call and the trailers;
+# None when what it needs is missing (then the status code decides).
+_Decoder = Callable[[str, CallContext, _Trailers], OsqueueError | None]
+
+
+@attrs.frozen
+class WireError:
+    """How one error class crosses the wire: its extra trailers, and its rebuilding."""
+
+    #: The extra trailers describing an instance (its fields), unclipped.
+    fields: Callable[[OsqueueError], dict[str, bytes]]
+    decode: _Decoder
+
+
+def _no_fields(error: OsqueueError) -> dict[str, bytes]:
+    return {}
+
+
+def _message_only(cls: Callable[[str], OsqueueError]) -> WireError:
+    return WireError(_no_fields, lambda message, call, trailers: cls(message))
+
+
+def _replaced_fields(error: OsqueueError) -> dict[str, bytes]:
+    assert isinstance(error, BrokerReplaced)
+    fields = {
+        NEW_IDENTITY_KEY: error.new_identity.encode(),
+        NEW_EPOCH_KEY: str(error.new_epoch).encode(),
+    }
+    if error.new_address:
+        fields[NEW_ADDRESS_KEY] = error.new_address.encode()
+    return fields
+
+
+def _replaced(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    identity = _text(trailers.get(NEW_IDENTITY_KEY))
+    epoch = _number(trailers.get(NEW_EPOCH_KEY))
+    if identity is None or epoch is None:
+        return None
+    return BrokerReplaced(identity, epoch, _text(trailers.get(NEW_ADDRESS_KEY)))
+
+
+def _schema_fields(error: OsqueueError) -> dict[str, bytes]:
+    assert isinstance(error, UnsupportedSchema)
+    return {
+        SCHEMA_FOUND_KEY: str(error.found).encode(),
+        SCHEMA_SUPPORTED_KEY: str(error.supported).encode(),
+    }
+
+
+def _schema(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    found = _number(trailers.get(SCHEMA_FOUND_KEY))
+    supported = _number(trailers.get(SCHEMA_SUPPORTED_KEY))
+    if found is None or supported is None:
+        return None
+    return UnsupportedSchema(found, supported)
+
+
+def _job_not_found(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    return JobNotFound(call.job_id) if call.job_id else None
+
+
+def _lease_lost(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    return LeaseLost(call.job_id, call.worker_id) if call.job_id else None
+
+
+#: ``osqueue-error`` name -> how that error crosses the wire: every error an osqueue
+#: broker answers with on purpose.
+WIRE_ERRORS: dict[str, WireError] = {
+    **{
+        cls.__name__: _message_only(cls)
+        for cls in (
+            InvalidArgument,
+            PayloadTooLarge,
+            BrokerNotRunning,
+            CorruptState,
+            StateDiverged,
+            Overloaded,
+            StorageUnavailable,
+            StateMissing,
+            CallInterrupted,
+        )
+    },
+    JobNotFound.__name__: WireError(_no_fields, _job_not_found),
+    LeaseLost.__name__: WireError(_no_fields, _lease_lost),
+    BrokerReplaced.__name__: WireError(_replaced_fields, _replaced),
+    BrokerStopping.__name__: WireError(_no_fields, lambda *_: BrokerStopping()),
+    UnsupportedSchema.__name__: WireError(_schema_fields, _schema),
+}
+
+#: Status name -> typed error, for a status without a known ``osqueue-error`` trailer.
+_BY_STATUS: dict[str, _Decoder] = {
+    "INVALID_ARGUMENT": lambda message, call, _: InvalidArgument(message),
+    # What gRPC servers most often mean by it: a message over their size limit. Retrying
+    # that would never help, so it is not read as the retryable Overloaded.
+    "RESOURCE_EXHAUSTED": lambda message, call, _: PayloadTooLarge(message),
+    "NOT_FOUND": _job_not_found,
+    "FAILED_PRECONDITION": _lease_lost,
+    "UNAVAILABLE": lambda message, call, _: BrokerNotRunning(
+        message or "the broker is unavailable"
+    ),
+    "DATA_LOSS": lambda message, call, _: CorruptState(message),
+    "ABORTED": lambda message, call, _: StateDiverged(message),
+    # The server gave up on the call (its deadline passed, or it cancelled the stream):
+    # the outcome is unknown and a retry may succeed.
+    "DEADLINE_EXCEEDED": lambda message, call, _: CallInterrupted(
+        message or "the call's deadline passed at the broker; it may or may not have taken effect"
+    ),
+    "CANCELLED": lambda message, call, _: CallInterrupted(
+        message or "the broker cancelled the call; it may or may not have taken effect"
+    ),
 }
 
 
 def error_from_status(
     status: Status,
     message: str | None,
-    trailers: Mapping[str, object] | None,
+    trailers: _Trailers | None,
     call: CallContext,
 ) -> OsqueueError:
-    """The typed error for a failed call. Statuses no osqueue broker sends on purpose
+    """The typed error for a failed call: the one the ``osqueue-error`` trailer names,
+    else the one the status code implies. Statuses no osqueue broker sends on purpose
     (UNKNOWN, INTERNAL, UNIMPLEMENTED...) become a plain, non-retryable
     :class:`~osqueue_core.OsqueueError` naming the status."""
     text = message or ""
-    if status is Status.UNAVAILABLE:
-        return _unavailable(text, trailers or {})
-    factory = _BY_STATUS.get(status.name)
-    if factory is None:
+    trailers = trailers or {}
+    wire = WIRE_ERRORS.get(_text(trailers.get(ERROR_KEY)) or "")
+    error = wire.decode(text, call, trailers) if wire is not None else None
+    if error is None:
+        by_status = _BY_STATUS.get(status.name)
+        error = by_status(text, call, trailers) if by_status is not None else None
+    if error is None:
         return OsqueueError(f"{call.rpc} failed with {status.name}: {text or 'no message'}")
-    return factory(text, call)
+    return error

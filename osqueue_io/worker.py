@@ -10,14 +10,16 @@
                 handle(job.data)
 
 Every call has a deadline (``timeout``; a waiting claim gets ``wait`` on top). Every
-failure is a typed :class:`~osqueue_core.OsqueueError` (see
-:mod:`osqueue_io.status`): ``LeaseLost`` / ``JobNotFound`` say stop working on
-that job, ``InvalidArgument`` / ``PayloadTooLarge`` say fix the request, and
-``error.retryable`` errors (``BrokerNotRunning``, ``BrokerStopping``,
-``BrokerReplaced``) say try again later, or at ``error.new_address`` for a replaced
-broker. A broker that is down, restarting, or silent past the deadline is
-``BrokerNotRunning``; then a push may or may not have landed (at-least-once). The
-connection is re-established by itself once the broker is back.
+failure is a typed :class:`~osqueue_core.OsqueueError`, the one the broker's
+``osqueue-error`` trailer names (see :mod:`osqueue_io.status`): ``LeaseLost`` /
+``JobNotFound`` say stop working on that job, ``InvalidArgument`` /
+``PayloadTooLarge`` say fix the request, and ``error.retryable`` errors
+(``BrokerNotRunning``, ``BrokerStopping``, ``BrokerReplaced``, ``StorageUnavailable``,
+``Overloaded``, ``CallInterrupted``) say try again later, or at ``error.new_address``
+for a replaced broker. A broker that is down, restarting, or silent past the deadline
+is ``BrokerNotRunning``; then, as after ``CallInterrupted``, a push may or may not have
+landed (at-least-once). The connection is re-established by itself once the broker is
+back.
 """
 
 from __future__ import annotations
@@ -26,18 +28,20 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import betterproto2
 from grpclib import GRPCError
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 from grpclib.exceptions import StreamTerminatedError
+from grpclib.metadata import decode_metadata
 
-from osqueue_core import BrokerNotRunning, InvalidArgument
+from osqueue_core import BrokerNotRunning, InvalidArgument, check_id, clip_error_text
+from osqueue_core.limits import check_wait
 from osqueue_io._proto.osqueue.v1 import (
     ClaimRequest,
     ClaimResponse,
@@ -67,8 +71,9 @@ DEFAULT_LEASE_TIMEOUT = 30.0
 
 
 def default_worker_id() -> str:
-    """``host:pid:random``: unique per Worker, readable in the state object."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``host:pid:random``: unique per Worker, readable in the state object (a host
+    name is at most 253 characters, so the id stays within ``MAX_ID_LENGTH``)."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -115,6 +120,11 @@ class Worker(AsyncResource):
     ``timeout`` is every call's deadline in seconds. ``heartbeat_interval`` is how
     often :meth:`keep_alive` heartbeats (default: a third of the lease timeout). Use
     with ``async with``; one Worker may be shared by many tasks.
+
+    Requests are checked against the broker's limits (``osqueue_core.limits``) before
+    anything is sent: a ``worker_id`` or job id longer than ``MAX_ID_LENGTH``, or a
+    claim ``wait`` over ``MAX_CLAIM_WAIT``, raises ``InvalidArgument``; a ``fail``
+    error text over ``MAX_ERROR_LENGTH`` is cut (its start and end kept).
     """
 
     def __init__(
@@ -131,7 +141,9 @@ class Worker(AsyncResource):
             raise InvalidArgument("heartbeat_interval must be positive")
         self.address = address
         self.host, self.port = parse_address(address)
-        self.worker_id = worker_id or default_worker_id()
+        self.worker_id = (
+            default_worker_id() if worker_id is None else check_id("worker_id", worker_id)
+        )
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
         self._channel: Channel | None = None
@@ -166,9 +178,8 @@ class Worker(AsyncResource):
 
     async def claim(self, *, wait: float = 0) -> RemoteJob | None:
         """Take the oldest ready job, waiting up to ``wait`` seconds for one to arrive.
-        Returns None when none came."""
-        if not 0 <= wait < 2**32 / 1000:
-            raise InvalidArgument(f"wait must be between 0 and 49 days, got {wait!r}")
+        Returns None when none came. Long-poll in a loop for longer waits."""
+        wait = check_wait(wait)
         request = ClaimRequest(worker_id=self.worker_id, wait_ms=round(wait * 1000))
         sent_at = time.monotonic()
         reply = await self._call("Claim", request, ClaimResponse, time_limit=self.timeout + wait)
@@ -183,19 +194,25 @@ class Worker(AsyncResource):
         return await self._heartbeat(job_id, self.timeout)
 
     async def _heartbeat(self, job_id: str, time_limit: float) -> float:
-        request = HeartbeatRequest(job_id=job_id, worker_id=self.worker_id)
+        request = HeartbeatRequest(job_id=check_id("job_id", job_id), worker_id=self.worker_id)
         reply = await self._call("Heartbeat", request, HeartbeatResponse, time_limit=time_limit)
         return reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
 
     async def complete(self, job_id: str) -> None:
         """Mark ``job_id`` done: it leaves the queue and is archived."""
-        request = CompleteRequest(job_id=job_id, worker_id=self.worker_id)
+        request = CompleteRequest(job_id=check_id("job_id", job_id), worker_id=self.worker_id)
         await self._call("Complete", request, CompleteResponse)
 
     async def fail(self, job_id: str, error: str = "", requeue: bool = True) -> bool:
-        """Give up on ``job_id``: requeue it (default) or dead-letter it. Returns True
-        when the job is dead (not requeued, or out of attempts)."""
-        request = FailRequest(job_id=job_id, worker_id=self.worker_id, error=error, requeue=requeue)
+        """Give up on ``job_id``: requeue it (default) or dead-letter it, keeping
+        ``error`` with it (cut to ``MAX_ERROR_LENGTH`` characters). Returns True when the
+        job is dead (not requeued, or out of attempts)."""
+        request = FailRequest(
+            job_id=check_id("job_id", job_id),
+            worker_id=self.worker_id,
+            error=clip_error_text(error),
+            requeue=requeue,
+        )
         return (await self._call("Fail", request, FailResponse)).dead
 
     async def stats(self) -> QueueStats:
@@ -278,7 +295,7 @@ class Worker(AsyncResource):
                 worker_id=getattr(request, "worker_id", ""),
             )
             raise error_from_status(
-                error.status, error.message, stream.trailing_metadata, context
+                error.status, error.message, _trailers(stream), context
             ) from error
         except (OSError, StreamTerminatedError) as error:
             # Refused, reset, or no answer in time (TimeoutError is an OSError): the
@@ -291,3 +308,20 @@ class Worker(AsyncResource):
         if reply is None:
             raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
         return reply
+
+
+def _trailers(stream: Stream[Any, Any]) -> Mapping[str, object] | None:
+    """The trailing metadata of a failed call, where the typed error is named.
+
+    grpclib sets ``trailing_metadata`` only when it read the answer itself. When the
+    broker answers while the request is still being sent (it refuses a large request
+    from its length prefix, then resets the stream), grpclib raises the status from the
+    HTTP/2 stream's headers and leaves ``trailing_metadata`` unset. Those headers are a
+    grpclib internal (``Stream._stream.headers``); if they move, the status code alone
+    decides, and tests/io/distributed/test_hostile_requests.py fails (an ``Overloaded``
+    refusal would read as ``PayloadTooLarge``).
+    """
+    if stream.trailing_metadata is not None:
+        return stream.trailing_metadata
+    headers = getattr(getattr(stream, "_stream", None), "headers", None)
+    return decode_metadata(headers) if headers else None

@@ -42,8 +42,13 @@ from osqueue_core import (
     Phase,
 )
 from osqueue_io.runtime import BrokerRuntime, default_identity
-from osqueue_io.server.admission import Admission
-from osqueue_io.server.codec import StrictProtoCodec
+from osqueue_io.server.admission import (
+    DEFAULT_FULL_REQUESTS_IN_FLIGHT,
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    Admission,
+)
+from osqueue_io.server.codec import StrictProtoCodec, default_max_message_bytes
+from osqueue_io.server.reader import BoundedService
 from osqueue_io.server.service import QueueService
 from osqueue_io.status import add_error_trailers
 from osqueue_io.storage import ObjectStore
@@ -91,6 +96,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def request_size_limits(
+    config: BrokerConfig,
+    max_message_bytes: int | None = None,
+    max_request_bytes_in_flight: int | None = None,
+) -> tuple[int, int]:
+    """``(max_message_bytes, max_request_bytes_in_flight)`` with the defaults filled in
+    (see :class:`BrokerServer`); ValueError if they cannot work together."""
+    if max_message_bytes is None:
+        max_message_bytes = default_max_message_bytes(config)
+    if max_request_bytes_in_flight is None:
+        max_request_bytes_in_flight = DEFAULT_FULL_REQUESTS_IN_FLIGHT * max_message_bytes
+    if max_message_bytes < 1:
+        raise ValueError("the message size limit must be at least one byte")
+    if max_request_bytes_in_flight < max_message_bytes:
+        raise ValueError(
+            f"the request bytes in flight ({max_request_bytes_in_flight}) must be at "
+            f"least the message size limit ({max_message_bytes}), or a request of the "
+            "largest size allowed could never be read"
+        )
+    return max_message_bytes, max_request_bytes_in_flight
+
+
 class BrokerServer:
     """One gRPC broker on ``store``, listening on ``host:port``.
 
@@ -98,6 +125,12 @@ class BrokerServer:
     (default: the listening address, a wildcard host replaced by the host name).
     ``ownership_check`` is how often an idle broker confirms it still owns the state;
     ``drain_timeout`` bounds each step of a graceful stop. Call :meth:`run`.
+
+    The intake is bounded (see :mod:`osqueue_io.server.admission`): at most
+    ``max_concurrent_calls`` calls at once; no request over ``max_message_bytes``
+    (default: the largest PushBatch ``config`` allows, with framing and slack); at most
+    ``max_request_bytes_in_flight`` bytes of requests held at once (default: four
+    requests of the largest size). Beyond them a call gets RESOURCE_EXHAUSTED at once.
     """
 
     def __init__(
@@ -111,6 +144,9 @@ class BrokerServer:
         advertise: str | None = None,
         ownership_check: float = 5.0,
         drain_timeout: float = 15.0,
+        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+        max_message_bytes: int | None = None,
+        max_request_bytes_in_flight: int | None = None,
     ) -> None:
         if not ownership_check > 0 or not drain_timeout > 0:
             raise ValueError("ownership_check and drain_timeout must be positive")
@@ -124,7 +160,14 @@ class BrokerServer:
         self.drain_timeout = drain_timeout
         #: The bound ``host:port`` once listening (useful with port 0).
         self.address: str | None = None
-        self._admission = Admission()
+        max_message_bytes, max_request_bytes_in_flight = request_size_limits(
+            self.config, max_message_bytes, max_request_bytes_in_flight
+        )
+        self._codec = StrictProtoCodec(max_message_bytes)
+        self._admission = Admission(
+            max_concurrent_calls=max_concurrent_calls,
+            max_request_bytes_in_flight=max_request_bytes_in_flight,
+        )
         self._stopping = False
         self._forced = False
         self._failure_logged = False
@@ -212,7 +255,11 @@ class BrokerServer:
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
         # Our codec is given explicitly, so grpclib adds no googleapis status-details
         # codec: error details go to add_error_trailers instead of being encoded.
-        server = Server([service], codec=StrictProtoCodec(), status_details_codec=None)
+        server = Server(
+            [BoundedService(service, self._codec, self._admission)],
+            codec=self._codec,
+            status_details_codec=None,
+        )
         self._admission.attach(server)
         listen(server, SendTrailingMetadata, add_error_trailers)
         await server.start(sock=sock)

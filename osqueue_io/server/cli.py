@@ -2,7 +2,8 @@
 
 The original Go broker's flags (``--listen``, ``--data``, ``--heartbeat-timeout``,
 ``--heartbeat-check``, ``--identity``) keep their names and meaning, and durations are
-written the Go way (``30s``, ``500ms``, ``1m30s``) or as plain seconds (``2.5``).
+written the Go way (``30s``, ``500ms``, ``1m30s``) or as plain seconds (``2.5``). Sizes
+are bytes, or a number with ``KiB``, ``MiB`` or ``GiB``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ from typing import NoReturn
 
 import anyio
 
-from osqueue_core import BrokerConfig
+from osqueue_core import MAX_ID_LENGTH, BrokerConfig
 from osqueue_io.address import split_host_port
-from osqueue_io.server.app import EXIT_USAGE, BrokerServer
+from osqueue_io.server.admission import (
+    DEFAULT_FULL_REQUESTS_IN_FLIGHT,
+    DEFAULT_MAX_CONCURRENT_CALLS,
+)
+from osqueue_io.server.app import EXIT_USAGE, BrokerServer, request_size_limits
+from osqueue_io.server.codec import default_max_message_bytes
 from osqueue_io.storage import StorageConfigError, open_store
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
 def parse_duration(text: str) -> float:
@@ -46,6 +54,42 @@ def parse_duration(text: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: the duration must be positive and finite")
     return seconds
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``8388608``, ``64KiB``, ``8MiB`` or ``1GiB``; at least one."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a size: use bytes, or e.g. 64KiB, 8MiB, 1GiB"
+        )
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size < 1:
+        raise argparse.ArgumentTypeError("the size must be at least one byte")
+    return size
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a positive whole number")
+    return count
+
+
+def parse_name(text: str) -> str:
+    """A non-empty name of at most ``MAX_ID_LENGTH`` characters (argparse names the
+    flag; the value is not repeated, however long)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
+    return text
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -108,16 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--identity",
+        type=parse_name,
         default=None,
         metavar="NAME",
-        help="this broker's name in the state object and in errors (default: host:pid)",
+        help="this broker's name in the state object and in errors, at most "
+        f"{MAX_ID_LENGTH} characters (default: host:pid)",
     )
     parser.add_argument(
         "--advertise",
+        type=parse_name,
         default=None,
         metavar="HOST:PORT",
-        help="address clients should use, published in the state object and in Stats "
-        "(default: the --listen address, a wildcard host replaced by the host name)",
+        help="address clients should use, published in the state object and in Stats, "
+        f"at most {MAX_ID_LENGTH} characters (default: the --listen address, a wildcard "
+        "host replaced by the host name)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -126,6 +174,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="on SIGINT/SIGTERM, how long each step of the graceful stop may take "
         "(finishing storage writes, sending the last replies) (default: 15s)",
+    )
+    parser.add_argument(
+        "--max-concurrent-calls",
+        type=parse_count,
+        default=DEFAULT_MAX_CONCURRENT_CALLS,
+        metavar="N",
+        help="calls served at once, waiting claims included; one more is refused at once "
+        "with RESOURCE_EXHAUSTED (Overloaded: retry later) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="largest request accepted; a larger one is refused from its length prefix, "
+        "before it is read (RESOURCE_EXHAUSTED, PayloadTooLarge) (default: the largest "
+        "PushBatch the batch limits allow, with framing and slack: "
+        f"{default_max_message_bytes(BrokerConfig())} bytes)",
+    )
+    parser.add_argument(
+        "--max-request-bytes-in-flight",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="request bytes held at once over all calls, at least --max-message-bytes; "
+        "a request that does not fit is refused at once (RESOURCE_EXHAUSTED, Overloaded: "
+        f"retry later) (default: {DEFAULT_FULL_REQUESTS_IN_FLIGHT} times "
+        "--max-message-bytes)",
     )
     parser.add_argument(
         "--log-level",
@@ -149,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = args.listen
     try:
         config = BrokerConfig(heartbeat_timeout=args.heartbeat_timeout)
+        max_message_bytes, max_request_bytes_in_flight = request_size_limits(
+            config, args.max_message_bytes, args.max_request_bytes_in_flight
+        )
         store = open_store(args.data)
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
@@ -162,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise=args.advertise,
         ownership_check=args.heartbeat_check,
         drain_timeout=args.drain_timeout,
+        max_concurrent_calls=args.max_concurrent_calls,
+        max_message_bytes=max_message_bytes,
+        max_request_bytes_in_flight=max_request_bytes_in_flight,
     )
 
     async def run() -> int:

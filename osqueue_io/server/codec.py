@@ -10,7 +10,8 @@ the codec checks the wire format of every request before betterproto2 parses it:
   integers fit their declared width;
 * unknown fields are skipped, as protobuf requires (a newer client may send them);
 * a message longer than ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED
-  before it is parsed.
+  (``PayloadTooLarge``) before it is parsed. (The broker's request reader refuses it
+  earlier still, from its length prefix: :mod:`osqueue_io.server.reader`.)
 
 Only the scalar field types osqueue's requests use are supported; a request message
 with any other field type is a programming error, reported the first time it is seen.
@@ -23,9 +24,10 @@ from functools import cache
 from typing import Any
 
 import betterproto2
-from grpclib import GRPCError
-from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+
+from osqueue_core import BrokerConfig, InvalidArgument, PayloadTooLarge
+from osqueue_io.status import to_grpc_error
 
 #: Wire type of each supported field type (0 varint, 2 length-delimited).
 _WIRE_TYPES = {
@@ -41,8 +43,20 @@ _MAXIMUM = {
     betterproto2.TYPE_UINT64: 2**64 - 1,
 }
 
-#: A request larger than this is refused unread: far above any valid push or batch.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Room in a request besides its payloads: ids and error texts (a few KiB at their
+#: limits) and unknown fields a newer client may add.
+REQUEST_SLACK_BYTES = 64 * 1024
+#: Protobuf framing of one payload at most: a one-byte tag and a length varint.
+_PAYLOAD_FRAMING_BYTES = 1 + 10
+
+
+def default_max_message_bytes(config: BrokerConfig) -> int:
+    """The largest request a broker with ``config`` can accept: a PushBatch at the
+    batch limits (or one Push at the payload limit), plus framing and slack. Anything
+    larger is refused before it is read."""
+    payload_bytes = max(config.max_batch_bytes, config.max_payload_bytes)
+    framing = config.max_batch_ops * _PAYLOAD_FRAMING_BYTES
+    return payload_bytes + framing + REQUEST_SLACK_BYTES
 
 
 class MalformedMessage(ValueError):
@@ -120,22 +134,27 @@ def check_wire_format(data: bytes, message_type: type[betterproto2.Message]) -> 
 class StrictProtoCodec(ProtoCodec):
     """grpclib's protobuf codec, refusing what :func:`check_wire_format` refuses."""
 
-    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, max_message_bytes: int | None = None) -> None:
+        if max_message_bytes is None:
+            max_message_bytes = default_max_message_bytes(BrokerConfig())
+        if max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be positive")
         self.max_message_bytes = max_message_bytes
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = getattr(message_type, "__name__", "message")
         if len(data) > self.max_message_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"{name} of {len(data)} bytes exceeds the broker's limit of "
-                f"{self.max_message_bytes} bytes",
+            raise to_grpc_error(
+                PayloadTooLarge(
+                    f"{name} of {len(data)} bytes exceeds the broker's limit of "
+                    f"{self.max_message_bytes} bytes"
+                )
             )
         try:
             check_wire_format(data, message_type)
         except MalformedMessage as error:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {error}") from None
+            raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
         try:
             return super().decode(data, message_type)
         except Exception as error:  # betterproto2 objecting to what the check let through
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {error}") from None
+            raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None

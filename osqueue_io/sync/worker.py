@@ -23,7 +23,9 @@ from osqueue_io.worker import Worker as AsyncWorker
 
 
 class Worker(PortalShell):
-    """Blocking twin of :class:`osqueue_io.worker.Worker`; same arguments, same methods.
+    """Blocking twin of :class:`osqueue_io.worker.Worker`; same arguments, same methods,
+    same checks against the broker's limits (a ``worker_id`` at construction, job ids,
+    claim waits, cut error texts) before anything is sent.
 
     Safe to call from several threads: every call is handed to the one event loop.
     """

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from osqueue_io.server.cli import build_parser, parse_duration, parse_listen
+from osqueue_core import MAX_ID_LENGTH, BrokerConfig
+from osqueue_io.server.cli import build_parser, parse_duration, parse_listen, parse_size
+from osqueue_io.server.codec import default_max_message_bytes
 
 from .conftest import REPO_ROOT
 
@@ -22,6 +24,9 @@ FLAGS = [
     "--identity",
     "--advertise",
     "--drain-timeout",
+    "--max-concurrent-calls",
+    "--max-message-bytes",
+    "--max-request-bytes-in-flight",
     "--log-level",
 ]
 
@@ -46,10 +51,68 @@ def test_help_documents_every_flag() -> None:
     assert documented == {"-h", "--help", *FLAGS}
 
 
+def test_help_and_docs_show_the_intake_limits() -> None:
+    text = " ".join(server("--help").stdout.split())
+    limit = default_max_message_bytes(BrokerConfig())
+    assert "(default: 1000)" in text
+    assert f"{limit} bytes" in text
+    assert "(default: 4 times --max-message-bytes)" in text
+    docs = (REPO_ROOT / "docs" / "protocol.md").read_text()
+    assert f"| `--max-message-bytes` | `{limit}`" in docs
+    assert f"default {limit:,} bytes" in docs
+    assert f"({4 * limit:,} bytes)" in docs
+
+
 def test_a_bad_flag_is_a_usage_error(tmp_path: Path) -> None:
     done = server("--heartbeat-timeout", "soon", "--data", str(tmp_path))
     assert done.returncode == 2
     assert "not a duration" in done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--identity", "--advertise"])
+def test_an_over_long_name_is_a_usage_error_that_does_not_echo_it(
+    flag: str, tmp_path: Path
+) -> None:
+    value = "n" * (MAX_ID_LENGTH + 1)
+    done = server(flag, value, "--data", str(tmp_path / "q"))
+    assert done.returncode == 2
+    assert f"argument {flag}: is {MAX_ID_LENGTH + 1} characters long" in done.stderr
+    assert f"the limit is {MAX_ID_LENGTH}" in done.stderr
+    assert value not in done.stderr
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-concurrent-calls", "0"], "is not a positive whole number"),
+        (["--max-message-bytes", "8 MB"], "is not a size"),
+        (["--identity", ""], "argument --identity: must not be empty"),
+        (
+            ["--max-message-bytes", "2MiB", "--max-request-bytes-in-flight", "1MiB"],
+            "must be at least the message size limit (2097152)",
+        ),
+    ],
+)
+def test_bad_limits_are_usage_errors(flags: list[str], message: str, tmp_path: Path) -> None:
+    done = server(*flags, "--data", str(tmp_path / "q"))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1", 1), ("65536", 65536), ("64KiB", 65536), ("8MiB", 8 << 20), ("1GiB", 1 << 30)],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "0MiB", "-1", "1.5MiB", "8MB", "MiB", "1 KB"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size(text)
 
 
 def test_a_taken_port_fails_before_the_queue_is_touched(tmp_path: Path) -> None:

@@ -7,26 +7,39 @@ from types import SimpleNamespace
 
 import pytest
 from grpclib.const import Status
+from grpclib.metadata import encode_grpc_message
 
 import osqueue_core
 from osqueue_core import (
     BrokerNotRunning,
     BrokerReplaced,
     BrokerStopping,
+    CallInterrupted,
     CorruptState,
     InvalidArgument,
     JobNotFound,
     LeaseLost,
     OsqueueError,
+    Overloaded,
     PayloadTooLarge,
     StateDiverged,
+    StateMissing,
+    StorageUnavailable,
     UnsupportedSchema,
 )
 from osqueue_io.status import (
+    ERROR_KEY,
+    MAX_STATUS_MESSAGE_BYTES,
+    MAX_TRAILER_VALUE_BYTES,
+    NEW_EPOCH_KEY,
+    NEW_IDENTITY_KEY,
+    WIRE_ERRORS,
     CallContext,
     add_error_trailers,
+    clip_status_message,
     error_from_status,
     to_grpc_error,
+    wire_name,
 )
 
 pytestmark = pytest.mark.anyio
@@ -34,12 +47,18 @@ pytestmark = pytest.mark.anyio
 JOB_CALL = CallContext("Heartbeat", job_id="job-1", worker_id="w")
 
 
+async def trailers_of(error: OsqueueError) -> dict[str, object]:
+    """The trailing metadata the broker adds for ``error``."""
+    # What grpclib hands the listener before sending trailers (the fields it uses).
+    event = SimpleNamespace(status_details=to_grpc_error(error).details, metadata={})
+    await add_error_trailers(event)  # type: ignore[arg-type]
+    return event.metadata
+
+
 async def round_trip(error: OsqueueError, call: CallContext = JOB_CALL) -> OsqueueError:
     grpc_error = to_grpc_error(error)
-    # What grpclib hands the listener before sending trailers (the fields it uses).
-    event = SimpleNamespace(status_details=grpc_error.details, metadata={})
-    await add_error_trailers(event)  # type: ignore[arg-type]
-    return error_from_status(grpc_error.status, grpc_error.message, event.metadata, call)
+    trailers = await trailers_of(error)
+    return error_from_status(grpc_error.status, grpc_error.message, trailers, call)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +74,11 @@ async def round_trip(error: OsqueueError, call: CallContext = JOB_CALL) -> Osque
         BrokerReplaced("b", 3, None),
         CorruptState("unreadable"),
         StateDiverged("edited by hand"),
+        Overloaded("too many calls"),
+        StorageUnavailable("the disk is full"),
+        StateMissing("the state object is gone"),
+        CallInterrupted("cancelled"),
+        UnsupportedSchema(9, 2),
     ],
     ids=lambda error: type(error).__name__,
 )
@@ -73,13 +97,94 @@ async def test_the_replaced_broker_names_its_successor_in_the_message_too() -> N
     assert "10.0.0.2:9090" in (grpc_error.message or "")
 
 
+async def test_errors_sharing_a_status_are_told_apart_by_the_trailer() -> None:
+    overloaded, too_large = Overloaded("busy"), PayloadTooLarge("big")
+    assert to_grpc_error(overloaded).status is to_grpc_error(too_large).status
+    assert type(await round_trip(overloaded)) is Overloaded
+    assert (await round_trip(overloaded)).retryable
+    assert type(await round_trip(too_large)) is PayloadTooLarge
+    assert not (await round_trip(too_large)).retryable
+
+
+def test_the_trailer_decides_over_the_status_code() -> None:
+    named = error_from_status(
+        Status.INVALID_ARGUMENT, "busy", {ERROR_KEY: "Overloaded"}, CallContext("Push")
+    )
+    assert type(named) is Overloaded
+    assert str(named) == "busy"
+
+
+REPLACED: dict[str, object] = {ERROR_KEY: "BrokerReplaced", NEW_IDENTITY_KEY: b"b"}
+
+
+@pytest.mark.parametrize(
+    ("trailers", "expected"),
+    [
+        ({ERROR_KEY: "SomethingNewer"}, BrokerNotRunning),  # unknown name: status decides
+        ({ERROR_KEY: "BrokerReplaced"}, BrokerNotRunning),  # its fields are missing
+        (REPLACED | {NEW_EPOCH_KEY: b"x"}, BrokerNotRunning),
+        (REPLACED | {NEW_EPOCH_KEY: b"2"}, BrokerReplaced),
+        ({ERROR_KEY: "UnsupportedSchema"}, BrokerNotRunning),
+        ({ERROR_KEY: b"BrokerStopping"}, BrokerStopping),  # a bytes value is read too
+    ],
+)
+def test_an_incomplete_or_unknown_trailer_falls_back_to_the_status(
+    trailers: dict[str, object], expected: type[OsqueueError]
+) -> None:
+    assert type(error_from_status(Status.UNAVAILABLE, "down", trailers, JOB_CALL)) is expected
+
+
+def test_every_osqueue_error_can_cross_the_wire() -> None:
+    errors = {
+        name
+        for name, cls in inspect.getmembers(osqueue_core, inspect.isclass)
+        if issubclass(cls, OsqueueError) and cls is not OsqueueError
+    }
+    assert errors == set(WIRE_ERRORS)
+
+
+def test_a_subclass_is_reported_as_the_error_it_specialises() -> None:
+    class DiskFull(StorageUnavailable):
+        pass
+
+    assert wire_name(DiskFull) == "StorageUnavailable"
+    assert wire_name(OsqueueError) == "OsqueueError"  # not a wire error: status decides
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 10_000_000, "é" * 5000, "\U0001f600" * 2000, "%" * 3000, "a\udc80b" * 1000],
+    ids=["ascii", "accents", "emoji", "percent", "surrogates"],
+)
+def test_status_messages_are_bounded_on_the_wire(text: str) -> None:
+    error = to_grpc_error(JobNotFound(text))
+    assert error.message is not None
+    assert len(encode_grpc_message(error.message)) <= MAX_STATUS_MESSAGE_BYTES
+    assert error.message.endswith(f"({len(str(JobNotFound(text)))} characters)")
+    assert clip_status_message("short and sweet") == "short and sweet"
+    fits = "ü" * (MAX_STATUS_MESSAGE_BYTES // 6)  # 6 encoded bytes each: exactly fits
+    assert clip_status_message(fits) == fits
+
+
+async def test_trailer_values_are_bounded() -> None:
+    trailers = await trailers_of(BrokerReplaced("b" * 100_000, 3, "a" * 100_000))
+    values = [v for k, v in trailers.items() if k != ERROR_KEY]
+    assert len(values) == 3
+    assert all(isinstance(v, bytes) and len(v) <= MAX_TRAILER_VALUE_BYTES for v in values)
+
+
 def test_statuses_without_osqueue_trailers() -> None:
     # Another implementation of the protocol, or an older osqueue.
     plain = error_from_status(Status.UNAVAILABLE, "down", None, JOB_CALL)
     assert isinstance(plain, BrokerNotRunning)
     assert plain.retryable
-    late = error_from_status(Status.DEADLINE_EXCEEDED, None, {}, JOB_CALL)
-    assert isinstance(late, BrokerNotRunning)
+    for status in (Status.DEADLINE_EXCEEDED, Status.CANCELLED):
+        interrupted = error_from_status(status, None, {}, JOB_CALL)
+        assert type(interrupted) is CallInterrupted
+        assert interrupted.retryable
+        assert "may or may not have taken effect" in str(interrupted)
+    too_large = error_from_status(Status.RESOURCE_EXHAUSTED, "message too big", {}, JOB_CALL)
+    assert type(too_large) is PayloadTooLarge
     weird = error_from_status(Status.INTERNAL, "oops", {}, CallContext("Push"))
     assert type(weird) is OsqueueError
     assert not weird.retryable

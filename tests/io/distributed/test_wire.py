@@ -25,6 +25,7 @@ from osqueue_core import (
 )
 from osqueue_io._proto.osqueue.v1 import (
     ClaimRequest,
+    CompleteRequest,
     HeartbeatRequest,
     PushBatchRequest,
     PushRequest,
@@ -127,7 +128,8 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
         assert job.id == kept
         before = holder.stats()
 
-        # Semantic errors, as typed errors (each maps from exactly one status code).
+        # Semantic errors, as typed errors. (The Worker refuses empty ids itself; the
+        # broker's answer to one is checked over the bare channel below.)
         with pytest.raises(InvalidArgument):
             holder.heartbeat("")
         with pytest.raises(InvalidArgument):
@@ -158,6 +160,9 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
                 return code
 
             assert status_of("Claim", bytes(ClaimRequest(worker_id=""))) == (
+                grpc.StatusCode.INVALID_ARGUMENT
+            )
+            assert status_of("Complete", bytes(CompleteRequest(job_id="", worker_id="w"))) == (
                 grpc.StatusCode.INVALID_ARGUMENT
             )
             assert status_of("Heartbeat", bytes(HeartbeatRequest(job_id="?", worker_id="w"))) == (

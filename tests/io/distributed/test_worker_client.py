@@ -10,8 +10,17 @@ import anyio
 import pytest
 from grpclib.client import Channel
 
-from osqueue_core import BrokerNotRunning, InvalidArgument, LeaseLost
+from osqueue_core import (
+    MAX_CLAIM_WAIT,
+    MAX_ERROR_LENGTH,
+    MAX_ID_LENGTH,
+    BrokerNotRunning,
+    InvalidArgument,
+    LeaseLost,
+    clip_error_text,
+)
 from osqueue_io._proto.osqueue.v1 import ClaimRequest, QueueServiceStub
+from osqueue_io.sync import Worker as BlockingWorker
 from osqueue_io.worker import Worker, default_worker_id
 
 from .conftest import BrokerProcess, Storage
@@ -19,6 +28,14 @@ from .conftest import BrokerProcess, Storage
 pytestmark = pytest.mark.anyio
 
 StartBroker = Callable[..., BrokerProcess]
+
+
+def closed_port() -> int:
+    """A port nothing listens on: a request sent there fails with BrokerNotRunning."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture
@@ -119,11 +136,8 @@ async def test_a_waiting_claim_ends_before_the_client_deadline(broker: BrokerPro
 
 
 async def test_an_unreachable_broker_is_a_retryable_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # Nothing listens on port: refused at once.
-    async with Worker(f"127.0.0.1:{port}", timeout=2) as worker:
+    # Nothing listens on the port: refused at once.
+    async with Worker(f"127.0.0.1:{closed_port()}", timeout=2) as worker:
         with pytest.raises(BrokerNotRunning) as refused:
             await worker.push(b"x")
         assert refused.value.retryable
@@ -138,8 +152,67 @@ async def test_an_unreachable_broker_is_a_retryable_error() -> None:
 
 def test_worker_arguments_are_checked() -> None:
     assert re.fullmatch(r".+:\d+:[0-9a-f]{6}", default_worker_id())
+    assert len(default_worker_id()) <= MAX_ID_LENGTH
     assert Worker("[::1]:9090").host == "::1"
     with pytest.raises(InvalidArgument):
         Worker("localhost")
     with pytest.raises(InvalidArgument):
         Worker(timeout=0)
+    long_id = "w" * (MAX_ID_LENGTH + 1)
+    for worker_type in (Worker, BlockingWorker):
+        with pytest.raises(InvalidArgument) as too_long:
+            worker_type(worker_id=long_id)
+        assert f"the limit is {MAX_ID_LENGTH}" in str(too_long.value)
+        assert long_id not in str(too_long.value)
+        with pytest.raises(InvalidArgument):
+            worker_type(worker_id="")
+
+
+BAD_REQUESTS: list[tuple[str, dict[str, object]]] = [
+    ("claim", {"wait": MAX_CLAIM_WAIT + 1}),
+    ("claim", {"wait": -1}),
+    ("claim", {"wait": float("nan")}),
+    ("heartbeat", {"job_id": "j" * (MAX_ID_LENGTH + 1)}),
+    ("complete", {"job_id": ""}),
+    ("fail", {"job_id": "j" * (MAX_ID_LENGTH + 1)}),
+]
+
+
+@pytest.mark.parametrize(("method", "arguments"), BAD_REQUESTS)
+async def test_requests_over_the_limits_are_refused_before_sending(
+    method: str, arguments: dict[str, object]
+) -> None:
+    # Sent, any request would fail with BrokerNotRunning: nothing listens there.
+    async with Worker(f"127.0.0.1:{closed_port()}") as worker:
+        with pytest.raises(InvalidArgument):
+            await getattr(worker, method)(**arguments)
+
+
+@pytest.mark.parametrize(("method", "arguments"), BAD_REQUESTS)
+def test_the_blocking_worker_refuses_them_too(method: str, arguments: dict[str, object]) -> None:
+    with BlockingWorker(f"127.0.0.1:{closed_port()}") as worker, pytest.raises(InvalidArgument):
+        getattr(worker, method)(**arguments)
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+async def test_a_long_error_text_is_cut_before_sending(
+    broker: BrokerProcess, local_storage: Storage, blocking: bool
+) -> None:
+    text = "start " + "." * (3 * MAX_ERROR_LENGTH) + " the end"
+    if blocking:
+        with BlockingWorker(broker.address) as worker:
+            worker.push(b"job")
+            job = worker.claim()
+            assert job is not None
+            assert worker.fail(job.id, text) is False
+    else:
+        async with Worker(broker.address) as async_worker:
+            await async_worker.push(b"job")
+            async_job = await async_worker.claim()
+            assert async_job is not None
+            assert await async_worker.fail(async_job.id, text) is False
+    [job_state] = (await local_storage.aread_state()).jobs
+    assert job_state.last_error == clip_error_text(text)
+    assert len(clip_error_text(text)) <= MAX_ERROR_LENGTH
+    assert job_state.last_error.startswith("start ")
+    assert job_state.last_error.endswith(" the end")
