@@ -4,8 +4,12 @@ This file imports nothing from ``osqueue_io``: it is the proof that the core is 
 on its own. It keeps every object as a file under a directory, with the object's
 version in a sidecar file, and runs one broker loop in the calling thread:
 
-    feed an input (with ``now``) -> take_effects() -> execute each effect -> feed the
-    result back -> ... -> tick at next_deadline()
+    feed an input (with ``now`` and ``wall``) -> take_effects() -> perform each
+    storage effect -> feed the result back -> ... -> tick at next_deadline()
+
+The core asks for four storage primitives (read an object, read only its version,
+write it if its version still matches, list keys under a prefix); timers run on
+``time.monotonic()``, and ``time.time()`` only stamps jobs.
 
 It is single-process by design (no locking); ``osqueue_io.storage.LocalFileStore`` is
 the real, multi-process local backend. See docs/custom-runtime.md.
@@ -22,7 +26,6 @@ import uuid
 from pathlib import Path
 
 from osqueue_core import (
-    ArchiveWritten,
     Broker,
     BrokerConfig,
     Claim,
@@ -30,17 +33,22 @@ from osqueue_core import (
     Command,
     Complete,
     Effect,
+    KeysListed,
+    ListKeys,
+    ObjectRead,
+    ObjectWritten,
     Push,
     Pushed,
-    ReadState,
+    ReadObject,
+    ReadVersion,
     Reply,
-    StateRead,
-    StateWritten,
     StorageResult,
-    WriteArchive,
+    VersionRead,
     WriteConflicted,
-    WriteState,
+    WriteObject,
 )
+
+SIDECARS = (".version", ".tmp")
 
 
 class FileStore:
@@ -53,28 +61,36 @@ class FileStore:
         path = self.root / key
         return path, path.with_name(path.name + ".version")
 
+    def _version(self, key: str) -> int | None:
+        version = self._paths(key)[1]
+        return int(version.read_text()) if version.exists() else None
+
     def execute(self, effect: Effect) -> StorageResult:
         match effect:
-            case ReadState(op_id, key):
-                path, version = self._paths(key)
+            case ReadObject(op_id, key):
+                path, _ = self._paths(key)
                 if not path.exists():
-                    return StateRead(op_id, None, None)
-                return StateRead(op_id, path.read_bytes(), int(version.read_text()))
-            case WriteState(op_id, key, data, expected, _):
+                    return ObjectRead(op_id, None, None)
+                return ObjectRead(op_id, path.read_bytes(), self._version(key))
+            case ReadVersion(op_id, key):
+                return VersionRead(op_id, self._version(key))
+            case WriteObject(op_id, key, data, expected):
                 path, version = self._paths(key)
-                current = int(version.read_text()) if version.exists() else None
+                current = self._version(key)
                 if current != expected:  # expected None means "must not exist yet"
                     return WriteConflicted(op_id)
                 new_version = (current or 0) + 1
                 self._write(path, data)
                 self._write(version, str(new_version).encode())
-                return StateWritten(op_id, new_version)
-            case WriteArchive(op_id, key, data):
-                path, _ = self._paths(key)
-                if path.exists():
-                    return ArchiveWritten(op_id, already_existed=True)
-                self._write(path, data)
-                return ArchiveWritten(op_id)
+                return ObjectWritten(op_id, new_version)
+            case ListKeys(op_id, prefix, limit):
+                base = self.root / prefix
+                keys = sorted(
+                    path.relative_to(self.root).as_posix()
+                    for path in (base.rglob("*") if base.is_dir() else [])
+                    if path.is_file() and not path.name.endswith(SIDECARS)
+                )
+                return KeysListed(op_id, tuple(keys[:limit]))
         raise TypeError(f"not a storage effect: {effect!r}")
 
     @staticmethod
@@ -92,7 +108,7 @@ class SyncRuntime:
         self.store = store
         self.broker = Broker(config, identity="custom-runtime", incarnation=uuid.uuid4().hex)
         self.replies: dict[object, Reply] = {}
-        self.broker.start(time.time())
+        self.broker.start(time.monotonic(), time.time())
         self._run_effects()
 
     def _run_effects(self) -> None:
@@ -102,23 +118,24 @@ class SyncRuntime:
                 if isinstance(effect, Reply):
                     self.replies[effect.request_id] = effect
                 else:
-                    self.broker.receive(self.store.execute(effect), time.time())
+                    result = self.store.execute(effect)
+                    self.broker.receive(result, time.monotonic(), time.time())
 
     def call(self, command: Command) -> Reply:
-        self.broker.submit(command, time.time())
+        self.broker.submit(command, time.monotonic(), time.time())
         self._run_effects()
         while command.request_id not in self.replies:
             # Nothing left to run: only time can move things on (a lease, a retry).
             deadline = self.broker.next_deadline()
             if deadline is None:
                 raise RuntimeError(f"no reply and nothing scheduled for {command!r}")
-            time.sleep(max(0.0, deadline - time.time()))
-            self.broker.tick(time.time())
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            self.broker.tick(time.monotonic(), time.time())
             self._run_effects()
         return self.replies.pop(command.request_id)
 
     def stop(self) -> None:
-        self.broker.stop(time.time())
+        self.broker.stop(time.monotonic(), time.time())
         self._run_effects()
 
 

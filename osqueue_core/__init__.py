@@ -1,9 +1,11 @@
 """osqueue_core: the Sans-IO state machine of the osqueue job queue.
 
 Feed a :class:`Broker` inputs (``start``, ``submit``, ``receive``, ``tick``,
-``cancel_claim``, ``stop``), each with ``now`` (UNIX seconds); after each, drain
-``take_effects()`` and execute them; call ``tick`` at ``next_deadline()``. Nothing in
-this package does I/O, reads a clock or draws randomness. See docs/architecture.md.
+``cancel_claim``, ``stop``), each with ``now`` (seconds on a clock that never jumps) and
+optionally ``wall`` (UNIX seconds, for timestamps); after each, drain ``take_effects()``
+and perform them; call ``tick`` at ``next_deadline()``. Nothing in this package does
+I/O, reads a clock or draws randomness. See docs/architecture.md and
+docs/custom-runtime.md.
 """
 
 from osqueue_core.archive import archive_bucket, archive_key
@@ -12,6 +14,7 @@ from osqueue_core.codec import (
     SCHEMA_VERSION,
     DecodedState,
     StateHeader,
+    decode_archive_jobs,
     decode_header,
     decode_state,
     encode_archive,
@@ -27,10 +30,19 @@ from osqueue_core.commands import (
     Heartbeat,
     Push,
     PushBatch,
+    Release,
     RequestId,
 )
 from osqueue_core.config import BrokerConfig, default_job_id
-from osqueue_core.effects import Effect, ReadState, Reply, WriteArchive, WriteState
+from osqueue_core.effects import (
+    Effect,
+    ListKeys,
+    ReadObject,
+    ReadVersion,
+    Reply,
+    StorageEffect,
+    WriteObject,
+)
 from osqueue_core.errors import (
     BrokerNotRunning,
     BrokerReplaced,
@@ -49,11 +61,13 @@ from osqueue_core.errors import (
     UnsupportedSchema,
 )
 from osqueue_core.events import (
-    ArchiveWritten,
-    StateRead,
-    StateWritten,
+    KeysListed,
+    ObjectCorrupt,
+    ObjectRead,
+    ObjectWritten,
     StorageFailed,
     StorageResult,
+    VersionRead,
     WriteConflicted,
 )
 from osqueue_core.job import Job, JobStatus
@@ -76,6 +90,7 @@ from osqueue_core.results import (
     NothingToClaim,
     Pushed,
     PushedBatch,
+    Released,
     Result,
 )
 
@@ -84,7 +99,6 @@ __all__ = [
     "MAX_ERROR_LENGTH",
     "MAX_ID_LENGTH",
     "SCHEMA_VERSION",
-    "ArchiveWritten",
     "Broker",
     "BrokerConfig",
     "BrokerNotRunning",
@@ -107,9 +121,14 @@ __all__ = [
     "Job",
     "JobNotFound",
     "JobStatus",
+    "KeysListed",
     "LeaseExtended",
     "LeaseLost",
+    "ListKeys",
     "NothingToClaim",
+    "ObjectCorrupt",
+    "ObjectRead",
+    "ObjectWritten",
     "OsqueueError",
     "Overloaded",
     "Owner",
@@ -119,27 +138,30 @@ __all__ = [
     "PushBatch",
     "Pushed",
     "PushedBatch",
-    "ReadState",
+    "ReadObject",
+    "ReadVersion",
+    "Release",
+    "Released",
     "Reply",
     "RequestId",
     "Result",
     "StateDiverged",
     "StateHeader",
     "StateMissing",
-    "StateRead",
-    "StateWritten",
+    "StorageEffect",
     "StorageFailed",
     "StorageResult",
     "StorageUnavailable",
     "UnsupportedSchema",
-    "WriteArchive",
+    "VersionRead",
     "WriteConflicted",
-    "WriteState",
+    "WriteObject",
     "archive_bucket",
     "archive_key",
     "check_error_text",
     "check_id",
     "clip_error_text",
+    "decode_archive_jobs",
     "decode_header",
     "decode_state",
     "default_job_id",

@@ -1,12 +1,26 @@
-"""Group-commit bookkeeping: the open batch, and the one state operation in flight."""
+"""Group-commit bookkeeping: the open batch, grants in it, and a write on its way."""
 
 from __future__ import annotations
 
-import enum
-
 import attrs
 
+from osqueue_core.commands import RequestId
 from osqueue_core.effects import Reply
+from osqueue_core.job import Job
+
+
+@attrs.frozen
+class Grant:
+    """A claim granted in a batch whose reply is not released yet.
+
+    Kept so the grant can be taken back if its caller leaves (``cancel_claim``) or is
+    answered with an error instead: ``before`` is the job as it was, ``after`` as the
+    grant made it.
+    """
+
+    request_id: RequestId
+    before: Job
+    after: Job
 
 
 @attrs.define
@@ -15,7 +29,7 @@ class Batch:
 
     Replies held here are released only when the next state operation lands: the write
     that makes the batch durable, or (for a batch that changed nothing durable, such as
-    heartbeats) a read that confirms this broker still owns the state.
+    heartbeats) a check that this broker still owns the state.
     """
 
     replies: list[Reply] = attrs.Factory(list)
@@ -25,6 +39,23 @@ class Batch:
     first_change_at: float | None = None
     #: Archive keys of jobs finished in this batch, written once the batch lands.
     archive_keys: set[str] = attrs.Factory(set)
+    #: Claims granted in this batch, by request id, until their replies are released.
+    grants: dict[RequestId, Grant] = attrs.Factory(dict)
+    #: Grants whose caller left after the batch went out: the jobs are handed back once
+    #: the batch has landed.
+    abandoned: list[Grant] = attrs.Factory(list)
+
+    def hold(self, reply: Reply) -> None:
+        self.replies.append(reply)
+
+    def changed(self, now: float) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self.first_change_at = now
+
+    def withdraw(self, request_id: RequestId) -> None:
+        """Drop the held reply to ``request_id`` (it was answered otherwise)."""
+        self.replies = [reply for reply in self.replies if reply.request_id != request_id]
 
     def needs_operation(self) -> bool:
         return self.dirty or bool(self.replies)
@@ -32,33 +63,11 @@ class Batch:
 
 @attrs.frozen
 class PendingWrite:
-    """A state write issued and not yet known to have landed."""
+    """A state write issued and not yet known to have landed: its exact bytes are what
+    gets re-sent if it did not land (a batch is never applied twice)."""
 
     revision: int
-    data: bytes
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
     batch: Batch
     takeover: bool = False
     release: bool = False
-
-
-class Purpose(enum.Enum):
-    """Why a state operation was issued; decides how its result is read."""
-
-    #: Read the state to take it over (on start, and after a takeover write failed).
-    TAKEOVER_READ = enum.auto()
-    TAKEOVER_WRITE = enum.auto()
-    BATCH_WRITE = enum.auto()
-    #: Read after an ambiguous write: did it land?
-    RESOLVE_READ = enum.auto()
-    #: Read that proves this broker still owns the state, to release held replies.
-    CONFIRM_READ = enum.auto()
-
-
-@attrs.frozen
-class StateOperation:
-    """The single state operation in flight (or waiting to be retried)."""
-
-    op_id: int
-    purpose: Purpose
-    write: PendingWrite | None = None
-    batch: Batch | None = None

@@ -133,6 +133,32 @@ def encode_archive(key: str, job_fragments: Iterable[bytes]) -> bytes:
     return _with_jobs(head, job_fragments)
 
 
+#: What identifies a job in an archive object: its id, seq and payload.
+ArchivedJob = tuple[str, int, bytes]
+
+
+def decode_archive_jobs(data: bytes) -> list[ArchivedJob] | None:
+    """The jobs of an archive object as (id, seq, payload), in order; None when ``data``
+    is not an archive object this code can read (never raises).
+
+    Used to tell whether an archive key that already exists holds our jobs (an earlier
+    attempt of the same write landed) or somebody else's (a key reused after the state
+    was restored from a backup): ids, seqs and payloads never change once a job exists,
+    while the rest of its encoding may differ between osqueue versions.
+    """
+    try:
+        raw = orjson.loads(data)
+        jobs = raw["jobs"]
+        found = [
+            (job["id"], job["seq"], base64.b64decode(job["data"], validate=True)) for job in jobs
+        ]
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, binascii.Error):
+        return None
+    if not all(isinstance(i, str) and type(s) is int for i, s, _ in found):
+        return None
+    return found
+
+
 def _with_jobs(head: bytes, job_fragments: Iterable[bytes]) -> bytes:
     # One join over head, fragments and separators: the state is copied once, not twice.
     parts = [head[:-1], _JOBS_MARKER]

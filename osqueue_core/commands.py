@@ -1,7 +1,8 @@
 """Client commands: what publishers and consumers ask the broker to do.
 
 Each carries a caller-chosen ``request_id``; the broker answers it with exactly one
-:class:`~osqueue_core.effects.Reply` carrying the same id.
+:class:`~osqueue_core.effects.Reply` carrying the same id. Every text field has a length
+limit (:mod:`osqueue_core.limits`), checked before anything else.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class PushBatch:
 class Claim:
     """Take the oldest ready job for ``worker_id``.
 
-    With ``wait`` > 0 the claim waits up to that many seconds for a job to arrive
-    instead of answering :class:`~osqueue_core.results.NothingToClaim` at once.
+    With ``wait`` > 0 the claim waits up to that many seconds (at most
+    ``MAX_CLAIM_WAIT``) for a job to arrive instead of answering
+    :class:`~osqueue_core.results.NothingToClaim` at once.
     """
 
     request_id: RequestId
@@ -79,4 +81,15 @@ class Fail:
     requeue: bool = True
 
 
-Command = Push | PushBatch | Claim | Heartbeat | Complete | Fail
+@attrs.frozen
+class Release:
+    """``worker_id`` hands ``job_id`` back unstarted (a worker shutting down, a caller
+    that left before it received the job): the job returns to its place in the queue
+    and this claim does not count as an attempt."""
+
+    request_id: RequestId
+    job_id: str
+    worker_id: str
+
+
+Command = Push | PushBatch | Claim | Heartbeat | Complete | Fail | Release

@@ -10,7 +10,11 @@ MiB = 1024 * 1024
 
 
 def default_job_id(epoch: int, seq: int) -> str:
-    """Job ids without entropy: the FIFO sequence (zero-padded, so ids sort) and epoch."""
+    """Job ids without entropy: the FIFO sequence (zero-padded, so ids sort) and epoch.
+
+    Epochs never repeat (each takeover reserves its epoch with a create-only marker
+    object), so ids stay unique even across a state restored from a backup.
+    """
     return f"{seq:012d}-{epoch}"
 
 
@@ -31,28 +35,81 @@ class BrokerConfig:
     max_payload_bytes: int = 1 * MiB
     #: A job claimed this many times is dead-lettered instead of requeued (None: never).
     max_attempts: int | None = None
+    #: Backpressure: commands waiting for room in a batch (while a write is in flight)
+    #: beyond this many, or beyond this many payload bytes, are refused with Overloaded.
+    max_queued_commands: int = 10_000
+    max_queued_bytes: int = 64 * MiB
+    #: Claims waiting for a job beyond this many are refused with Overloaded.
+    max_waiting_claims: int = 10_000
+    #: When storage has failed every state operation for this long (or one has been in
+    #: flight this long), held and new requests are answered StorageUnavailable instead
+    #: of waiting; the broker keeps retrying. Keep it below your clients' timeouts.
+    stall_timeout: float = 5.0
+    #: A repeated Complete/Fail from the worker that finished a job is answered like the
+    #: first for this long after the job left the state (remembered in memory only, for
+    #: at most ``reply_memory_size`` jobs), so a retry after a lost answer does not read
+    #: as "not found".
+    reply_memory: float = 300.0
+    reply_memory_size: int = 10_000
     #: Key of the state object.
     state_key: str = "state.json"
     #: Archive objects live under ``<archive_prefix><bucket>/``.
     archive_prefix: str = "archive/"
     #: ``strftime`` format of the UTC time bucket of an archived job (hourly by default).
     archive_bucket_format: str = "%Y-%m-%dT%H"
+    #: Every takeover reserves its epoch with a create-only object under this prefix, so
+    #: that epochs (hence job ids and archive keys) never repeat, even after the state
+    #: object is restored from a backup.
+    epoch_prefix: str = "epochs/"
+    #: A broker that keeps losing its takeover write to a busy owner asks it, through
+    #: this small object, to pause its writes for a moment.
+    takeover_request_key: str = "takeover.json"
+    #: A busy owner reads the takeover request this often (never while idle: an idle
+    #: owner does not write, so it cannot starve a takeover).
+    takeover_check: float = 1.0
+    #: The longest an owner pauses its writes for one takeover request.
+    takeover_yield_max: float = 10.0
+    #: A takeover that keeps losing to another writer gives up after this long.
+    takeover_timeout: float = 60.0
+    #: Start a new, empty queue even though the state object is missing while epoch
+    #: markers or archive objects of an earlier queue exist (by default: StateMissing).
+    recreate: bool = False
     #: Backoff between retries of a failed storage operation: first delay, then doubling.
     retry_initial: float = 0.05
     retry_max: float = 5.0
     #: Consecutive failed storage operations tolerated while starting before giving up.
     start_attempts: int = 5
-    #: An idle broker reads the state this often to learn early that another broker
-    #: took over (None: only its next write or heartbeat finds out).
+    #: An idle broker checks the state's version this often to learn early that another
+    #: broker took over (None: only its next write or heartbeat finds out).
     ownership_check: float | None = None
-    #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq).
+    #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq) and at
+    #: most ``MAX_ID_LENGTH`` characters long.
     job_id_factory: Callable[[int, int], str] = default_job_id
 
     def __attrs_post_init__(self) -> None:
-        if self.heartbeat_timeout <= 0:
-            raise ValueError("heartbeat_timeout must be positive")
-        if self.max_batch_ops < 1 or self.max_batch_bytes < 1:
-            raise ValueError("max_batch_ops and max_batch_bytes must be at least 1")
+        positive = {
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "stall_timeout": self.stall_timeout,
+            "reply_memory": self.reply_memory,
+            "takeover_check": self.takeover_check,
+            "takeover_yield_max": self.takeover_yield_max,
+            "takeover_timeout": self.takeover_timeout,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive")
+        at_least_one = {
+            "max_batch_ops": self.max_batch_ops,
+            "max_batch_bytes": self.max_batch_bytes,
+            "max_queued_commands": self.max_queued_commands,
+            "max_queued_bytes": self.max_queued_bytes,
+            "max_waiting_claims": self.max_waiting_claims,
+            "reply_memory_size": self.reply_memory_size,
+            "start_attempts": self.start_attempts,
+        }
+        for name, count in at_least_one.items():
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1")
         if self.linger < 0:
             raise ValueError("linger must not be negative")
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -61,3 +118,13 @@ class BrokerConfig:
             raise ValueError("ownership_check must be positive (or None)")
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")
+        keys = (self.state_key, self.takeover_request_key)
+        prefixes = (self.archive_prefix, self.epoch_prefix)
+        if not all(keys) or not all(p.endswith("/") for p in prefixes):
+            raise ValueError("keys must be non-empty and prefixes must end with '/'")
+
+
+def backoff(config: BrokerConfig, failures: int) -> float:
+    """Seconds to wait before retrying after the ``failures``-th consecutive failure:
+    ``retry_initial`` doubling, at most ``retry_max``."""
+    return float(min(config.retry_max, config.retry_initial * 2 ** (max(1, failures) - 1)))

@@ -1,8 +1,11 @@
 """Effects: what the core asks its runtime to do, drained from ``Broker.take_effects()``.
 
-Storage effects carry an ``op_id``; the runtime answers each with exactly one storage
-result naming it (:mod:`osqueue_core.events`). Independent effects may run concurrently;
-the core never has more than one state operation outstanding.
+Storage effects are four primitives every object store offers; each carries an
+``op_id`` and the runtime answers it with exactly one storage result naming it
+(:mod:`osqueue_core.events`). What an operation is *for* (taking the state over,
+committing a batch, archiving, confirming ownership) is the core's business: a runtime
+only performs the primitive and reports what storage did. Independent effects may run
+concurrently and finish in any order.
 """
 
 from __future__ import annotations
@@ -15,40 +18,49 @@ from osqueue_core.results import Result
 
 
 @attrs.frozen
-class ReadState:
-    """Read the state object at ``key``; answer with ``StateRead`` (or ``StorageFailed``)."""
+class ReadObject:
+    """Read the object at ``key``: answer ``ObjectRead`` (data and version, both None
+    when absent), ``ObjectCorrupt`` when the store finds it damaged, or
+    ``StorageFailed``."""
 
     op_id: int
     key: str
 
 
 @attrs.frozen
-class WriteState:
+class ReadVersion:
+    """Read only the current version token of ``key`` (an HTTP HEAD): answer
+    ``VersionRead`` (None when absent), ``ObjectCorrupt`` or ``StorageFailed``."""
+
+    op_id: int
+    key: str
+
+
+@attrs.frozen
+class WriteObject:
     """Write ``data`` to ``key`` only if its version is still ``expected_version``.
 
-    ``expected_version`` None means create-only (the object must not exist). Answer with
-    ``StateWritten``, ``WriteConflicted`` or ``StorageFailed``. ``revision`` is the
-    revision inside ``data``, for logs.
+    ``expected_version`` None means create-only (the object must not exist). Answer
+    ``ObjectWritten`` with the new version; ``WriteConflicted`` when the precondition
+    failed (the object exists, changed, or is missing on update); ``StorageFailed``
+    otherwise, with ``outcome_unknown`` True unless the write certainly did not land.
     """
 
     op_id: int
     key: str
-    data: bytes
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
     expected_version: object | None
-    revision: int
 
 
 @attrs.frozen
-class WriteArchive:
-    """Create the immutable archive object ``key`` (create-only, never overwrite).
-
-    Answer ``ArchiveWritten`` (with ``already_existed=True`` when it was there already)
-    or ``StorageFailed``.
-    """
+class ListKeys:
+    """List the keys under ``prefix`` (whole ``/`` segments): answer ``KeysListed`` with
+    them sorted, or ``StorageFailed``. With ``limit``, at most that many keys, and at
+    least one if any exists."""
 
     op_id: int
-    key: str
-    data: bytes
+    prefix: str
+    limit: int | None = None
 
 
 @attrs.frozen
@@ -64,4 +76,5 @@ class Reply:
         return self.error is None
 
 
-Effect = ReadState | WriteState | WriteArchive | Reply
+StorageEffect = ReadObject | ReadVersion | WriteObject | ListKeys
+Effect = StorageEffect | Reply

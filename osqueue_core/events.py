@@ -1,4 +1,4 @@
-"""Storage results: what happened to an effect, reported back to the core by a runtime.
+"""Storage results: what happened to a storage effect, reported back to the core.
 
 Each names the ``op_id`` of the effect it answers. A runtime reports what happened and
 never decides what to do about it: retries, fencing and resolution are the core's.
@@ -10,21 +10,29 @@ import attrs
 
 
 @attrs.frozen
-class StateRead:
-    """A :class:`~osqueue_core.effects.ReadState` finished.
+class ObjectRead:
+    """A :class:`~osqueue_core.effects.ReadObject` finished.
 
-    ``data`` and ``version`` are None when the state object does not exist. ``version``
-    is the storage's opaque version token, handed back in a later ``WriteState``.
+    ``data`` and ``version`` are None when the object does not exist. ``version`` is
+    the storage's opaque version token, handed back in a later ``WriteObject``.
     """
 
     op_id: int
-    data: bytes | None
+    data: bytes | None = attrs.field(repr=lambda data: "None" if data is None else "<bytes>")
     version: object | None
 
 
 @attrs.frozen
-class StateWritten:
-    """A :class:`~osqueue_core.effects.WriteState` landed; ``version`` is the new token."""
+class VersionRead:
+    """A :class:`~osqueue_core.effects.ReadVersion` finished (None: no object)."""
+
+    op_id: int
+    version: object | None
+
+
+@attrs.frozen
+class ObjectWritten:
+    """A :class:`~osqueue_core.effects.WriteObject` landed; ``version`` is the new token."""
 
     op_id: int
     version: object
@@ -32,9 +40,27 @@ class StateWritten:
 
 @attrs.frozen
 class WriteConflicted:
-    """A conditional write was refused: the object changed (or already existed)."""
+    """A conditional write was refused: the object changed, already existed, or (for an
+    update) is missing. Nothing was written by this attempt."""
 
     op_id: int
+
+
+@attrs.frozen
+class KeysListed:
+    """A :class:`~osqueue_core.effects.ListKeys` finished: the keys, sorted."""
+
+    op_id: int
+    keys: tuple[str, ...]
+
+
+@attrs.frozen
+class ObjectCorrupt:
+    """The store found the object damaged (truncated, not written by osqueue): a read
+    cannot succeed by retrying. The core never overwrites such an object."""
+
+    op_id: int
+    message: str = ""
 
 
 @attrs.frozen
@@ -47,13 +73,12 @@ class StorageFailed:
     message: str = ""
 
 
-@attrs.frozen
-class ArchiveWritten:
-    """A :class:`~osqueue_core.effects.WriteArchive` is durable; ``already_existed``
-    when the create-only write found the object there (an earlier attempt landed)."""
-
-    op_id: int
-    already_existed: bool = False
-
-
-StorageResult = StateRead | StateWritten | WriteConflicted | StorageFailed | ArchiveWritten
+StorageResult = (
+    ObjectRead
+    | VersionRead
+    | ObjectWritten
+    | WriteConflicted
+    | KeysListed
+    | ObjectCorrupt
+    | StorageFailed
+)

@@ -21,8 +21,11 @@ class PushedBatch:
 
 @attrs.frozen
 class Claimed:
-    """The worker holds ``job_id`` until ``lease_deadline`` (broker clock) unless it
-    heartbeats. ``attempts`` counts this claim."""
+    """The worker holds ``job_id`` until ``lease_deadline`` unless it heartbeats.
+
+    ``lease_deadline`` is on the clock of the broker's ``now`` (monotonic in
+    ``osqueue_io``): use ``lease_deadline - now`` as a duration. ``attempts`` counts
+    this claim."""
 
     job_id: str
     payload: bytes
@@ -37,7 +40,7 @@ class NothingToClaim:
 
 @attrs.frozen
 class LeaseExtended:
-    """The worker still holds ``job_id``, now until ``lease_deadline``."""
+    """The worker still holds ``job_id``, now until ``lease_deadline`` (broker clock)."""
 
     job_id: str
     lease_deadline: float
@@ -58,4 +61,13 @@ class Failed:
     dead: bool
 
 
-Result = Pushed | PushedBatch | Claimed | NothingToClaim | LeaseExtended | Completed | Failed
+@attrs.frozen
+class Released:
+    """The job is back in the queue at its old place; the claim did not count."""
+
+    job_id: str
+
+
+Result = (
+    Pushed | PushedBatch | Claimed | NothingToClaim | LeaseExtended | Completed | Failed | Released
+)

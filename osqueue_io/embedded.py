@@ -41,6 +41,7 @@ from osqueue_core import (
     PushBatch,
     Pushed,
     PushedBatch,
+    clip_error_text,
 )
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
@@ -203,7 +204,8 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
     async def _dead_letter(self, job_id: str, worker_id: str, error: PayloadDecodeError) -> None:
         log.error("dead-lettering job %s: %s", job_id, error)
         runtime = self.runtime
-        await runtime.request(Fail(runtime.new_request_id(), job_id, worker_id, str(error), False))
+        text = clip_error_text(str(error))
+        await runtime.request(Fail(runtime.new_request_id(), job_id, worker_id, text, False))
 
     async def heartbeat(self, job: ClaimedJob[T]) -> float:
         """Extend the lease on ``job``; returns the new deadline. Raises ``LeaseLost``."""
@@ -219,10 +221,11 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
 
     async def fail(self, job: ClaimedJob[T], error: str = "", *, requeue: bool = True) -> bool:
         """Give up on ``job``: requeue it (default) or dead-letter it. Returns True when
-        the job is dead (not requeued, or out of attempts)."""
+        the job is dead (not requeued, or out of attempts). ``error`` is kept with the
+        job, cut to ``MAX_ERROR_LENGTH`` characters."""
         runtime = self.runtime
         result = await runtime.request(
-            Fail(runtime.new_request_id(), job.id, job.worker_id, error, requeue)
+            Fail(runtime.new_request_id(), job.id, job.worker_id, clip_error_text(error), requeue)
         )
         assert isinstance(result, Failed)
         return result.dead
@@ -234,8 +237,8 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         If the lease is lost, the block is cancelled and ``LeaseLost`` is raised here.
         Completing or failing the job is left to the caller (see :meth:`processing`).
         """
-        # The lease runs from the claim (broker clock = this process's wall clock).
-        expires_at = time.monotonic() + (job.lease_deadline - time.time())
+        # The lease runs from the claim; its deadline is on the runtime's clock.
+        expires_at = time.monotonic() + (job.lease_deadline - self.runtime.now())
         async with keep_alive(
             job.id,
             job.worker_id,

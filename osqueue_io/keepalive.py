@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 import attrs
 
-from osqueue_core import LeaseLost, OsqueueError
+from osqueue_core import LeaseLost, OsqueueError, clip_error_text
 
 log = logging.getLogger("osqueue.keepalive")
 
@@ -148,7 +148,7 @@ async def process_job(
     except LeaseLost:
         raise
     except Exception as error:
-        await fail(f"{type(error).__name__}: {error}")
+        await fail(clip_error_text(f"{type(error).__name__}: {error}"))
         raise
     await complete()
 

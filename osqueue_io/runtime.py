@@ -29,28 +29,37 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from osqueue_core import (
-    ArchiveWritten,
+    MAX_ID_LENGTH,
     Broker,
     BrokerConfig,
     BrokerNotRunning,
     BrokerStats,
+    Claim,
+    Claimed,
     Command,
+    KeysListed,
+    ListKeys,
+    ObjectCorrupt,
+    ObjectRead,
+    ObjectWritten,
     Phase,
-    ReadState,
+    ReadObject,
+    ReadVersion,
+    Release,
     Reply,
     RequestId,
     Result,
-    StateRead,
-    StateWritten,
+    StorageEffect,
     StorageFailed,
     StorageResult,
-    WriteArchive,
+    VersionRead,
     WriteConflicted,
-    WriteState,
+    WriteObject,
 )
 from osqueue_io.resource import AsyncResource
 from osqueue_io.storage import (
     AlreadyExists,
+    CorruptObject,
     ObjectStore,
     ObjectVersion,
     OutcomeUnknown,
@@ -64,8 +73,10 @@ Clock = Callable[[], float]
 
 
 def default_identity() -> str:
-    """``host:pid``: names this broker in the state object and in errors."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid``: names this broker in the state object and in errors (the host
+    name is cut so the whole stays within ``MAX_ID_LENGTH``)."""
+    pid = str(os.getpid())
+    return f"{socket.gethostname()[: MAX_ID_LENGTH - len(pid) - 1]}:{pid}"
 
 
 @attrs.frozen
@@ -79,11 +90,18 @@ class _CancelClaim:
 
 
 @attrs.frozen
+class _HandBack:
+    """A claim's caller left after its reply arrived: give the job back."""
+
+    command: Release
+
+
+@attrs.frozen
 class _Stop:
     pass
 
 
-_Input = _Submit | _CancelClaim | _Stop | StorageResult
+_Input = _Submit | _CancelClaim | _HandBack | _Stop | StorageResult
 
 
 @attrs.define
@@ -95,14 +113,18 @@ class _Waiting:
 class BrokerRuntime(AsyncResource):
     """Runs one :class:`~osqueue_core.Broker` against one object store.
 
-    ``clock`` gives the core its ``now`` (wall-clock seconds by default: job and archive
-    timestamps are UTC times). ``storage_timeout`` bounds each storage call: a write
-    that does not answer in time is reported as "outcome unknown" (the core reads the
-    state back), a read as failed (the core retries); a backend that works in threads
-    (the local filesystem) cannot be interrupted, so a hung mount still blocks its
-    call until the thread returns. ``shutdown_timeout`` bounds how
-    long a clean stop may wait for storage before the remaining callers get
-    ``BrokerNotRunning``.
+    ``clock`` drives every timer of the core (``time.monotonic`` by default: a wall
+    clock stepped by NTP must not expire leases or stall retries); ``wall_clock`` only
+    stamps jobs and picks archive buckets (``time.time``). ``storage_timeout`` bounds
+    each storage call: a write that does not answer in time is reported as "outcome
+    unknown" (the core reads the state back), a read as failed (the core retries); a
+    backend that works in threads (the local filesystem) cannot be interrupted, so its
+    own bounds (the local store's ``lock_timeout``) matter there. ``shutdown_timeout``
+    bounds how long a clean stop may wait for storage before the remaining callers get
+    ``BrokerNotRunning``. ``max_pending_requests`` (default: the config's
+    ``max_queued_commands``) is how many requests may wait for the broker at once;
+    callers beyond it wait their turn (backpressure) instead of being refused. Claims
+    that wait for a job do not count: the core bounds them (``max_waiting_claims``).
     """
 
     def __init__(
@@ -112,9 +134,11 @@ class BrokerRuntime(AsyncResource):
         *,
         identity: str | None = None,
         address: str | None = None,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         storage_timeout: float = 30.0,
         shutdown_timeout: float = 30.0,
+        max_pending_requests: int | None = None,
     ) -> None:
         if not storage_timeout > 0 or not shutdown_timeout > 0:
             raise ValueError("storage_timeout and shutdown_timeout must be positive")
@@ -122,16 +146,24 @@ class BrokerRuntime(AsyncResource):
         self._storage_timeout = storage_timeout
         self.config = config or BrokerConfig()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._shutdown_timeout = shutdown_timeout
+        self._max_pending = max_pending_requests or self.config.max_queued_commands
+        if self._max_pending < 1:
+            raise ValueError("max_pending_requests must be at least 1")
         self._broker = Broker(
             self.config,
             identity=identity or default_identity(),
             incarnation=uuid.uuid4().hex,
             address=address,
         )
+        # Unbounded in type only: requests enter through ``_slots`` (or are waiting
+        # claims, bounded by the core), storage results are bounded by the effects in
+        # flight, so at most that many inputs can queue here.
         send, receive = anyio.create_memory_object_stream[_Input](math.inf)
         self._inputs: MemoryObjectSendStream[_Input] = send
         self._receive: MemoryObjectReceiveStream[_Input] = receive
+        self._slots: anyio.Semaphore | None = None
         self._waiting: dict[RequestId, _Waiting] = {}
         self._next_request = 0
         self._started = anyio.Event()
@@ -144,15 +176,30 @@ class BrokerRuntime(AsyncResource):
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Take over the state object. Raises the broker's failure if it cannot."""
+        """Take over the state object. Raises the broker's failure if it cannot.
+
+        Cancelled while taking over (``move_on_after`` around ``async with``), it ends
+        its tasks before re-raising: nothing is left running.
+        """
         if self._task_group is not None:
             raise RuntimeError("the runtime was already opened")
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._broker.start(self._clock())
-        self._dispatch()
-        self._task_group.start_soon(self._core_loop)
-        await self._started.wait()
+        self._slots = anyio.Semaphore(self._max_pending)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        try:
+            self._broker.start(self._clock(), self._wall_clock())
+            self._dispatch()
+            task_group.start_soon(self._core_loop)
+            await self._started.wait()
+        except BaseException:
+            # Leave the task group here, in the task that entered it, as anyio
+            # requires; the exception (a cancellation, usually) goes on up.
+            self._closed = True
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+            self._fail_waiting(BrokerNotRunning("the broker runtime was closed"))
+            raise
         if self._broker.phase is Phase.FAILED:
             failure = self._broker.failure
             await self.aclose()
@@ -163,7 +210,7 @@ class BrokerRuntime(AsyncResource):
         """Stop the broker cleanly, from any task: new requests are refused, accepted
         ones get their replies, ownership is released. Waits at most
         ``shutdown_timeout``. The runtime's tasks end in :meth:`aclose`."""
-        if self._task_group is None or self._finished.is_set():
+        if self._task_group is None or self._finished.is_set() or self._closed:
             return
         with anyio.move_on_after(self._shutdown_timeout) as scope:
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -196,7 +243,12 @@ class BrokerRuntime(AsyncResource):
         """Why the broker failed (replaced by another, corrupt state...), if it did."""
         return self._broker.failure
 
+    def now(self) -> float:
+        """The runtime's ``clock``: the clock of lease deadlines in replies."""
+        return self._clock()
+
     def stats(self) -> BrokerStats:
+        """A snapshot of the broker. Call it from the runtime's event loop."""
         return self._broker.stats()
 
     async def wait_until(self, predicate: Callable[[BrokerStats], bool]) -> BrokerStats:
@@ -215,20 +267,35 @@ class BrokerRuntime(AsyncResource):
     async def request(self, command: Command) -> Result:
         """Submit ``command`` and wait for its reply; raise its error if it has one.
 
-        If the caller is cancelled while a claim waits for a job, the claim is
-        withdrawn (a claim already granted stays granted: its lease simply expires).
+        Beyond ``max_pending_requests`` requests at once, this waits for a turn. If the
+        caller is cancelled while its claim waits (or is granted but not yet durable),
+        the claim is withdrawn or taken back; if the job had already reached this
+        runtime, it is handed back with ``Release``: either way the claim does not
+        count as an attempt and the job goes to the next worker at once.
         """
-        if self._closed or self._task_group is None:
+        if self._closed or self._task_group is None or self._slots is None:
             raise BrokerNotRunning("the broker runtime is not running")
+        if isinstance(command, Claim) and command.wait > 0:
+            return await self._request(command)  # bounded by the core's waiting limit
+        slots = self._slots
+        try:
+            slots.acquire_nowait()  # no extra scheduling round while there is room
+        except anyio.WouldBlock:
+            await slots.acquire()
+        try:
+            return await self._request(command)
+        finally:
+            slots.release()
+
+    async def _request(self, command: Command) -> Result:
         waiting = _Waiting()
         self._waiting[command.request_id] = waiting
         try:
             self._inputs.send_nowait(_Submit(command))
             await waiting.event.wait()
         except BaseException:
-            if waiting.reply is None and not self._closed:
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    self._inputs.send_nowait(_CancelClaim(command.request_id))
+            if isinstance(command, Claim) and not self._closed:
+                self._abandon_claim(command, waiting.reply)
             raise
         finally:
             self._waiting.pop(command.request_id, None)
@@ -238,6 +305,18 @@ class BrokerRuntime(AsyncResource):
             raise reply.error
         assert reply.result is not None
         return reply.result
+
+    def _abandon_claim(self, command: Claim, reply: Reply | None) -> None:
+        """The caller of ``command`` left: whatever it was granted goes back."""
+        item: _Input | None = None
+        if reply is None:
+            item = _CancelClaim(command.request_id)
+        elif isinstance(reply.result, Claimed):
+            job_id = reply.result.job_id
+            item = _HandBack(Release(self.new_request_id(), job_id, command.worker_id))
+        if item is not None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._inputs.send_nowait(item)
 
     # -- the core task ---------------------------------------------------------------
 
@@ -250,7 +329,7 @@ class BrokerRuntime(AsyncResource):
             with anyio.move_on_after(timeout):
                 item = await self._receive.receive()
             if item is None:
-                broker.tick(self._clock())
+                broker.tick(self._clock(), self._wall_clock())
             else:
                 # Take everything already queued before draining effects, so requests
                 # that arrived together are committed together.
@@ -271,17 +350,17 @@ class BrokerRuntime(AsyncResource):
             # ends this task, so no late caller waits forever.
 
     def _handle(self, item: _Input) -> None:
-        now = self._clock()
+        now, wall = self._clock(), self._wall_clock()
         match item:
-            case _Submit(command):
-                self._broker.submit(command, now)
+            case _Submit(command) | _HandBack(command):
+                self._broker.submit(command, now, wall)
             case _CancelClaim(request_id):
-                self._broker.cancel_claim(request_id, now)
+                self._broker.cancel_claim(request_id, now, wall)
             case _Stop():
                 self._stopping = True
-                self._broker.stop(now)
+                self._broker.stop(now, wall)
             case _:
-                self._broker.receive(item, now)
+                self._broker.receive(item, now, wall)
 
     def _dispatch(self) -> None:
         assert self._task_group is not None
@@ -302,61 +381,70 @@ class BrokerRuntime(AsyncResource):
 
     # -- storage effects -------------------------------------------------------------
 
-    async def _execute(self, effect: ReadState | WriteState | WriteArchive) -> None:
+    async def _execute(self, effect: StorageEffect) -> None:
         result: StorageResult | None = None
         with anyio.move_on_after(self._storage_timeout):
             result = await execute_effect(self.store, effect)
         if result is None:
-            log.warning("storage gave no answer within %.1fs", self._storage_timeout)
+            log.warning(
+                "storage gave no answer within %.1fs (%s)", self._storage_timeout, _name(effect)
+            )
             result = StorageFailed(
                 effect.op_id,
                 # A write may still land after we stop waiting for it.
-                outcome_unknown=not isinstance(effect, ReadState),
+                outcome_unknown=isinstance(effect, WriteObject),
                 message=f"no answer within {self._storage_timeout:g}s",
             )
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._inputs.send_nowait(result)
 
 
-async def execute_effect(
-    store: ObjectStore, effect: ReadState | WriteState | WriteArchive
-) -> StorageResult:
-    """Run one storage effect and report what happened, never raising for storage errors.
+def _name(effect: StorageEffect) -> str:
+    key = effect.prefix if isinstance(effect, ListKeys) else effect.key
+    return f"{type(effect).__name__} {key!r}"
+
+
+async def execute_effect(store: ObjectStore, effect: StorageEffect) -> StorageResult:
+    """Perform one storage effect and report what happened, never raising for storage
+    errors: the core's four primitives over an :class:`ObjectStore`.
 
     Anything unexpected during a write counts as "outcome unknown": the core then reads
-    the state back instead of assuming either way.
+    back instead of assuming either way.
     """
     op_id = effect.op_id
     try:
         match effect:
-            case ReadState(_, key):
+            case ReadObject(_, key):
                 found = await store.read(key)
                 if found is None:
-                    return StateRead(op_id, None, None)
-                return StateRead(op_id, found.data, found.version)
-            case WriteState(_, key, data, expected, _):
+                    return ObjectRead(op_id, None, None)
+                return ObjectRead(op_id, found.data, found.version)
+            case ReadVersion(_, key):
+                return VersionRead(op_id, await store.head(key))
+            case WriteObject(_, key, data, expected):
                 if expected is None:
                     version = await store.create(key, data)
                 else:
                     assert isinstance(expected, ObjectVersion)
                     version = await store.update(key, data, expected)
-                return StateWritten(op_id, version)
-            case WriteArchive(_, key, data):
-                try:
-                    await store.create(key, data)
-                except AlreadyExists:
-                    return ArchiveWritten(op_id, already_existed=True)
-                return ArchiveWritten(op_id)
+                return ObjectWritten(op_id, version)
+            case ListKeys(_, prefix, limit):
+                return KeysListed(op_id, tuple(await store.list(prefix, limit=limit)))
     except (WriteConflict, AlreadyExists):
         return WriteConflicted(op_id)
+    except CorruptObject as error:
+        log.error("storage reports %s damaged: %s", _name(effect), error)
+        if isinstance(effect, ReadObject | ReadVersion):
+            return ObjectCorrupt(op_id, str(error))
+        return StorageFailed(op_id, outcome_unknown=False, message=str(error))
     except OutcomeUnknown as error:
-        log.warning("storage outcome unknown for %s: %s", type(effect).__name__, error)
+        log.warning("storage outcome unknown for %s: %s", _name(effect), error)
         return StorageFailed(op_id, outcome_unknown=True, message=str(error))
     except StorageError as error:
-        log.warning("storage failed for %s: %s", type(effect).__name__, error)
+        log.warning("storage failed for %s: %s", _name(effect), error)
         return StorageFailed(op_id, outcome_unknown=False, message=str(error))
     except Exception as error:  # a bug or an unclassified failure: never guess "not landed"
-        log.exception("unexpected error executing %s", type(effect).__name__)
-        unknown = not isinstance(effect, ReadState)
-        return StorageFailed(op_id, outcome_unknown=unknown, message=repr(error))
+        log.exception("unexpected error executing %s", _name(effect))
+        unknown = isinstance(effect, WriteObject)
+        return StorageFailed(op_id, outcome_unknown=unknown, message=repr(error)[:300])
     raise AssertionError(f"not a storage effect: {effect!r}")

@@ -40,7 +40,8 @@ class EmbeddedQueue(PortalShell, Generic[T]):
         super().__init__(self.async_queue)
 
     def stats(self) -> BrokerStats:
-        return self.async_queue.stats()
+        # Read on the event loop's thread: the broker is only ever touched there.
+        return self.portal.call(self.async_queue.stats)
 
     def push(self, item: T) -> str:
         return self.portal.call(self.async_queue.push, item)

@@ -1,8 +1,9 @@
 """A synchronous, in-memory world for driving the core in tests: no event loop, no I/O.
 
-``SimStore`` is a compare-and-swap object store with integer versions. ``Harness``
-delivers a broker's effects to it, by default at once and successfully, or holds them
-so a test can deliver each with the outcome it wants (conflict, ambiguous failure...).
+``SimStore`` is a compare-and-swap object store with integer versions that performs the
+core's four storage primitives. ``Harness`` delivers a broker's effects to it, by
+default at once and successfully, or holds them so a test can deliver each with the
+outcome it wants (a conflict, an ambiguous failure, a write that lands late...).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import orjson
 
 from osqueue_core import (
-    ArchiveWritten,
     Broker,
     BrokerConfig,
     Claim,
@@ -21,19 +22,27 @@ from osqueue_core import (
     Effect,
     Fail,
     Heartbeat,
+    KeysListed,
+    ListKeys,
+    ObjectRead,
+    ObjectWritten,
     Push,
-    ReadState,
+    ReadObject,
+    ReadVersion,
+    Release,
     Reply,
-    StateRead,
-    StateWritten,
     StorageFailed,
     StorageResult,
-    WriteArchive,
+    VersionRead,
     WriteConflicted,
-    WriteState,
+    WriteObject,
 )
 
-Outcome = Literal["ok", "conflict", "unknown_landed", "unknown_lost", "failed"]
+#: ``conflict``: another writer rewrote the object just before (same bytes, new
+#: version), so the write is refused. ``unknown_landed``: the write landed but the
+#: runtime reports an unknown outcome; ``unknown_lost``: it did not land, same report.
+#: ``late``: reported unknown now, lands (or conflicts) when ``land_late`` is called.
+Outcome = Literal["ok", "conflict", "unknown_landed", "unknown_lost", "failed", "late"]
 
 
 @attrs.define
@@ -42,6 +51,8 @@ class SimStore:
 
     objects: dict[str, tuple[bytes, int]] = attrs.Factory(dict)
     counter: int = 0
+    #: Writes reported as unknown that have not reached the store yet.
+    late: list[WriteObject] = attrs.Factory(list)
 
     def get(self, key: str) -> bytes | None:
         found = self.objects.get(key)
@@ -50,43 +61,54 @@ class SimStore:
     def keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
-    def _put(self, key: str, data: bytes) -> int:
+    def put(self, key: str, data: bytes) -> int:
+        """Write unconditionally (a test playing another writer)."""
         self.counter += 1
         self.objects[key] = (data, self.counter)
         return self.counter
 
+    def write(self, effect: WriteObject) -> StorageResult:
+        """Perform a conditional write exactly as a real store would."""
+        current = self.objects.get(effect.key)
+        expected = effect.expected_version
+        matches = current is None if expected is None else (current or (b"", -1))[1] == expected
+        if not matches:
+            return WriteConflicted(effect.op_id)
+        return ObjectWritten(effect.op_id, self.put(effect.key, effect.data))
+
+    def land_late(self, index: int = 0) -> StorageResult:
+        """A write reported unknown earlier reaches the store now."""
+        return self.write(self.late.pop(index))
+
     def execute(self, effect: Effect, outcome: Outcome = "ok") -> StorageResult:
         """Run one storage effect with the given outcome and return what a runtime reports."""
+        assert not isinstance(effect, Reply)
+        op_id = effect.op_id
         if outcome == "failed":
-            return StorageFailed(effect.op_id, outcome_unknown=False, message="injected")  # type: ignore[union-attr]
+            return StorageFailed(op_id, outcome_unknown=False, message="injected")
         if outcome == "unknown_lost":
-            return StorageFailed(effect.op_id, outcome_unknown=True, message="injected")  # type: ignore[union-attr]
+            return StorageFailed(op_id, outcome_unknown=True, message="injected")
         match effect:
-            case ReadState(op_id, key):
+            case ReadObject(_, key):
                 found = self.objects.get(key)
-                if found is None:
-                    return StateRead(op_id, None, None)
-                return StateRead(op_id, found[0], found[1])
-            case WriteState(op_id, key, data, expected, _):
-                current = self.objects.get(key)
-                matches = (
-                    current is None
-                    if expected is None
-                    else (current is not None and current[1] == expected)
-                )
-                if outcome == "conflict" or not matches:
+                return ObjectRead(op_id, *(found if found else (None, None)))
+            case ReadVersion(_, key):
+                found = self.objects.get(key)
+                return VersionRead(op_id, found[1] if found else None)
+            case ListKeys(_, prefix, limit):
+                return KeysListed(op_id, tuple(self.keys(prefix)[:limit]))
+            case WriteObject(_, key):
+                if outcome == "late":
+                    self.late.append(effect)
+                    return StorageFailed(op_id, outcome_unknown=True, message="timed out")
+                if outcome == "conflict":
+                    if key in self.objects:
+                        self.put(key, self.objects[key][0])  # a rogue rewrite
                     return WriteConflicted(op_id)
-                version = self._put(key, data)
-                if outcome == "unknown_landed":
+                result = self.write(effect)
+                if outcome == "unknown_landed" and isinstance(result, ObjectWritten):
                     return StorageFailed(op_id, outcome_unknown=True, message="injected")
-                return StateWritten(op_id, version)
-            case WriteArchive(op_id, key, data):
-                if key in self.objects:
-                    return ArchiveWritten(op_id, already_existed=True)
-                self._put(key, data)
-                if outcome == "unknown_landed":
-                    return StorageFailed(op_id, outcome_unknown=True, message="injected")
-                return ArchiveWritten(op_id)
+                return result
         raise AssertionError(f"not a storage effect: {effect!r}")
 
 
@@ -141,9 +163,9 @@ class Harness:
 
     def deliver(self, index: int = 0, outcome: Outcome = "ok") -> StorageResult:
         effect = self.pending.pop(index)
-        if isinstance(effect, WriteState):
+        if isinstance(effect, WriteObject) and effect.key == self.broker.config.state_key:
             self.writes += 1
-        elif isinstance(effect, ReadState):
+        elif isinstance(effect, ReadObject | ReadVersion) and effect.key == "state.json":
             self.reads += 1
         result = self.store.execute(effect, outcome)
         self.broker.receive(result, self.now)
@@ -175,14 +197,25 @@ class Harness:
     def fail(self, job_id: str, worker: str = "w1", *, requeue: bool = True) -> Reply | None:
         return self.submit(Fail(self.request_id(), job_id, worker, "boom", requeue))
 
-    def pending_of(self, kind: type[Effect]) -> list[int]:
-        return [i for i, e in enumerate(self.pending) if isinstance(e, kind)]
+    def release(self, job_id: str, worker: str = "w1") -> Reply | None:
+        return self.submit(Release(self.request_id(), job_id, worker))
+
+    def pending_of(self, kind: type, prefix: str | None = None) -> list[int]:
+        """Indexes of pending effects of ``kind`` (on keys under ``prefix``)."""
+        return [
+            i
+            for i, e in enumerate(self.pending)
+            if isinstance(e, kind)
+            and (prefix is None or getattr(e, "key", getattr(e, "prefix", "")).startswith(prefix))
+        ]
+
+    def deliver_all(self) -> None:
+        while self.pending:
+            self.deliver(0)
 
 
 def archived_ids(store: SimStore, prefix: str = "archive/") -> list[str]:
     """Every job id in every archive object, with repeats (there must be none)."""
-    import orjson
-
     ids: list[str] = []
     for key in store.keys(prefix):
         data = store.get(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from osqueue_core import BrokerConfig, JobStatus, WriteArchive, archive_bucket, decode_state
+from osqueue_core import BrokerConfig, JobStatus, WriteObject, archive_bucket, decode_state
 
 from .harness import Harness, SimStore, archived_ids
 
@@ -18,10 +18,10 @@ def test_completion_is_acked_after_one_write_then_archived_and_dropped() -> None
     job = h.claim().result.job_id  # type: ignore[union-attr]
     h.auto = False
     h.complete(job)
-    assert h.pending_of(WriteArchive) == [], "no archive before the commit"
+    assert h.pending_of(WriteObject, "archive/") == [], "no archive before the commit"
     h.deliver(0)  # the completion commit lands
     assert h.replies[max(h.replies)].ok  # type: ignore[type-var]
-    [i] = h.pending_of(WriteArchive)
+    [i] = h.pending_of(WriteObject, "archive/")
     key = h.pending[i].key  # type: ignore[union-attr]
     assert key.startswith(f"archive/{archive_bucket(T0, '%Y-%m-%dT%H')}/")
     h.deliver(i)
@@ -51,7 +51,7 @@ def test_crash_between_archive_and_drop_does_not_duplicate() -> None:
     a.auto = False
     a.complete(job)
     a.deliver(0)  # commit lands
-    [i] = a.pending_of(WriteArchive)
+    [i] = a.pending_of(WriteObject, "archive/")
     a.deliver(i)  # archive object written ... and then the broker dies before the drop
     # A successor finds the completed job still in the state and archives it again.
     b = Harness.started(store, identity="b", now=T0 + 1)
@@ -81,7 +81,7 @@ def test_failed_archive_write_is_retried() -> None:
     h.auto = False
     h.complete(job)
     h.deliver(0)
-    [i] = h.pending_of(WriteArchive)
+    [i] = h.pending_of(WriteObject, "archive/")
     h.deliver(i, "unknown_landed")  # landed, but we were told it failed
     assert h.broker.next_deadline() == h.now + 1
     h.advance(1)

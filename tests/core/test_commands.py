@@ -55,12 +55,18 @@ def test_heartbeat_extends_and_wrong_worker_loses() -> None:
     assert isinstance(h.heartbeat("nope", "w1").error, JobNotFound)  # type: ignore[union-attr]
 
 
-def test_complete_is_idempotent_for_the_same_worker() -> None:
-    h = Harness.started()
+def test_complete_is_idempotent_for_the_same_worker_within_the_reply_memory() -> None:
+    h = Harness.started(config=BrokerConfig(reply_memory=60))
     h.push()
     job = job_id_of(h.claim())
     assert h.complete(job).result == Completed(job)  # type: ignore[union-attr]
-    # The archive write already ran (auto mode) and the job left the state:
+    # The archive write already ran (auto mode) and the job left the state, but a retry
+    # after a lost answer is told "done", not "never existed".
+    assert h.broker.job(job) is None
+    assert h.complete(job).result == Completed(job)  # type: ignore[union-attr]
+    # Only for the worker that finished it; and after the window the job is unknown.
+    assert isinstance(h.complete(job, "w2").error, JobNotFound)  # type: ignore[union-attr]
+    h.advance(60)
     assert isinstance(h.complete(job).error, JobNotFound)  # type: ignore[union-attr]
 
 

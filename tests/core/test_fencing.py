@@ -14,7 +14,7 @@ from osqueue_core import (
     Phase,
     Pushed,
     UnsupportedSchema,
-    WriteState,
+    WriteObject,
     decode_state,
 )
 
@@ -95,13 +95,13 @@ def test_known_failure_is_retried_after_backoff() -> None:
     assert h.pending == []
     assert h.broker.next_deadline() == h.now + 0.5
     h.advance(0.5)
-    assert len(h.pending_of(WriteState)) == 1
+    assert len(h.pending_of(WriteObject, "state.json")) == 1
     h.deliver(0)
     assert h.replies[1].ok
 
 
 def test_repeated_ambiguous_writes_back_off_and_never_busy_loop() -> None:
-    h = Harness.started(config=BrokerConfig(retry_initial=0.5, retry_max=4))
+    h = Harness.started(config=BrokerConfig(retry_initial=0.5, retry_max=4, stall_timeout=60))
     h.auto = False
     h.push()
     delays = []
@@ -119,24 +119,18 @@ def test_repeated_ambiguous_writes_back_off_and_never_busy_loop() -> None:
 
 
 def test_wrong_answer_kind_is_a_typed_error_and_changes_nothing() -> None:
-    from osqueue_core import InvalidArgument, StateRead, StateWritten
+    from osqueue_core import InvalidArgument, ObjectRead, ObjectWritten
 
     h = Harness.started()
     h.auto = False
     h.push()
     write = h.pending[0]
     with pytest.raises(InvalidArgument):
-        h.broker.receive(StateRead(write.op_id, None, None), h.now)  # type: ignore[union-attr]
+        h.broker.receive(ObjectRead(write.op_id, None, None), h.now)  # type: ignore[union-attr]
     assert h.broker.take_effects() == []
-    h.broker.receive(StateWritten(write.op_id, 99), h.now)  # type: ignore[union-attr]
+    h.broker.receive(ObjectWritten(write.op_id, 99), h.now)  # type: ignore[union-attr]
     h.flush()
     assert h.replies[1].ok
-
-
-def StateRead_for(op_id: int):  # type: ignore[no-untyped-def]
-    from osqueue_core import StateRead
-
-    return StateRead(op_id, None, None)
 
 
 def test_unreachable_storage_at_start_fails_with_a_clear_error() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from osqueue_core import BrokerConfig, Push, Pushed, WriteState, decode_state
+from osqueue_core import BrokerConfig, Push, Pushed, WriteObject, decode_state
 
 from .harness import Harness
 
@@ -11,14 +11,14 @@ def test_commands_during_a_write_form_one_next_batch() -> None:
     h = Harness.started()
     h.auto = False
     h.push(b"first")  # goes out alone
-    assert len(h.pending_of(WriteState)) == 1
+    assert len(h.pending_of(WriteObject, "state.json")) == 1
     for i in range(10):
         h.push(bytes([i]))
     assert len(h.pending) == 1, "no second write while one is in flight"
     assert h.replies == {}, "nothing acknowledged before its write lands"
     h.deliver(0)
     assert [r.request_id for r in h.replies.values()] == [1]
-    assert len(h.pending_of(WriteState)) == 1, "the ten pushes go out together"
+    assert len(h.pending_of(WriteObject, "state.json")) == 1, "the ten pushes go out together"
     h.deliver(0)
     assert len(h.replies) == 11
     assert h.writes == 3  # takeover + 2 batches
@@ -78,7 +78,7 @@ def test_linger_gathers_a_batch_and_sets_a_deadline() -> None:
     h.now += 0.5
     h.broker.tick(h.now)
     h.flush()
-    assert len(h.pending_of(WriteState)) == 1
+    assert len(h.pending_of(WriteObject, "state.json")) == 1
     h.deliver(0)
     assert all(isinstance(r.result, Pushed) for r in h.replies.values())
     assert len(h.replies) == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from osqueue_core import BrokerConfig, JobStatus, LeaseLost, decode_state
+from osqueue_core import BrokerConfig, JobStatus, LeaseLost, WriteObject, decode_state
 
 from .harness import Harness
 
@@ -82,12 +82,12 @@ def test_late_complete_or_fail_after_expiry_dead_letter_is_refused() -> None:
     job = h.claim("w1").result.job_id  # type: ignore[union-attr]
     h.auto = False
     h.advance(1)  # expired on its only attempt: dead-lettered, still in the state
-    h.deliver(0)
-    from osqueue_core import Complete, ReadState
+    h.deliver(h.pending_of(WriteObject, "state.json")[0])
+    from osqueue_core import Complete, ReadVersion
 
     for command in (Complete(h.request_id(), job, "w1"), Fail(h.request_id(), job, "w1")):
         h.submit(command)
         # Held until a read confirms this broker still owns the state (the archive
         # write stays pending, so the dead job is still there for the second command).
-        h.deliver(h.pending_of(ReadState)[0])
+        h.deliver(h.pending_of(ReadVersion)[0])
         assert isinstance(h.replies[command.request_id].error, LeaseLost)

@@ -39,8 +39,11 @@ class StallingStore:
             await anyio.sleep_forever()
         return await self.inner.update(key, data, expected)
 
-    async def list(self, prefix: str) -> list[str]:
-        return await self.inner.list(prefix)
+    async def head(self, key: str) -> ObjectVersion | None:
+        return await self.inner.head(key)
+
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        return await self.inner.list(prefix, limit=limit)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         return await self.inner.read_many(keys)
