@@ -119,6 +119,8 @@ class Harness:
     broker: Broker
     store: SimStore
     now: float = 1000.0
+    #: The wall clock given with every input (None: the broker uses ``now``).
+    wall: float | None = None
     auto: bool = True
     replies: dict[object, Reply] = attrs.Factory(dict)
     pending: list[Effect] = attrs.Factory(list)
@@ -168,18 +170,20 @@ class Harness:
         elif isinstance(effect, ReadObject | ReadVersion) and effect.key == "state.json":
             self.reads += 1
         result = self.store.execute(effect, outcome)
-        self.broker.receive(result, self.now)
+        self.broker.receive(result, self.now, self.wall)
         self._collect()
         return result
 
     def submit(self, command: Command) -> Reply | None:
-        self.broker.submit(command, self.now)
+        self.broker.submit(command, self.now, self.wall)
         self.flush()
         return self.replies.get(command.request_id)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        self.broker.tick(self.now)
+        if self.wall is not None:
+            self.wall += seconds
+        self.broker.tick(self.now, self.wall)
         self.flush()
 
     def push(self, payload: bytes = b"job") -> Reply | None:

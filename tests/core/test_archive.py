@@ -103,3 +103,54 @@ def test_many_completions_in_one_batch_share_one_archive_object() -> None:
         h.deliver(0)
     assert sorted(archived_ids(h.store)) == sorted(jobs)
     assert len(h.store.keys("archive/")) == 2  # first completion alone, then four together
+
+
+def finished_job_with_archive_pending(h: Harness) -> tuple[str, str]:
+    """Complete a job and stop right before its archive write: (job id, archive key)."""
+    h.push(b"mine")
+    job = h.claim().result.job_id  # type: ignore[union-attr]
+    h.auto = False
+    h.complete(job)
+    h.deliver(h.pending_of(WriteObject, "state.json")[0])  # the completion commit lands
+    [i] = h.pending_of(WriteObject, "archive/")
+    return job, h.pending[i].key  # type: ignore[union-attr]
+
+
+def test_an_archive_key_holding_somebody_elses_jobs_is_never_taken_for_ours() -> None:
+    """Before: a create that found its key taken was trusted as our own earlier write,
+    and our jobs were dropped from the state unarchived (after a state rollback)."""
+    h = Harness.started(now=T0)
+    job, key = finished_job_with_archive_pending(h)
+    theirs = b'{"schema_version":1,"key":"x","jobs":[{"id":"other","seq":0,"data":"eA=="}]}'
+    h.store.put(key, theirs)
+    h.auto = True
+    h.flush()
+    assert h.store.get(key) == theirs, "their object is left as it was"
+    assert h.broker.stats().archive_collisions == 1
+    assert h.broker.job(job) is None, "ours was archived elsewhere, then dropped"
+    [other_key] = [k for k in h.store.keys("archive/") if k != key]
+    assert [j["id"] for j in orjson.loads(h.store.get(other_key))["jobs"]] == [job]  # type: ignore[arg-type]
+    assert other_key.split("/")[1] == key.split("/")[1], "same time bucket"
+
+
+def test_a_damaged_object_under_our_key_counts_as_somebody_elses() -> None:
+    h = Harness.started(now=T0)
+    job, key = finished_job_with_archive_pending(h)
+    h.store.put(key, b"not json")
+    h.auto = True
+    h.flush()
+    assert h.store.get(key) == b"not json"
+    [other_key] = [k for k in h.store.keys("archive/") if k != key]
+    assert [j["id"] for j in orjson.loads(h.store.get(other_key))["jobs"]] == [job]  # type: ignore[arg-type]
+    assert h.broker.job(job) is None
+
+
+def test_our_own_earlier_archive_write_is_recognised_by_its_jobs() -> None:
+    h = Harness.started(now=T0)
+    job, key = finished_job_with_archive_pending(h)
+    [i] = h.pending_of(WriteObject, "archive/")
+    h.deliver(i, "unknown_landed")  # landed; we were told "unknown"
+    h.advance(1)
+    h.deliver_all()
+    assert h.broker.stats().archive_collisions == 0
+    assert archived_ids(h.store) == [job]

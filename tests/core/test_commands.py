@@ -211,3 +211,18 @@ def test_push_batch_of_the_wrong_type_is_a_typed_error() -> None:
     h = Harness.started()
     reply = h.submit(PushBatch(h.request_id(), None))  # type: ignore[arg-type]
     assert isinstance(reply.error, InvalidArgument)  # type: ignore[union-attr]
+
+
+def test_a_repeated_fail_is_answered_like_the_first_after_the_job_moved_on() -> None:
+    """Before: a retried Fail (after a lost answer) was LeaseLost once the job was
+    requeued, and NOT_FOUND once a dead job was archived."""
+    h = Harness.started(config=BrokerConfig(reply_memory=60))
+    h.push()
+    job = job_id_of(h.claim("w1"))
+    assert h.fail(job, "w1", requeue=True).result == Failed(job, False)  # type: ignore[union-attr]
+    assert h.fail(job, "w1", requeue=True).result == Failed(job, False)  # type: ignore[union-attr]
+    assert job_id_of(h.claim("w2")) == job
+    assert h.fail(job, "w2", requeue=False).result == Failed(job, True)  # type: ignore[union-attr]
+    assert h.broker.job(job) is None  # archived and dropped
+    assert h.fail(job, "w2", requeue=False).result == Failed(job, True)  # type: ignore[union-attr]
+    assert isinstance(h.complete(job, "w2").error, LeaseLost)  # type: ignore[union-attr]
