@@ -147,7 +147,7 @@ def test_a_damaged_object_under_our_key_counts_as_somebody_elses() -> None:
 
 def test_our_own_earlier_archive_write_is_recognised_by_its_jobs() -> None:
     h = Harness.started(now=T0)
-    job, key = finished_job_with_archive_pending(h)
+    job, _ = finished_job_with_archive_pending(h)
     [i] = h.pending_of(WriteObject, "archive/")
     h.deliver(i, "unknown_landed")  # landed; we were told "unknown"
     h.advance(1)

@@ -21,7 +21,8 @@ def test_commands_beyond_the_queue_limit_are_refused_and_the_rest_committed() ->
     assert refused == ids[4:]
     for rid in refused:
         error = h.replies[rid].error
-        assert isinstance(error, Overloaded) and error.retryable
+        assert isinstance(error, Overloaded)
+        assert error.retryable
         assert error.grpc_status == "RESOURCE_EXHAUSTED"
     h.deliver_all()
     assert all(isinstance(h.replies[rid].result, Pushed) for rid in ids[:4])

@@ -34,7 +34,8 @@ def test_a_claim_cancelled_before_its_batch_is_written_is_undone() -> None:
     h.flush()
     assert h.replies[claim.request_id].result == NothingToClaim()
     job = h.broker.job(first)
-    assert job.status is JobStatus.READY and job.attempts == 0  # type: ignore[union-attr]
+    assert job.status is JobStatus.READY  # type: ignore[union-attr]
+    assert job.attempts == 0  # type: ignore[union-attr]
     h.auto = True
     h.flush()
     again = h.claim("w2").result

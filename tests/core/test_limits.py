@@ -118,5 +118,6 @@ def test_quote_and_clip_bound_what_they_return() -> None:
     assert quote("short") == "'short'"
     clipped = clip_error_text("head " + HUGE + " tail")
     assert len(clipped) <= MAX_ERROR_LENGTH
-    assert clipped.startswith("head ") and clipped.endswith(" tail")
+    assert clipped.startswith("head ")
+    assert clipped.endswith(" tail")
     assert clip_error_text("fine") == "fine"

@@ -144,6 +144,8 @@ class QueueModel(RuleBasedStateMachine):
         self.crashed: set[str] = set()
         #: every payload ever pushed, with the request that pushed it
         self.sent_payloads: dict[bytes, int] = {}
+        #: pushes whose jobs may be held unacknowledged once they land
+        self.unknowable: set[int] = set()
         self.config = CONFIG
 
     @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]))
@@ -204,12 +206,12 @@ class QueueModel(RuleBasedStateMachine):
         match result:
             case Pushed(job_id):
                 assert isinstance(command, Push)
-                self._acked_push(job_id, command.payload)
+                self._acked_push(job_id, command.payload, rid)
             case PushedBatch(job_ids):
                 assert isinstance(command, PushBatch)
                 assert len(job_ids) == len(command.payloads)
                 for job_id, payload in zip(job_ids, command.payloads, strict=True):
-                    self._acked_push(job_id, payload)
+                    self._acked_push(job_id, payload, rid)
             case Claimed(job_id, payload, _, deadline):
                 assert isinstance(command, Claim)
                 granted_at = deadline - TIMEOUT
@@ -240,11 +242,12 @@ class QueueModel(RuleBasedStateMachine):
                 self.holds.pop(job_id, None)
         return None
 
-    def _acked_push(self, job_id: str, payload: bytes) -> None:
+    def _acked_push(self, job_id: str, payload: bytes, rid: int) -> None:
         assert job_id not in self.acked_pushes, f"{job_id} acknowledged for two pushes"
         self.acked_pushes[job_id] = payload
         self.push_acked_step[job_id] = self.step
-        self.fresh.add(job_id)
+        if rid not in self.unknowable:
+            self.fresh.add(job_id)
 
     def _check_fifo(self, claimed: list[tuple[str, int]]) -> None:
         for job_id, submitted in claimed:
@@ -305,8 +308,13 @@ class QueueModel(RuleBasedStateMachine):
         rid = claims[pick % len(claims)]
         slot = self.sent_to[rid]
         # A cancelled claim may give back a job older than ones already granted to
-        # later claims whose replies are still held: FIFO knowledge is gone.
+        # later claims whose replies are still held, or keep one (taken back only in
+        # memory, when a successor takes over first) that a push still on its way
+        # made: FIFO knowledge is gone, for those pushes too.
         self.fresh.clear()
+        self.unknowable |= {
+            r for r in self.open() if isinstance(self.requests[r][0], Push | PushBatch)
+        }
         if slot in self.slots:
             slot.broker.cancel_claim(rid, self.now, self.wall)
             self._collect(slot)

@@ -38,7 +38,8 @@ def test_held_and_new_requests_get_storage_unavailable_then_recover() -> None:
     h.submit(claim)  # grants the first job, in the same unwritten batch
     fail_every_write_for(h, 5)
     error = h.replies[2].error
-    assert isinstance(error, StorageUnavailable) and error.retryable
+    assert isinstance(error, StorageUnavailable)
+    assert error.retryable
     assert "injected" in str(error), "it says what storage said"
     assert isinstance(h.replies[claim.request_id].error, StorageUnavailable)
     assert h.broker.stats().stalled
@@ -49,7 +50,8 @@ def test_held_and_new_requests_get_storage_unavailable_then_recover() -> None:
     h.advance(1)
     assert not h.broker.stats().stalled
     first = h.broker.job("000000000000-1")
-    assert first.status is JobStatus.READY and first.attempts == 0  # type: ignore[union-attr]
+    assert first.status is JobStatus.READY  # type: ignore[union-attr]
+    assert first.attempts == 0  # type: ignore[union-attr]
     assert isinstance(h.push(b"after").result, Pushed)  # type: ignore[union-attr]
 
 
