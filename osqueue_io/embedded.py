@@ -62,7 +62,8 @@ class ClaimedJob(Generic[T]):
     item: T
     worker_id: str
     attempts: int
-    #: Broker-clock time (UNIX seconds) the lease ends without a heartbeat.
+    #: When the lease ends without a heartbeat, on the runtime's clock (``runtime.now()``,
+    #: ``time.monotonic()`` by default).
     lease_deadline: float
     payload: bytes = attrs.field(repr=False)
 
@@ -73,8 +74,8 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
 
     Use it with ``async with``; leaving the block finishes accepted requests and
     releases the state object for the next broker. ``storage_options`` go to
-    :func:`~osqueue_io.storage.open_store` when ``storage`` is a URL; the timeouts to
-    :class:`~osqueue_io.runtime.BrokerRuntime`.
+    :func:`~osqueue_io.storage.open_store` when ``storage`` is a URL; the timeouts and
+    ``max_pending_requests`` to :class:`~osqueue_io.runtime.BrokerRuntime`.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         storage_options: dict[str, object] | None = None,
         storage_timeout: float = 30.0,
         shutdown_timeout: float = 30.0,
+        max_pending_requests: int | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
         self.codec = PayloadCodec(item_type, converter)
@@ -100,6 +102,7 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         self._identity = identity
         self._storage_timeout = storage_timeout
         self._shutdown_timeout = shutdown_timeout
+        self._max_pending_requests = max_pending_requests
         self._runtime: BrokerRuntime | None = None
         self._owns_store = False
 
@@ -120,6 +123,7 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
             identity=self._identity,
             storage_timeout=self._storage_timeout,
             shutdown_timeout=self._shutdown_timeout,
+            max_pending_requests=self._max_pending_requests,
         )
         try:
             await runtime.open()
@@ -208,7 +212,8 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         await runtime.request(Fail(runtime.new_request_id(), job_id, worker_id, text, False))
 
     async def heartbeat(self, job: ClaimedJob[T]) -> float:
-        """Extend the lease on ``job``; returns the new deadline. Raises ``LeaseLost``."""
+        """Extend the lease on ``job``; returns the new deadline (on the runtime's clock,
+        ``runtime.now()``). Raises ``LeaseLost``."""
         runtime = self.runtime
         result = await runtime.request(Heartbeat(runtime.new_request_id(), job.id, job.worker_id))
         assert isinstance(result, LeaseExtended)
