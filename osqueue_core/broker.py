@@ -43,7 +43,7 @@ from osqueue_core.job import Job
 from osqueue_core.limits import check_id
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
-from osqueue_core.phase import FINAL, ON_SUBMIT, Admission, Phase, PhaseEvent, next_phase
+from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, next_phase
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import JobRules, payload_bytes
 
@@ -169,7 +169,7 @@ class Broker:
         """When to call ``tick`` next, on the clock of ``now`` (None: only when
         something else happens). Never a time at which ``tick`` would find nothing to do.
         """
-        if self._phase in FINAL:
+        if RULES[self._phase].final:
             return None
         candidates = [self._commit.next_deadline()]
         if self._commit.established:
@@ -224,7 +224,7 @@ class Broker:
     def _input(self, now: float, wall: float | None, action: Callable[[], None]) -> None:
         self._clock.advance(now, wall)
         try:
-            if self._commit.established and self._phase not in FINAL:
+            if self._commit.established and not RULES[self._phase].final:
                 self._rules.expire(self._commit.open, self._commit.context())
             action()
             self._settle()
@@ -237,7 +237,7 @@ class Broker:
         """After every input: take phase changes, notice a stall, move queued commands
         into the open batch, and issue the next state operation."""
         self._take_phase_events()
-        if self._phase in FINAL:
+        if RULES[self._phase].final:
             return
         stall = self._commit.check_stall()
         if stall is not None:
@@ -255,13 +255,13 @@ class Broker:
         events, self._commit.events = self._commit.events, []
         for event in events:
             self._transition(event)
-            if self._phase is Phase.STOPPED:
+            if RULES[self._phase].final:
                 self._out.forget()  # archive writes in flight are the successor's
 
     # -- commands --------------------------------------------------------------------
 
     def _admit(self, command: Command) -> None:
-        admission = ON_SUBMIT[self._phase]
+        admission = RULES[self._phase].admission
         if admission is Admission.REFUSE_FAILED:
             assert self._failure is not None
             self._reply_error(command.request_id, self._failure)
@@ -301,7 +301,7 @@ class Broker:
         self._inbox_bytes += size
 
     def _drain_inbox(self) -> None:
-        if not self._commit.established or self._phase not in (Phase.RUNNING, Phase.STOPPING):
+        if not self._commit.established or not RULES[self._phase].applies_queued:
             return
         while self._inbox and self._commit.has_room():
             command = self._inbox.popleft()
@@ -327,7 +327,7 @@ class Broker:
 
     def _stop(self) -> None:
         self._transition(PhaseEvent.STOP)
-        if self._phase is Phase.STOPPING:
+        if RULES[self._phase].releases:
             self._rules.answer_waiters()
             if not self._commit.established:
                 # Queued during the takeover and never applied.
@@ -337,7 +337,7 @@ class Broker:
 
     def _fail(self, error: OsqueueError) -> None:
         """Stop for good: answer everything pending with ``error``, never write again."""
-        if self._phase in FINAL:
+        if RULES[self._phase].final:
             return
         self._transition(PhaseEvent.FATAL)
         self._failure = error

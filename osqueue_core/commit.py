@@ -52,7 +52,7 @@ from osqueue_core.limits import quote
 from osqueue_core.markers import decode_takeover_request
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
-from osqueue_core.phase import WAITING_ALLOWED, Phase, PhaseEvent
+from osqueue_core.phase import RULES, Phase, PhaseEvent
 from osqueue_core.rules import CommitContext, JobRules
 from osqueue_core.slot import StateOp, StateSlot
 from osqueue_core.takeover import Takeover
@@ -126,7 +126,7 @@ class CommitProtocol:
             # The next write commits the open batch, or the one after if a write is
             # already on its way.
             commit_revision=self.revision + (2 if self.pending_write is not None else 1),
-            waiting_allowed=self.phase in WAITING_ALLOWED,
+            waiting_allowed=RULES[self.phase].waiting_allowed,
         )
 
     def has_room(self) -> bool:
@@ -153,7 +153,8 @@ class CommitProtocol:
 
     def pump(self, *, inbox_empty: bool) -> None:
         """Issue the next state operation if one is due. Called after every input."""
-        if self.phase in (Phase.STOPPED, Phase.FAILED):
+        rules = RULES[self.phase]
+        if rules.final:
             return
         if self.established:
             self.archiver.pump()
@@ -165,13 +166,13 @@ class CommitProtocol:
         if not self.established or now < self._yield_until:
             return
         batch = self.open
-        if self.phase is Phase.STOPPING and inbox_empty:
+        if rules.releases and inbox_empty:
             # Everything accepted is applied: one last write commits it and releases
             # ownership (a landed write also confirms any held heartbeat replies).
             self._write_batch(release=True)
         elif batch.dirty:
             lingering = (
-                self.phase is Phase.RUNNING
+                rules.lingers
                 and self.has_room()
                 and batch.first_change_at is not None
                 and now < batch.first_change_at + self.config.linger
@@ -182,7 +183,7 @@ class CommitProtocol:
             self._confirm(batch)
             self.open = Batch()
         elif (
-            self.phase is Phase.RUNNING
+            rules.checks_ownership
             and self.config.ownership_check is not None
             and now >= self._confirmed_at + self.config.ownership_check
         ):
@@ -191,7 +192,8 @@ class CommitProtocol:
             self._confirm(Batch())
 
     def next_deadline(self) -> float | None:
-        if self.phase in (Phase.STOPPED, Phase.FAILED):
+        rules = RULES[self.phase]
+        if rules.final:
             return None
         candidates = [self.slot.retry_at]
         archive_retry = self.archiver.next_deadline()
@@ -202,14 +204,14 @@ class CommitProtocol:
             candidates.append(stall)
         if self.established and self.slot.idle:
             batch = self.open
-            wants_operation = batch.needs_operation() or self.phase is Phase.STOPPING
+            wants_operation = batch.needs_operation() or rules.releases
             if self._clock.now < self._yield_until:
                 if wants_operation:
                     candidates.append(self._yield_until)
             elif batch.dirty and batch.first_change_at is not None:
                 candidates.append(batch.first_change_at + self.config.linger)
             check = self.config.ownership_check
-            if check is not None and self.phase is Phase.RUNNING and not wants_operation:
+            if check is not None and rules.checks_ownership and not wants_operation:
                 candidates.append(max(self._confirmed_at + check, self._yield_until))
         deadline = min(candidates)
         return None if deadline == math.inf else deadline
@@ -436,7 +438,7 @@ class CommitProtocol:
 
     def _poll_takeover_request(self) -> None:
         now = self._clock.now
-        if self.phase is not Phase.RUNNING or now < self._next_poll_at:
+        if not RULES[self.phase].polls_takeover_requests or now < self._next_poll_at:
             return
         # Busy means two writes or more in the last interval: an idle (or slow) owner
         # leaves gaps a challenger's read-and-write fits in, so it starves nobody.

@@ -4,14 +4,16 @@ Theory of operation: a broker is STARTING until its takeover write lands, RUNNIN
 until asked to stop, STOPPING until its release write lands, then STOPPED; any fatal
 error (replaced by another broker, corrupt or missing state, storage unreachable while
 starting) makes it FAILED, for good. ``TRANSITIONS`` says which event moves which phase
-where; a pair missing from it is a bug in the broker (``InvalidTransition``).
-``ON_SUBMIT`` says what a client command does on arrival in each phase. Nothing else in
-the core compares phases to decide what a command may do.
+where; a pair missing from it is a bug in the broker (``InvalidTransition``). ``RULES``
+says, per phase, what a command does on arrival and what the broker does on its own.
+Nothing else in the core compares phases: it asks ``RULES[phase]``.
 """
 
 from __future__ import annotations
 
 import enum
+
+import attrs
 
 
 class Phase(enum.Enum):
@@ -50,6 +52,27 @@ class Admission(enum.Enum):
     REFUSE_FAILED = enum.auto()
 
 
+@attrs.frozen
+class PhaseRules:
+    """What a broker does in one phase."""
+
+    #: What ``submit`` does with a command.
+    admission: Admission
+    #: Commands queued behind a full batch (or the takeover) are applied as room frees.
+    applies_queued: bool
+    #: A claim may wait for a job (otherwise it is answered ``NothingToClaim``).
+    waiting_allowed: bool
+    #: A dirty batch may linger to gather more; an idle broker checks its ownership; a
+    #: busy one reads takeover requests.
+    lingers: bool
+    checks_ownership: bool
+    polls_takeover_requests: bool
+    #: The next write releases ownership (once every queued command is applied).
+    releases: bool
+    #: Nothing happens any more: no state operation, no timer.
+    final: bool
+
+
 class InvalidTransition(AssertionError):
     """A phase change the table does not allow: a bug in the broker, never bad input."""
 
@@ -71,18 +94,16 @@ TRANSITIONS: dict[tuple[Phase, PhaseEvent], Phase] = {
     (P, PhaseEvent.FATAL): F,
 }
 
-ON_SUBMIT: dict[Phase, Admission] = {
-    S: Admission.QUEUE,
-    R: Admission.APPLY,
-    P: Admission.REFUSE_STOPPING,
-    D: Admission.REFUSE_STOPPING,
-    F: Admission.REFUSE_FAILED,
+# fmt: off
+RULES: dict[Phase, PhaseRules] = {
+    #  admission                         queued waits  linger checks polls  releases final
+    S: PhaseRules(Admission.QUEUE,           True,  False, False, False, False, False, False),
+    R: PhaseRules(Admission.APPLY,           True,  True,  True,  True,  True,  False, False),
+    P: PhaseRules(Admission.REFUSE_STOPPING, True,  False, False, False, False, True,  False),
+    D: PhaseRules(Admission.REFUSE_STOPPING, False, False, False, False, False, False, True),
+    F: PhaseRules(Admission.REFUSE_FAILED,   False, False, False, False, False, False, True),
 }
-
-#: Phases in which claims may wait for a job (a stopping broker answers them empty).
-WAITING_ALLOWED = frozenset({R})
-#: Phases that end the broker: no state operation is ever issued again.
-FINAL = frozenset({D, F})
+# fmt: on
 
 
 def next_phase(phase: Phase, event: PhaseEvent) -> Phase:
