@@ -204,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-message-bytes)",
     )
     parser.add_argument(
+        "--stall-timeout",
+        type=parse_duration,
+        default="5s",
+        metavar="DURATION",
+        help="when storage has failed every state operation for this long, calls get "
+        "UNAVAILABLE (StorageUnavailable, naming the storage error) instead of waiting "
+        "while the broker keeps retrying; keep it below your clients' deadlines "
+        "(default: 5s)",
+    )
+    parser.add_argument(
+        "--recreate",
+        action="store_true",
+        help="start a new, empty queue even though the state object is missing while "
+        "epoch markers or archive objects of an earlier queue exist (without it the "
+        "broker refuses to start: StateMissing, exit 1); the new queue's epochs stay "
+        "above every earlier one, so job ids never repeat",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -224,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     host, port = args.listen
     try:
-        config = BrokerConfig(heartbeat_timeout=args.heartbeat_timeout)
+        config = BrokerConfig(
+            heartbeat_timeout=args.heartbeat_timeout,
+            stall_timeout=args.stall_timeout,
+            recreate=args.recreate,
+        )
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight
         )

@@ -118,6 +118,9 @@ class Hold:
 
 
 class QueueModel(RuleBasedStateMachine):
+    #: What the model drives (tests/core/test_model_mutants.py swaps in broken ones).
+    broker_class: type[Broker] = Broker
+
     def __init__(self) -> None:
         super().__init__()
         self.store = SimStore()
@@ -157,7 +160,7 @@ class QueueModel(RuleBasedStateMachine):
 
     def _start_broker(self) -> None:
         self.incarnations += 1
-        broker = Broker(
+        broker = self.broker_class(
             self.config, identity=f"b{self.incarnations}", incarnation=str(self.incarnations)
         )
         self.slots.append(Slot(broker))

@@ -6,6 +6,7 @@ import argparse
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from osqueue_core import MAX_ID_LENGTH, BrokerConfig
 from osqueue_io.server.cli import build_parser, parse_duration, parse_listen, parse_size
 from osqueue_io.server.codec import default_max_message_bytes
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, BrokerProcess
 
 FLAGS = [
     "--listen",
@@ -27,6 +28,8 @@ FLAGS = [
     "--max-concurrent-calls",
     "--max-message-bytes",
     "--max-request-bytes-in-flight",
+    "--stall-timeout",
+    "--recreate",
     "--log-level",
 ]
 
@@ -124,6 +127,25 @@ def test_a_taken_port_fails_before_the_queue_is_touched(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot listen" in done.stderr
     assert not (tmp_path / "q" / "state.json").exists()
+
+
+def test_a_missing_state_with_history_is_refused_unless_recreate(
+    tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+) -> None:
+    """Before: a deleted state.json silently started a new, empty queue at epoch 1 next to
+    the old queue's archive (and its job ids)."""
+    data = tmp_path / "q"
+    first = start_broker(str(data))
+    assert first.terminate() == 0
+    (data / "state.json").unlink()
+    done = server("--listen", "127.0.0.1:0", "--data", str(data))
+    assert done.returncode == 1
+    assert "is missing, but this queue has history" in done.stderr
+    assert "--recreate" in done.stderr
+    assert not (data / "state.json").exists(), "nothing was written"
+    second = start_broker(str(data), "--recreate")
+    assert second.terminate() == 0
+    assert '"epoch":2' in (data / "state.json").read_text(errors="replace")
 
 
 @pytest.mark.parametrize(
