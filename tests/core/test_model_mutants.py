@@ -63,5 +63,5 @@ class HalfBatch(Mutant):
 @pytest.mark.parametrize("mutant", [DoubleApply, HalfBatch])
 def test_the_model_test_fails_on_a_broken_broker(mutant: type[Broker]) -> None:
     machine = type(f"{mutant.__name__}Model", (QueueModel,), {"broker_class": mutant})
-    with pytest.raises(AssertionError, match="one push|landed in part|holds a payload"):
+    with pytest.raises(AssertionError, match=r"one push|landed in part|holds a payload"):
         run_state_machine_as_test(machine, settings=QUICK)
