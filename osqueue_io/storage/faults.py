@@ -185,8 +185,14 @@ class FaultyStore:
 
     @property
     def faults(self) -> Faults:
-        """What this store injects."""
+        """What this store injects. Assign a new :class:`Faults` to change it from the next
+        call on (a storage outage that begins or ends mid-test); calls already under way
+        keep what they drew."""
         return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
 
     @property
     def seed(self) -> int:
