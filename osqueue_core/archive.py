@@ -9,7 +9,10 @@ not duplicate it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+_EPOCH_AND_REVISION = re.compile(r"/(\d+)-(\d+)\.json$")
 
 
 def archive_bucket(finished_at: float, bucket_format: str) -> str:
@@ -20,3 +23,9 @@ def archive_bucket(finished_at: float, bucket_format: str) -> str:
 def archive_key(prefix: str, bucket: str, epoch: int, revision: int) -> str:
     """The archive object for the jobs of ``bucket`` committed by state ``revision``."""
     return f"{prefix}{bucket}/{epoch:06d}-{revision:010d}.json"
+
+
+def archive_key_epoch(key: str) -> int | None:
+    """The epoch an archive key names (None for a key osqueue did not make)."""
+    found = _EPOCH_AND_REVISION.search(key)
+    return int(found.group(1)) if found else None

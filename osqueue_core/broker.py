@@ -206,7 +206,7 @@ class Broker:
             waiting_claims=len(self._rules.waiters),
             queued_commands=len(self._inbox),
             stalled=commit.stalled,
-            last_storage_error=commit.slot.last_error,
+            last_storage_error=commit.slot.trouble() or commit.slot.last_error,
             writes=counters.writes,
             confirms=counters.confirms,
             resolves=counters.resolves,

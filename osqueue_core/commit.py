@@ -394,7 +394,7 @@ class CommitProtocol:
             self._stalled = False
             return None
         error = StorageUnavailable(
-            f"the broker cannot reach its storage ({quote(self.slot.last_error, 300)}); "
+            f"the broker cannot reach its storage ({quote(self.slot.trouble(), 300)}); "
             "it keeps retrying: retry later (a request answered this way may still be "
             "committed once storage recovers)"
         )

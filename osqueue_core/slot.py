@@ -116,6 +116,15 @@ class StateSlot:
         deadline = self.stall_deadline()
         return deadline is not None and self._clock.now >= deadline
 
+    def trouble(self) -> str:
+        """What is wrong with storage, for messages and stats ("" if nothing is)."""
+        if self.failing_since is not None:
+            return self.last_error
+        if self.op is not None and self._clock.now - self.issued_at >= self._config.stall_timeout:
+            waited = self._clock.now - self.issued_at
+            return f"{self.op.what}: no answer for {waited:.1f}s"
+        return ""
+
     def stall_deadline(self) -> float | None:
         """When the slot will count as stalled if nothing changes (None: not heading
         there)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from osqueue_core.archive import archive_key_epoch
 from osqueue_core.batch import Batch, PendingWrite
 from osqueue_core.clock import Clock
 from osqueue_core.codec import (
@@ -189,7 +190,21 @@ class Takeover:
                 "the storage URL; to start a new, empty queue here anyway, set "
                 "BrokerConfig.recreate (--recreate)"
             )
-        self._reserve(highest_epoch + 1)
+        # Asked for explicitly, and rare: worth a full listing. Archive keys name the
+        # epochs that wrote them, which covers queues older than epoch markers.
+        self._slot.issue(
+            StateOp(
+                lambda op_id: ListKeys(op_id, self._config.archive_prefix, None),
+                lambda result: self._recreate_above(highest_epoch, result),
+                "list the archive",
+                give_up_after=self._config.start_attempts,
+            )
+        )
+
+    def _recreate_above(self, highest_epoch: int, result: StorageResult) -> None:
+        assert isinstance(result, KeysListed)
+        archived = [archive_key_epoch(key) for key in result.keys]
+        self._reserve(max([highest_epoch, *(e for e in archived if e is not None)]) + 1)
 
     def _epochs(self, keys: tuple[str, ...]) -> list[int]:
         prefix = self._config.epoch_prefix

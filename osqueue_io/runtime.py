@@ -165,6 +165,11 @@ class BrokerRuntime(AsyncResource):
         self._receive: MemoryObjectReceiveStream[_Input] = receive
         self._slots: anyio.Semaphore | None = None
         self._waiting: dict[RequestId, _Waiting] = {}
+        #: Claims whose caller left before their reply came: request id -> worker id.
+        #: A grant that still arrives (its write landed just before the withdrawal
+        #: reached the core) is handed back; every request gets one reply, so this
+        #: holds at most the claims in flight.
+        self._abandoned: dict[RequestId, str] = {}
         self._next_request = 0
         self._started = anyio.Event()
         self._progress = anyio.Event()
@@ -310,6 +315,7 @@ class BrokerRuntime(AsyncResource):
         """The caller of ``command`` left: whatever it was granted goes back."""
         item: _Input | None = None
         if reply is None:
+            self._abandoned[command.request_id] = command.worker_id
             item = _CancelClaim(command.request_id)
         elif isinstance(reply.result, Claimed):
             job_id = reply.result.job_id
@@ -370,6 +376,11 @@ class BrokerRuntime(AsyncResource):
                 if waiting is not None:
                     waiting.reply = effect
                     waiting.event.set()
+                worker_id = self._abandoned.pop(effect.request_id, None)
+                if worker_id is not None and isinstance(effect.result, Claimed):
+                    # Granted after all: its caller is gone, so the job goes back.
+                    release = Release(self.new_request_id(), effect.result.job_id, worker_id)
+                    self._inputs.send_nowait(_HandBack(release))
             else:
                 self._task_group.start_soon(self._execute, effect)
 

@@ -91,3 +91,14 @@ def test_a_changed_version_is_looked_into_before_a_heartbeat_is_confirmed() -> N
     h.auto = True
     assert h.push().ok  # type: ignore[union-attr]  # and the next write uses the new version
     assert [type(e) for e in h.pending] == []
+
+
+def test_a_stall_from_a_hung_operation_says_so() -> None:
+    h = Harness.started(config=CONFIG)
+    h.auto = False
+    h.push()
+    h.advance(5)
+    message = str(h.replies[1].error)
+    assert "no answer for 5.0s" in message
+    assert "write revision" in message
+    assert "no answer" in h.broker.stats().last_storage_error

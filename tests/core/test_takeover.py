@@ -240,3 +240,15 @@ def test_takeover_effects_are_the_four_primitives() -> None:
     # Read the state, look for history (markers, then archives), create the state,
     # then its epoch marker.
     assert kinds == ["ReadObject", "ListKeys", "ListKeys", "WriteObject", "WriteObject"]
+
+
+def test_recreate_over_an_archive_without_markers_starts_above_its_epochs() -> None:
+    """A queue from before epoch markers, or one whose markers were lost with its state:
+    the archive keys name the epochs used, and a recreated queue starts above them."""
+    store = SimStore()
+    store.put("archive/2026-01-01T00/000005-0000000003.json", b"{}")
+    store.put("archive/2026-01-01T01/000002-0000000009.json", b"{}")
+    h = Harness.started(store, config=BrokerConfig(recreate=True))
+    assert h.broker.phase is Phase.RUNNING
+    assert epoch_of(store) == 6
+    assert h.push().result.job_id.endswith("-6")  # type: ignore[union-attr]
