@@ -57,12 +57,12 @@ def batched(h: Harness, count: int, batch: int = 100) -> float:
 
 def full_encode(h: Harness) -> float:
     """Seconds to encode the whole state from scratch (what the original did per write)."""
-    jobs = list(h.broker._table)
     state = h.store.get("state.json")
     assert state is not None
-    from osqueue_core import decode_header
+    from osqueue_core import decode_state
 
-    header = decode_header(state)
+    decoded = decode_state(state)
+    header, jobs = decoded.header, decoded.jobs
     start = time.perf_counter()
     encode_state(header, [encode_job(j) for j in jobs])
     return time.perf_counter() - start
