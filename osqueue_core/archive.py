@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-_EPOCH_AND_REVISION = re.compile(r"/(\d+)-(\d+)\.json$")
+_EPOCH_AND_REVISION = re.compile(r"/([0-9]+)-([0-9]+)\.json$")
 
 
 def archive_bucket(finished_at: float, bucket_format: str) -> str:
@@ -28,4 +28,6 @@ def archive_key(prefix: str, bucket: str, epoch: int, revision: int) -> str:
 def archive_key_epoch(key: str) -> int | None:
     """The epoch an archive key names (None for a key osqueue did not make)."""
     found = _EPOCH_AND_REVISION.search(key)
-    return int(found.group(1)) if found else None
+    if found is None or len(found.group(1)) > 15:  # beyond any reachable epoch
+        return None
+    return int(found.group(1))

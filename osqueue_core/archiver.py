@@ -68,6 +68,7 @@ class Archiver:
         self._retry_at.pop(key, None)
         data, jobs = self._rules.archive_contents(key)
         if not jobs:
+            self._failures.pop(key, None)
             return  # nothing left under it (already archived, or moved to another key)
         self._in_flight.add(key)
         self._out.issue(
@@ -121,6 +122,7 @@ class Archiver:
         # Somebody else's object (or a damaged one): never drop our jobs on its
         # strength; they move to a fresh key, committed with the next write.
         self._in_flight.discard(key)
+        self._failures.pop(key, None)
         self.collisions += 1
         self._rules.reassign_archive(key, self._open_batch(), self._context())
 

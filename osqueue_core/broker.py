@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import attrs
 
-from osqueue_core.clock import Clock
+from osqueue_core.clock import Clock, check_time
 from osqueue_core.commands import Claim, Command, RequestId
 from osqueue_core.commit import CommitProtocol, failure_replies
 from osqueue_core.config import BrokerConfig
@@ -124,6 +124,7 @@ class Broker:
         """A client command. Its reply comes out as a ``Reply`` effect, now or later."""
         if not hasattr(command, "request_id"):
             raise InvalidArgument(f"not an osqueue command: {type(command).__name__}")
+        _check_request_id(command.request_id)
         self._input(now, wall, lambda: self._admit(command))
 
     def receive(self, result: StorageResult, now: float, wall: float | None = None) -> None:
@@ -133,6 +134,7 @@ class Broker:
         answer to the effect it names: a runtime bug. Results for operations the broker
         no longer waits for (it failed or stopped meanwhile) are ignored.
         """
+        check_time(now, wall)
         handler = self._out.handler_for(result)
         self._input(now, wall, (lambda: handler(result)) if handler else _nothing)
 
@@ -149,6 +151,7 @@ class Broker:
         that write lands. Either way the claim does not count as an attempt. A claim
         whose reply was already released is not affected (see ``Release``).
         """
+        _check_request_id(request_id)
         self._input(now, wall, lambda: self._cancel_claim(request_id))
 
     def stop(self, now: float, wall: float | None = None) -> None:
@@ -222,6 +225,7 @@ class Broker:
     # -- every input -----------------------------------------------------------------
 
     def _input(self, now: float, wall: float | None, action: Callable[[], None]) -> None:
+        check_time(now, wall)
         self._clock.advance(now, wall)
         try:
             if self._commit.established and not RULES[self._phase].final:
@@ -353,3 +357,12 @@ class Broker:
 
 def _nothing() -> None:
     """An input that only lets time pass."""
+
+
+def _check_request_id(request_id: object) -> None:
+    try:
+        hash(request_id)
+    except TypeError:
+        raise InvalidArgument(
+            f"a request_id must be hashable, got {type(request_id).__name__}"
+        ) from None

@@ -12,6 +12,25 @@ from __future__ import annotations
 
 import math
 
+from osqueue_core.errors import InvalidArgument
+
+#: The latest wall time accepted (about year 5138): beyond it no UTC bucket exists.
+MAX_WALL = 1e11
+
+
+def check_time(now: object, wall: object) -> None:
+    """Refuse times no clock gives: not a number, not finite, or (``wall``) outside
+    ``[0, MAX_WALL]``. Checked before an input does anything."""
+    for name, value in (("now", now), ("wall", wall)):
+        if value is None and name == "wall":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgument(f"{name} must be a number of seconds, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{name} must be finite, got {value!r}")
+    if wall is not None and not 0 <= wall <= MAX_WALL:  # type: ignore[operator]
+        raise InvalidArgument(f"wall must be UNIX seconds between 0 and {MAX_WALL:g}")
+
 
 class Clock:
     """The latest ``now`` and ``wall`` given to the broker."""

@@ -34,6 +34,10 @@ from osqueue_core.owner import Owner
 #: The newest state layout this code reads and the one it writes.
 SCHEMA_VERSION = 1
 
+#: Counters (epoch, revision, seq, attempts) stay below this: exact in every JSON reader
+#: (JavaScript's doubles included) and far from 64-bit limits.
+MAX_COUNTER = 2**53 - 1
+
 _JOBS_MARKER = b',"jobs":['
 
 
@@ -255,6 +259,11 @@ def decode_state(data: bytes) -> DecodedState:
 def _validate(header: StateHeader, jobs: list[Job]) -> None:
     if header.revision < 1 or header.owner.epoch < 1 or header.next_seq < 0:
         raise CorruptState("the state object has a revision or epoch below 1 or next_seq below 0")
+    if max(header.revision, header.owner.epoch, header.next_seq) >= MAX_COUNTER:
+        raise CorruptState(
+            f"the state object's revision, epoch or next_seq reaches {MAX_COUNTER}: "
+            "no broker can count past it"
+        )
     if not header.owner.identity or not header.owner.incarnation:
         raise CorruptState("the state object's owner has an empty identity or incarnation")
     ids: set[str] = set()
@@ -267,8 +276,8 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
         seqs.add(job.seq)
         if not 0 <= job.seq < header.next_seq:
             raise CorruptState(f"{where}: seq {job.seq} outside [0, next_seq)")
-        if job.attempts < 0:
-            raise CorruptState(f"{where}: negative attempts")
+        if not 0 <= job.attempts < MAX_COUNTER:
+            raise CorruptState(f"{where}: attempts out of range")
         if job.status is JobStatus.CLAIMED and (job.claimed_by is None or job.claimed_at is None):
             raise CorruptState(f"{where}: claimed but has no claimed_by or claimed_at")
         if job.status is JobStatus.READY and (

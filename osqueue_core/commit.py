@@ -226,7 +226,6 @@ class CommitProtocol:
         write = PendingWrite(header.revision, data, self.open, release=release)
         self.pending_write = write
         self.open = Batch()
-        self._writes_since_poll += 1
         self.counters.writes += 1
         self._issue_write(write)
 
@@ -271,7 +270,18 @@ class CommitProtocol:
             self._landed(write, result.version)
         elif header.revision == self.revision:
             # Certainly not landed, and nobody else wrote: the same bytes again, after
-            # backoff (the store just failed or refused this write).
+            # backoff (the store just failed or refused this write). Refused again and
+            # again, that is a storage fault like any other: it leads to a stall.
+            if self.version == result.version:
+                self.slot.refused(
+                    f"conditional write of revision {write.revision} refused "
+                    "although the state is still at the version it expects"
+                )
+            else:
+                self.slot.refused(
+                    f"the state was rewritten (same revision {self.revision}) "
+                    f"while revision {write.revision} was being written"
+                )
             self.version = result.version
             self.slot.schedule(self._write_op(write))
         else:
@@ -286,16 +296,20 @@ class CommitProtocol:
         self.pending_write = None
         self.revision = write.revision
         self.version = version
+        self._writes_since_poll += 1  # a landed write changed the object: busy
         batch = write.batch
         for reply in batch.replies:
             self._out.reply(reply)
+        handed_back = False
+        for grant in batch.abandoned:
+            # Its caller left after the batch went out: hand the job back now.
+            handed_back |= self._rules.take_back(grant, self.open, self.context())
         if write.release:
+            if handed_back:
+                return  # one more release write carries the hand-backs (pump issues it)
             self.events.append(PhaseEvent.RELEASED)  # archives are the successor's
             self.archiver.stop()
             return
-        for grant in batch.abandoned:
-            # Its caller left after the batch went out: hand the job back now.
-            self._rules.take_back(grant, self.open, self.context())
         for key in sorted(batch.archive_keys):
             self.archiver.write(key)
 
@@ -402,6 +416,9 @@ class CommitProtocol:
             return error
         self._stalled = True
         self.counters.stalls += 1
+        # Waiting claims first: a grant taken back below must not go to one of them
+        # (its reply would be held in a batch whose replies are being answered now).
+        self._rules.answer_waiters(error)
         for batch in self.held_batches():
             for reply in batch.replies:
                 self._out.reply(Reply(reply.request_id, error=error))
@@ -440,9 +457,10 @@ class CommitProtocol:
         now = self._clock.now
         if not RULES[self.phase].polls_takeover_requests or now < self._next_poll_at:
             return
-        # Busy means two writes or more in the last interval: an idle (or slow) owner
-        # leaves gaps a challenger's read-and-write fits in, so it starves nobody.
-        busy = self._writes_since_poll >= 2
+        # Busy means a write landed in the last interval: an idle owner cannot starve anyone,
+        # but even one write per interval can, if the challenger's read-and-write cycle
+        # is longer than that (a large state on GCS). One small read per interval.
+        busy = self._writes_since_poll > 0
         self._writes_since_poll = 0
         self._next_poll_at = now + self.config.takeover_check
         if not busy or self._polling:

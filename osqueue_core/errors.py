@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from osqueue_core.quoting import quote
+
 
 class OsqueueError(Exception):
     """Base class of every error osqueue raises on purpose.
@@ -40,7 +42,7 @@ class JobNotFound(OsqueueError):
     grpc_status = "NOT_FOUND"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} is not in the queue (unknown, or already finished)")
+        super().__init__(f"job {quote(job_id)} is not in the queue (unknown, or already finished)")
         self.job_id = job_id
 
 
@@ -54,7 +56,7 @@ class LeaseLost(OsqueueError):
 
     def __init__(self, job_id: str, worker_id: str) -> None:
         super().__init__(
-            f"worker {worker_id!r} no longer holds job {job_id!r}: stop working on it; "
+            f"worker {quote(worker_id)} no longer holds job {quote(job_id)}: stop working on it; "
             "it was reclaimed after a missed heartbeat or is held by another worker"
         )
         self.job_id = job_id
@@ -71,9 +73,9 @@ class BrokerReplaced(OsqueueError):
     retryable = True
 
     def __init__(self, new_identity: str, new_epoch: int, new_address: str | None) -> None:
-        where = f" at {new_address}" if new_address else ""
+        where = f" at {quote(new_address)}" if new_address else ""
         super().__init__(
-            f"this broker was replaced by {new_identity!r} (epoch {new_epoch}){where}; "
+            f"this broker was replaced by {quote(new_identity)} (epoch {new_epoch}){where}; "
             "send requests to the new owner"
         )
         self.new_identity = new_identity

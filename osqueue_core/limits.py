@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 
 from osqueue_core.errors import InvalidArgument
+from osqueue_core.quoting import QUOTE_LENGTH, quote
+
+__all__ = ["MAX_CLAIM_WAIT", "MAX_ERROR_LENGTH", "MAX_ID_LENGTH", "QUOTE_LENGTH", "quote"]
 
 #: Longest job id, worker id or broker identity, in characters.
 MAX_ID_LENGTH = 256
@@ -20,18 +23,6 @@ MAX_ID_LENGTH = 256
 MAX_ERROR_LENGTH = 4096
 #: Longest a claim may wait for a job, in seconds (clients long-poll in a loop).
 MAX_CLAIM_WAIT = 3600.0
-#: At most this many characters of untrusted text appear in an error message.
-QUOTE_LENGTH = 64
-
-
-def quote(value: object, limit: int = QUOTE_LENGTH) -> str:
-    """``repr`` of ``value``, cut to ``limit`` characters with the length of what was cut."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}… ({len(value)} characters)"
-    text = repr(value)
-    if len(text) > limit:
-        return f"{text[:limit]}… ({len(text)} characters)"
-    return text
 
 
 def check_id(name: str, value: object) -> str:

@@ -19,6 +19,8 @@ import math
 import attrs
 import orjson
 
+from osqueue_core.codec import MAX_COUNTER
+
 #: Epochs are zero-padded to this many digits in marker keys, so keys sort by epoch.
 EPOCH_DIGITS = 20
 
@@ -29,11 +31,13 @@ def marker_key(prefix: str, epoch: int) -> str:
 
 
 def marker_epoch(prefix: str, key: str) -> int | None:
-    """The epoch a marker key reserves, or None for a key that is not a marker."""
+    """The epoch a marker key reserves, or None for a key that is not a marker (or
+    names an epoch no broker can reach)."""
     name = key[len(prefix) :] if key.startswith(prefix) else ""
-    if len(name) != EPOCH_DIGITS or not name.isdigit():
+    if len(name) != EPOCH_DIGITS or not name.isascii() or not name.isdigit():
         return None
-    return int(name)
+    epoch = int(name)
+    return epoch if 0 < epoch < MAX_COUNTER else None
 
 
 def encode_marker(epoch: int, identity: str, incarnation: str) -> bytes:
@@ -44,12 +48,18 @@ def encode_marker(epoch: int, identity: str, incarnation: str) -> bytes:
 
 @attrs.frozen
 class TakeoverRequest:
-    """A challenger's request that the owner of ``target_epoch`` pause for ``hold`` s."""
+    """A challenger's request that the owner of ``target_epoch`` pause for ``hold`` s.
+
+    ``sequence`` counts the challenger's requests: no two have the same bytes, so each
+    gets a new version even where versions are content hashes (S3 ETags), and the owner,
+    which honours each version once, honours each request.
+    """
 
     target_epoch: int
     identity: str
     incarnation: str
     hold: float
+    sequence: int = 0
 
 
 def encode_takeover_request(request: TakeoverRequest) -> bytes:
@@ -65,8 +75,9 @@ def decode_takeover_request(data: bytes) -> TakeoverRequest | None:
             identity=raw["identity"],
             incarnation=raw["incarnation"],
             hold=raw["hold"],
+            sequence=raw.get("sequence", 0),
         )
-    except (orjson.JSONDecodeError, TypeError, KeyError):
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
         return None
     valid = (
         type(request.target_epoch) is int
@@ -75,5 +86,6 @@ def decode_takeover_request(data: bytes) -> TakeoverRequest | None:
         and type(request.hold) in (int, float)
         and math.isfinite(request.hold)
         and request.hold > 0
+        and type(request.sequence) is int
     )
     return request if valid else None

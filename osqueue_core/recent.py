@@ -39,9 +39,6 @@ class RecentOutcomes:
         entry = self._entries.get((job_id, worker_id))
         return None if entry is None else entry[1]
 
-    def forget(self, job_id: str, worker_id: str) -> None:
-        self._entries.pop((job_id, worker_id), None)
-
     def _forget_old(self, now: float) -> None:
         entries = self._entries
         while entries and (

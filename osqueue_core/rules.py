@@ -38,9 +38,10 @@ from osqueue_core.errors import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    StateDiverged,
 )
 from osqueue_core.job import Job, JobStatus
-from osqueue_core.limits import check_error_text, check_id, check_wait
+from osqueue_core.limits import MAX_ID_LENGTH, check_error_text, check_id, check_wait
 from osqueue_core.outbox import Outbox
 from osqueue_core.recent import RecentOutcomes
 from osqueue_core.results import (
@@ -170,24 +171,35 @@ class JobRules:
             self._out.reply(Reply(command.request_id, error=error))
 
     def _push(self, command: Push, batch: Batch, ctx: CommitContext) -> None:
-        job = self._add_job(command.payload, batch, ctx)
+        [job_id] = self._new_ids(1, ctx)
+        job = self._add_job(job_id, command.payload, batch)
         batch.hold(Reply(command.request_id, Pushed(job.id)))
         self._serve_waiters(batch, ctx)
 
     def _push_batch(self, command: PushBatch, batch: Batch, ctx: CommitContext) -> None:
         # All in the open batch: they become durable in one write, or not at all.
-        jobs = [self._add_job(payload, batch, ctx) for payload in command.payloads]
+        ids = self._new_ids(len(command.payloads), ctx)  # all checked before any is added
+        jobs = [self._add_job(i, p, batch) for i, p in zip(ids, command.payloads, strict=True)]
         batch.hold(Reply(command.request_id, PushedBatch(tuple(job.id for job in jobs))))
         self._serve_waiters(batch, ctx)
 
-    def _add_job(self, payload: bytes, batch: Batch, ctx: CommitContext) -> Job:
+    def _new_ids(self, count: int, ctx: CommitContext) -> list[str]:
+        """The ids of the next ``count`` jobs, refused (changing nothing) if any is taken
+        or malformed: an injected ``job_id_factory`` that repeats, or an edited state."""
+        first = self.table.next_seq
+        ids = [self.config.job_id_factory(ctx.epoch, seq) for seq in range(first, first + count)]
+        valid = all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids)
+        if not valid or len(set(ids)) < count or any(self.table.get(i) for i in ids):
+            raise StateDiverged(
+                f"the job ids for seq {first}.. are taken or malformed: fix "
+                "BrokerConfig.job_id_factory (ids must be unique for distinct (epoch, seq) "
+                f"and 1 to {MAX_ID_LENGTH} characters long), or the state object"
+            )
+        return ids
+
+    def _add_job(self, job_id: str, payload: bytes, batch: Batch) -> Job:
         seq = self.table.next_seq
-        job = Job(
-            id=self.config.job_id_factory(ctx.epoch, seq),
-            seq=seq,
-            payload=payload,
-            created_at=self._clock.wall,
-        )
+        job = Job(id=job_id, seq=seq, payload=payload, created_at=self._clock.wall)
         self.table.add(job)
         batch.changed(self._clock.now)
         batch.payload_bytes += len(payload)

@@ -46,6 +46,9 @@ class StateOp:
     write: PendingWrite | None = None
     writes: bool = False
     give_up_after: int | None = None
+    #: ``on_result`` is given ``ObjectCorrupt`` too (an object whose content does not
+    #: matter, only whose it is: a damaged one is nobody's).
+    accepts_corrupt: bool = False
 
 
 class StateSlot:
@@ -92,8 +95,19 @@ class StateSlot:
         self.retry_at = self._clock.now + backoff(self._config, self.failures)
 
     def count_failed_attempt(self) -> None:
-        """A conflict or an unknown outcome: it lengthens the next backoff."""
+        """A conflict: it lengthens the next backoff."""
         self.failures += 1
+
+    def refused(self, message: str) -> None:
+        """Storage keeps refusing a write although nobody else wrote (a version token it
+        rejects, a rewrite of the same bytes by another tool): as good as failing, so
+        it counts towards a stall."""
+        self._failing(message, since=self._clock.now)
+
+    def _failing(self, message: str, since: float) -> None:
+        if self.failing_since is None:
+            self.failing_since = since
+        self.last_error = message or "unknown storage error"
 
     def succeeded(self) -> None:
         """An operation proved storage works: backoff and stall tracking start over."""
@@ -143,17 +157,18 @@ class StateSlot:
         self._handling = None
 
     def _handle(self, op: StateOp, result: StorageResult) -> None:
-        if isinstance(result, ObjectCorrupt):
+        if isinstance(result, ObjectCorrupt) and not op.accepts_corrupt:
             raise CorruptState(
-                f"storage reports the object damaged ({quote(result.message, 300)}); "
-                "osqueue will not overwrite it: restore it from a backup"
+                f"cannot {op.what}: storage reports the object damaged "
+                f"({quote(result.message, 300)}); osqueue will not overwrite it: restore "
+                "it from a backup"
             )
         if isinstance(result, StorageFailed):
             self.failures += 1
             self.storage_failures += 1
-            if self.failing_since is None:
-                self.failing_since = self._clock.now
-            self.last_error = result.message or "unknown storage error"
+            # Failing since the failed operation was issued: a call that hung and then
+            # failed has been failing all along (the stall must not start over).
+            self._failing(result.message, since=self.issued_at)
             limit = op.give_up_after
             if limit is not None and self.storage_failures >= limit:
                 raise BrokerNotRunning(

@@ -39,6 +39,7 @@ from osqueue_core.effects import ListKeys, ReadObject, ReadVersion, WriteObject
 from osqueue_core.errors import BrokerNotRunning, StateMissing
 from osqueue_core.events import (
     KeysListed,
+    ObjectCorrupt,
     ObjectRead,
     ObjectWritten,
     StorageResult,
@@ -54,6 +55,7 @@ from osqueue_core.markers import (
 )
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
+from osqueue_core.quoting import quote
 from osqueue_core.rules import JobRules
 from osqueue_core.slot import StateOp, StateSlot
 
@@ -216,16 +218,17 @@ class Takeover:
         if self._reserved is not None and self._reserved >= epoch:
             self._write()  # still ahead of the state: our reservation stands
             return
+        self._slot.issue(self._reserve_op(epoch))
+
+    def _reserve_op(self, epoch: int) -> StateOp:
         key = marker_key(self._config.epoch_prefix, epoch)
         data = encode_marker(epoch, self._me.identity, self._me.incarnation)
-        self._slot.issue(
-            StateOp(
-                lambda op_id: WriteObject(op_id, key, data, None),
-                lambda result: self._on_reserved(epoch, data, result),
-                f"reserve epoch {epoch}",
-                give_up_after=self._config.start_attempts,
-                writes=True,
-            )
+        return StateOp(
+            lambda op_id: WriteObject(op_id, key, data, None),
+            lambda result: self._on_reserved(epoch, data, result),
+            f"reserve epoch {epoch}",
+            give_up_after=self._config.start_attempts,
+            writes=True,
         )
 
     def _on_reserved(self, epoch: int, data: bytes, result: StorageResult) -> None:
@@ -242,17 +245,23 @@ class Takeover:
                 lambda found: self._on_marker(epoch, data, found),
                 f"read the marker of epoch {epoch}",
                 give_up_after=self._config.start_attempts,
+                accepts_corrupt=True,
             )
         )
 
     def _on_marker(self, epoch: int, data: bytes, result: StorageResult) -> None:
+        if isinstance(result, ObjectCorrupt):
+            result = ObjectRead(result.op_id, b"<damaged: not ours>", None)
         assert isinstance(result, ObjectRead)
         if result.data == data:
             self._reserved = epoch  # our own earlier attempt landed
             self._unmarked = False
             self._write()
         elif result.data is None:
-            self._reserve(epoch)  # an unknown-outcome create that did not land
+            # Refused as taken, yet absent (an unknown outcome that did not land, or a
+            # store that contradicts itself): try again, after a backoff.
+            self._slot.count_failed_attempt()
+            self._slot.schedule(self._reserve_op(epoch))
         else:
             # Used before: the state was restored or recreated, or a rival is starting.
             self._list(self._config.epoch_prefix, None, self._on_used_markers)
@@ -301,7 +310,7 @@ class Takeover:
         decoded = self._state[0]
         if now - self._started_at >= self._config.takeover_timeout:
             holder = decoded.header.owner if decoded is not None else None
-            who = f"{holder.identity!r} (epoch {holder.epoch})" if holder else "another writer"
+            who = f"{quote(holder.identity)} (epoch {holder.epoch})" if holder else "another writer"
             raise BrokerNotRunning(
                 f"could not take over the state object in "
                 f"{self._config.takeover_timeout:g}s: {who} kept changing it and did not "
@@ -325,6 +334,9 @@ class Takeover:
             key = marker_key(self._config.epoch_prefix, owner.epoch)
             data = encode_marker(owner.epoch, owner.identity, owner.incarnation)
             self._out.issue(lambda op_id: WriteObject(op_id, key, data, None), _ignore)
+        # Done: what was read and written to get here is not kept (it may be large).
+        self._state = (None, None)
+        self._pending = None
         self._on_landed(write, owner, version)
 
     # -- asking a busy owner to pause --------------------------------------------------
@@ -338,8 +350,9 @@ class Takeover:
         self._hold = min(limit, max(MIN_HOLD, HOLD_CYCLES * cycle, 2 * self._hold))
         self._next_request_at = now + self._hold
         self.requests += 1
+        me = self._me
         data = encode_takeover_request(
-            TakeoverRequest(target_epoch, self._me.identity, self._me.incarnation, self._hold)
+            TakeoverRequest(target_epoch, me.identity, me.incarnation, self._hold, self.requests)
         )
         key = self._config.takeover_request_key
         # Beside the state operation: read the request's version, then replace it.

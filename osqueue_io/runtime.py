@@ -445,6 +445,10 @@ async def execute_effect(store: ObjectStore, effect: StorageEffect) -> StorageRe
         return WriteConflicted(op_id)
     except CorruptObject as error:
         log.error("storage reports %s damaged: %s", _name(effect), error)
+        if isinstance(effect, WriteObject):
+            # The object exists and is at no version we could expect: the precondition
+            # failed, and the core reads it to see what it is (and never overwrites it).
+            return WriteConflicted(op_id)
         if isinstance(effect, ReadObject | ReadVersion):
             return ObjectCorrupt(op_id, str(error))
         return StorageFailed(op_id, outcome_unknown=False, message=str(error))

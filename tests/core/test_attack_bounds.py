@@ -33,7 +33,8 @@ def test_a_reused_request_id_is_not_expired_by_its_predecessor_s_deadline() -> N
     that reuses its id."""
     from osqueue_core import Claimed, NothingToClaim, Push
 
-    h = Harness.started()
+    # A lease long enough that the first claim's job does not come back meanwhile.
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=60))
     first = Claim("rid-7", "w1", wait=5)
     h.submit(first)
     h.submit(Push("p", b"a"))  # serves it

@@ -29,7 +29,7 @@ def test_a_claim_cancelled_during_the_release_write_is_handed_back() -> None:
     h.broker.cancel_claim(claim.request_id, h.now)  # the caller left
     h.flush()
     assert h.replies[claim.request_id].result == NothingToClaim()
-    h.deliver(0)  # the release write lands
+    h.deliver_all()  # the release write lands, and one more carries the hand-back
     assert h.broker.phase is Phase.STOPPED
     stored = {j.id: j for j in decode_state(h.store.get("state.json")).jobs}  # type: ignore[arg-type]
     assert stored[a].status is JobStatus.READY, (
@@ -50,7 +50,7 @@ def test_the_successor_does_not_dead_letter_a_job_nobody_received() -> None:
     h.deliver(0)
     h.broker.cancel_claim(claim.request_id, h.now)
     h.flush()
-    h.deliver(0)
+    h.deliver_all()
     successor = Harness.started(h.store, config=CONFIG, identity="successor")
     successor.advance(11)  # the inherited lease runs out: attempts (1) >= max_attempts
     archived = [

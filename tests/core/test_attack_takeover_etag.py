@@ -33,21 +33,24 @@ CONFIG = BrokerConfig(takeover_check=1.0, takeover_yield_max=10)
 def test_a_repeated_capped_request_is_honoured_again_on_content_hash_versions() -> None:
     store = ContentHashStore()
     owner = Harness.started(store, identity="owner", config=CONFIG)
-    capped = TakeoverRequest(1, "challenger", "challenger-1", CONFIG.takeover_yield_max)
-    assert encode_takeover_request(capped) == encode_takeover_request(
-        TakeoverRequest(1, "challenger", "challenger-1", CONFIG.takeover_yield_max)
-    ), "the challenger's requests at the cap are byte-identical"
+    hold = CONFIG.takeover_yield_max
+    first, again = (
+        TakeoverRequest(1, "challenger", "challenger-1", hold, sequence) for sequence in (1, 2)
+    )
+    assert encode_takeover_request(first) != encode_takeover_request(again), (
+        "a challenger's requests at the cap still differ (their sequence)"
+    )
 
     def busy_second() -> None:
         owner.push()
         owner.push()
         owner.advance(1.0)
 
-    store.put("takeover.json", encode_takeover_request(capped))
+    store.put("takeover.json", encode_takeover_request(first))
     busy_second()
     assert owner.broker.stats().yields == 1
     owner.advance(10.0)  # the pause ends; the challenger lost anyway and asks again
-    store.put("takeover.json", encode_takeover_request(capped))  # a new write, same bytes
+    store.put("takeover.json", encode_takeover_request(again))
     busy_second()
     busy_second()
     assert owner.broker.stats().yields == 2, "the challenger's new request was ignored"

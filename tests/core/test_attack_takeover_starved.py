@@ -29,7 +29,7 @@ def test_a_steady_owner_writing_once_per_1_2_s_lets_a_challenger_in() -> None:
             break
         # During the challenger's cycle the owner commits one write (a push every 1.2 s).
         owner.now = challenger.now + cycle / 2
-        assert owner.push().ok  # type: ignore[union-attr]
+        owner.push()  # committed at once, or held while the owner pauses
         challenger.now += cycle
         challenger.deliver(challenger.pending_of(WriteObject, "state.json")[0])
     assert "takeover.json" in store.objects, "the challenger did ask the owner to pause"

@@ -62,7 +62,7 @@ def test_header_is_read_without_the_jobs() -> None:
         (lambda d: d.replace(b'"seq":2', b'"seq":0'), "duplicate"),
         (lambda d: d.replace(b'"seq":2', b'"seq":9'), "outside"),
         (lambda d: d.replace(b'"claimed_by":"w1",', b""), "no claimed_by"),
-        (lambda d: d.replace(b'"attempts":1', b'"attempts":-1'), "negative attempts"),
+        (lambda d: d.replace(b'"attempts":1', b'"attempts":-1'), "attempts out of range"),
         (lambda d: d.replace(b'"next_seq":3', b'"next_seq":-1'), "next_seq below 0"),
         (lambda d: d.replace(b'"incarnation":"inc-1"', b'"incarnation":""'), "empty identity"),
         (lambda d: d.replace(b'"status":"claimed",', b""), "ready but still has"),

@@ -300,7 +300,9 @@ class QueueModel(RuleBasedStateMachine):
         self._submit(slot, lambda rid: PushBatch(rid, payloads))
 
     @precondition(_live)
-    @rule(slot=st.integers(0, 1), worker=st.sampled_from(WORKERS), wait=st.sampled_from([0, 0, 3]))
+    @rule(
+        slot=st.integers(0, 1), worker=st.sampled_from(WORKERS), wait=st.sampled_from([0, 0, 3, 30])
+    )
     def claim(self, slot: int, worker: str, wait: float) -> None:
         self._submit(slot, lambda rid: Claim(rid, worker, wait))
 
@@ -389,6 +391,9 @@ class QueueModel(RuleBasedStateMachine):
         """A write its broker gave up on (a timeout) reaches the store after all."""
         result = self.store.land_late(pick % len(self.store.late))
         event(f"late write: {type(result).__name__}")
+        # A late write may carry a grant to a claim not answered yet (or taken back
+        # since): FIFO knowledge is gone.
+        self.fresh.clear()
 
     @precondition(lambda self: any(s.pending for s in self.slots))
     @rule()

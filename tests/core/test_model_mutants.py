@@ -13,7 +13,15 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from osqueue_core import Broker, Effect, Push, PushBatch, Reply
+from osqueue_core import (
+    Broker,
+    BrokerNotRunning,
+    Effect,
+    Push,
+    PushBatch,
+    PushedBatch,
+    Reply,
+)
 
 from .test_model import QueueModel
 
@@ -48,7 +56,12 @@ class DoubleApply(Mutant):
 
 
 class HalfBatch(Mutant):
-    """A batch lands in two writes: half of it may land without the rest."""
+    """A batch lands in two writes: half of it may land without the rest. Its reply
+    still names every job, so only the batch's atomicity is broken."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_halves: dict[object, tuple[str, ...] | None] = {}
 
     def submit(self, command: Any, now: float, wall: float | None = None) -> None:
         if isinstance(command, PushBatch) and len(command.payloads) > 1:
@@ -58,6 +71,26 @@ class HalfBatch(Mutant):
             self.tick(now, wall)  # let the first half go out on its own
             command = PushBatch(command.request_id, command.payloads[half:])
         super().submit(command, now, wall)
+
+    def take_effects(self) -> list[Effect]:
+        effects: list[Effect] = []
+        for effect in Broker.take_effects(self):
+            if not isinstance(effect, Reply):
+                effects.append(effect)
+            elif isinstance(effect.request_id, tuple):
+                result = effect.result
+                ids = result.job_ids if isinstance(result, PushedBatch) else None
+                self.first_halves[effect.request_id[1]] = ids
+            elif effect.request_id in self.first_halves and isinstance(effect.result, PushedBatch):
+                first = self.first_halves.pop(effect.request_id)
+                if first is None:  # the first half failed: so does the whole, to its caller
+                    effects.append(Reply(effect.request_id, error=BrokerNotRunning("mutant")))
+                else:
+                    ids = first + effect.result.job_ids
+                    effects.append(Reply(effect.request_id, PushedBatch(ids)))
+            else:
+                effects.append(effect)
+        return effects
 
 
 @pytest.mark.parametrize("mutant", [DoubleApply, HalfBatch])
