@@ -34,6 +34,7 @@ directory when a check fails or ``--keep`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import tempfile
@@ -45,8 +46,8 @@ from pathlib import Path
 
 import anyio
 
-from osqueue_core import decode_state
-from osqueue_io.storage import ObjectStore, open_store
+from osqueue_core import OsqueueError, decode_state
+from osqueue_io.storage import ObjectStore, StorageError, open_store
 from tests.io.soak.checks import Check, verify
 from tests.io.soak.load import Clients, LoadConfig
 from tests.io.soak.plan import SoakConfig
@@ -184,21 +185,28 @@ class Soak:
                 f"see {broker.log_path}"
             )
 
-    async def _abort(self, store: ObjectStore, rounds: Rounds) -> None:
-        """A broker did not come up (or exited by itself): no drain is possible. Keep
-        the evidence."""
-        found = await store.read("state.json")
-        self._save_evidence(found.data if found else None)
+    async def _abort(self, store: ObjectStore, rounds: Rounds, reason: str = "") -> None:
+        """A broker did not come up or exited by itself, or the storage could not be
+        read: the checks cannot run. Keep the evidence."""
         verdict = self.report.verdict
         verdict.checks += [rounds.health, rounds.history]
-        verdict.check("the soak ran to its end").fail("aborted: see the failures above")
+        ended = verdict.check("the soak ran to its end")
+        ended.fail(reason or "aborted: see the failures above")
+        try:
+            found = await store.read("state.json")
+        except StorageError as error:
+            found = None
+            ended.fail(f"reading the state for the evidence failed too: {error}")
+        self._save_evidence(found.data if found else None)
 
     async def _finish(self, store: ObjectStore, brokers: Brokers, rounds: Rounds) -> None:
-        found = await store.read("state.json")
-        keys = await store.list("archive")
-        objects = {
-            key: obj.data if obj else None for key, obj in (await store.read_many(keys)).items()
-        }
+        try:
+            found = await store.read("state.json")
+            keys = await store.list("archive")
+            read = await store.read_many(keys)
+        except StorageError as error:
+            return await self._abort(store, rounds, f"reading the storage failed: {error}")
+        objects = {key: obj.data if obj else None for key, obj in read.items()}
         state_data = found.data if found else None
         self._save_evidence(state_data)
         verdict = verify(self.ledger, state_data, objects)
@@ -208,7 +216,9 @@ class Soak:
         warnings = [line for broker in brokers.started for line in broker.warnings()]
         verdict.figures["broker warnings logged"] = len(warnings)
         if state_data is not None:
-            verdict.figures["state revisions written"] = decode_state(state_data).header.revision
+            with contextlib.suppress(OsqueueError):  # the checks report it
+                revision = decode_state(state_data).header.revision
+                verdict.figures["state revisions written"] = revision
         errors = Counter({f"{op} {kind}": n for (op, kind), n in self.ledger.errors.items()})
         verdict.figures["client errors (retried or handled)"] = (
             ", ".join(f"{name} {n}" for name, n in errors.most_common()) or "none"

@@ -62,9 +62,12 @@ class Rounds:
             if await self.brokers.wait_serving(broker):
                 return True
         code = broker.process.returncode
-        state = f"exited with {code}" if code is not None else "is still not serving"
+        if code is not None:
+            state = f"exited with {code} before serving"
+        else:
+            state = f"is not serving {START_TIMEOUT:.0f}s after its start"
         self.health.fail(
-            f"{which} (broker {broker.number}) {state} after {START_TIMEOUT:.0f}s; "
+            f"{which} (broker {broker.number}) {state}; "
             f"see {broker.log_path}: {broker.log_text()[-2000:]!r}"
         )
         return False
