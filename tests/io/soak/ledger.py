@@ -11,10 +11,13 @@ one clock every client shares.
 from __future__ import annotations
 
 import re
+import traceback
 from collections import Counter, defaultdict
 
 import attrs
 import orjson
+
+from osqueue_core import OsqueueError
 
 _PAYLOAD = re.compile(rb"^soak:p(\d+):([sb])(\d+):i(\d+):a(\d+):x*$")
 
@@ -126,7 +129,11 @@ class Ledger:
         kind = type(error).__name__
         self.errors[(operation, kind)] += 1
         if not expected:
-            self.unexpected.append(f"{operation}: {kind}: {error}")
+            where = ""
+            if not isinstance(error, OsqueueError) and error.__traceback__ is not None:
+                frame = traceback.extract_tb(error.__traceback__)[-1]
+                where = f" (raised at {frame.filename}:{frame.lineno} in {frame.name})"
+            self.unexpected.append(f"{operation}: {kind}: {error}{where}")
 
     def push_acked(self, call: PushCall, job_ids: tuple[str, ...]) -> None:
         call.acked_ids = job_ids

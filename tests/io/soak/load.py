@@ -94,6 +94,10 @@ class Clients:
                     raise
                 kind = type(error).__name__
                 self.ledger.error(operation, error, expected=kind in ROUTINE_RETRYABLE)
+            except Exception as error:
+                # The client broke its promise of typed errors: a finding. The call's
+                # outcome is unknown, like a lost connection's; retry it like one.
+                self.ledger.error(operation, error, expected=False)
             if time.monotonic() > give_up_at:
                 message = f"{operation} failed for {self.config.give_up_after:.0f}s"
                 self.ledger.unexpected.append(f"{operation}: gave up: {message}")

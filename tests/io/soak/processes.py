@@ -8,10 +8,12 @@ the state, so this needs nothing from the broker's log format.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +104,18 @@ class BrokerProcess:
     def exited(self) -> bool:
         return self.process.returncode is not None
 
+    def send_kill(self) -> None:
+        """SIGKILL now, without waiting (safe to call from any callback)."""
+        self.killed = True
+        self.signal(signal.SIGKILL)
+
+    def signal(self, signum: int) -> None:
+        # Not Popen.send_signal: it polls first, and that poll may reap an exited child
+        # before asyncio's child watcher does, which then reports exit status 255.
+        if not self.exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signum)
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -191,16 +205,14 @@ class Brokers:
         return not broker.exited
 
     async def kill(self, broker: BrokerProcess) -> None:
-        """SIGKILL, and wait until the process is gone."""
-        broker.killed = True
-        if not broker.exited:
-            broker.process.kill()
+        """SIGKILL (unless sent already), and wait until the process is gone."""
+        if not broker.killed:
+            broker.send_kill()
         await broker.process.wait()
 
     async def terminate(self, broker: BrokerProcess) -> int:
         """SIGTERM; the exit code. The caller bounds it (and kills on a timeout)."""
-        if not broker.exited:
-            broker.process.terminate()
+        broker.signal(signal.SIGTERM)
         return await broker.process.wait()
 
     async def kill_all(self) -> None:

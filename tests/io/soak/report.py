@@ -59,6 +59,10 @@ class SoakReport:
             for what in ("state", "archive"):
                 count = sum(what in s.interrupted for s in self.snapshots)
                 figures[f"  kills mid {what} write (temp file left)"] = count
+        statuses = Counter(b.process.returncode for b in self.brokers if b.killed)
+        figures["  exit statuses of killed brokers"] = ", ".join(
+            f"{code}: {count}" for code, count in statuses.most_common()
+        )
         starts = [b.startup_time for b in self.brokers if b.startup_time is not None]
         if starts:
             figures["broker start to serving, median/max (s)"] = (

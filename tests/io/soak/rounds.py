@@ -112,13 +112,7 @@ class Rounds:
     def _arm(self, mode: str) -> None:
         assert self.proxy is not None, "targeted kills need the S3 relay"
         suffix, moment, _ = TARGETED[mode]
-        self.proxy.arm(Trigger(suffix, moment), lambda: self._kill_now(self.brokers.started[-1]))
-
-    @staticmethod
-    def _kill_now(broker: BrokerProcess) -> None:
-        broker.killed = True
-        if not broker.exited:
-            broker.process.kill()
+        self.proxy.arm(Trigger(suffix, moment), lambda: self.brokers.started[-1].send_kill())
 
     async def _wait_for_kill(
         self, broker: BrokerProcess, plan: KillPlan
@@ -193,9 +187,12 @@ class Rounds:
         self.report.snapshots.append(
             Snapshot(number, plan.mode, served, new_epoch, revision, jobs, phase, interrupted)
         )
+        broker = self.brokers.started[-1]
         self.say(
-            f"round {number}: {plan.mode} {plan.delay:.3f}: {phase}; epoch {new_epoch}, "
-            f"revision {revision}, jobs {dict(jobs)}, interrupted writes {interrupted}"
+            f"round {number}: broker {broker.number} (pid {broker.process.pid}, exit "
+            f"{broker.process.returncode}), {plan.mode} {plan.delay:.3f}: {phase}; "
+            f"epoch {new_epoch}, revision {revision}, jobs {dict(jobs)}, "
+            f"interrupted writes {interrupted}"
         )
         return new_epoch
 
