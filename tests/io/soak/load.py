@@ -42,8 +42,8 @@ class LoadConfig:
     max_batch: int = 8
     #: Mean pause between a publisher's pushes, seconds.
     push_pause: float = 0.02
-    #: Publishers pause while this many acknowledged jobs are not yet completed, so
-    #: the state stays small however long the soak runs.
+    #: Publishers pause while the broker reports this many ready jobs, so the state
+    #: stays small however long the soak runs.
     max_backlog: int = 100
     #: Payload filler: 0 to this many bytes.
     max_padding: int = 200
@@ -71,6 +71,8 @@ class Clients:
         self.ledger = ledger
         self.seed = seed
         self._stopping = False
+        #: Ready jobs, as the broker last reported them.
+        self._ready = 0
 
     def stop(self) -> None:
         """Ask every client to finish what it has in hand (an unanswered push is
@@ -112,10 +114,7 @@ class Clients:
         async with Worker(self.config.address, timeout=self.config.call_timeout) as worker:
             seq = 0
             while not self._stopping:
-                if (
-                    self.ledger.pushes_acked - self.ledger.completions_acked
-                    > self.config.max_backlog
-                ):
+                if self._ready > self.config.max_backlog:
                     await anyio.sleep(0.05)
                     continue
                 if rng.random() < self.config.batch_fraction:
@@ -148,7 +147,7 @@ class Clients:
                     ids = tuple(await worker.push_batch(payloads))
                 else:
                     ids = (await worker.push(payloads[0]),)
-            except OsqueueError as error:
+            except Exception as error:
                 call.error = f"{type(error).__name__}: {error}"
                 raise
             self.ledger.push_acked(call, ids)
@@ -274,10 +273,33 @@ class Clients:
     async def run_load(self) -> None:
         """Publish and consume until :meth:`stop`; returns when every client is done."""
         async with anyio.create_task_group() as tasks:
-            for index in range(self.config.publishers):
-                tasks.start_soon(self._publisher, index)
-            for index in range(self.config.consumers):
-                tasks.start_soon(self._consumer, f"soak-consumer-{index}", False)
+            tasks.start_soon(self._watch_backlog)
+            async with anyio.create_task_group() as clients:
+                for index in range(self.config.publishers):
+                    clients.start_soon(self._publisher, index)
+                for index in range(self.config.consumers):
+                    clients.start_soon(self._consumer, f"soak-consumer-{index}", False)
+            tasks.cancel_scope.cancel()
+
+    async def _watch_backlog(self) -> None:
+        """Keep ``_ready`` current for the publishers' pause. (Counting acknowledged
+        pushes against completions would not do: jobs whose claim answer was lost in a
+        kill stay claimed while takeovers keep renewing their leases.)"""
+        rng = random.Random(f"{self.seed}:backlog")
+        async with Worker(self.config.address, timeout=self.config.call_timeout) as worker:
+            while not self._stopping:
+                try:
+                    stats = await self._retrying("Stats", lambda _: worker.stats(), rng)
+                except GaveUp:
+                    stats = None
+                except OsqueueError as error:
+                    self.ledger.error("Stats", error, expected=False)
+                    stats = None
+                if stats is None:  # reported; publish without a pause from here on
+                    self._ready = 0
+                    return
+                self._ready = stats.ready
+                await anyio.sleep(0.2)
 
     async def drain(self) -> None:
         """Claim and complete until the broker reports an empty queue twice in a row

@@ -63,6 +63,12 @@ class SoakReport:
         figures["  exit statuses of killed brokers"] = ", ".join(
             f"{code}: {count}" for code, count in statuses.most_common()
         )
+        if self.snapshots:
+            # Consumers hold at most one job each; the rest lost their claim's answer in
+            # a kill or were abandoned, and every takeover renews their leases.
+            figures[f"jobs claimed at the last kill (consumers hold <= {config.consumers})"] = (
+                self.snapshots[-1].jobs["claimed"]
+            )
         starts = [b.startup_time for b in self.brokers if b.startup_time is not None]
         if starts:
             figures["broker start to serving, median/max (s)"] = (
