@@ -39,6 +39,20 @@ pytest: $(STAMP) tools
 
 test: lint typecheck pytest
 
+# The crash soak's long profile (docs/reliability.md): SIGKILL a loaded broker process
+# hundreds of times on a local directory, then on moto's S3 server; drain; check the
+# storage against every acknowledgement. Both runs go ahead; either failing fails.
+# Reproduce a run's plan with SOAK_ARGS="--seed N".
+.PHONY: soak
+SOAK_ROUNDS ?= 300
+SOAK_S3_ROUNDS ?= 300
+SOAK_ARGS ?=
+soak: $(STAMP)
+	@rc=0; \
+	$(BIN)/python -m tests.io.soak --store local --rounds $(SOAK_ROUNDS) $(SOAK_ARGS) || rc=1; \
+	$(BIN)/python -m tests.io.soak --store s3 --rounds $(SOAK_S3_ROUNDS) $(SOAK_ARGS) || rc=1; \
+	exit $$rc
+
 # Regenerate the betterproto2 code from proto/ (commit the result).
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
