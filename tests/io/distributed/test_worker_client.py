@@ -17,6 +17,7 @@ from osqueue_core import (
     BrokerNotRunning,
     InvalidArgument,
     LeaseLost,
+    OsqueueError,
     clip_error_text,
 )
 from osqueue_io._proto.osqueue.v1 import ClaimRequest, QueueServiceStub
@@ -216,3 +217,43 @@ async def test_a_long_error_text_is_cut_before_sending(
     assert len(clip_error_text(text)) <= MAX_ERROR_LENGTH
     assert job_state.last_error.startswith("start ")
     assert job_state.last_error.endswith(" the end")
+
+
+async def test_a_broker_dying_with_connections_queued_gives_only_typed_errors() -> None:
+    """A listener that keeps closing with connections still queued (a broker killed
+    under load): grpclib may hand the client a connection that is already closed, and
+    its AttributeError escaped the worker before (the crash soak saw it about once per
+    100 kills). Every failure must be a typed, retryable error."""
+    import threading
+    import time
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    stop = threading.Event()
+
+    def flap() -> None:
+        while not stop.is_set():
+            with socket.socket() as listener:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(("127.0.0.1", port))
+                listener.listen(16)
+                time.sleep(0.002)  # a broker's life, in this test: not synchronisation
+            # closed: connections queued but never accepted are reset
+
+    thread = threading.Thread(target=flap, daemon=True)
+    thread.start()
+    errors: list[OsqueueError] = []
+    try:
+        async with Worker(f"127.0.0.1:{port}", timeout=1) as worker:
+            for _ in range(2000):
+                try:
+                    await worker.push(b"x")
+                except OsqueueError as error:  # anything else fails the test
+                    errors.append(error)
+    finally:
+        stop.set()
+        thread.join()
+    assert {type(error).__name__ for error in errors} == {"BrokerNotRunning"}
+    assert all(error.retryable for error in errors)
