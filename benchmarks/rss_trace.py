@@ -128,7 +128,8 @@ def broker_containers() -> dict[str, int]:
     for runtime in _find("BrokerRuntime"):
         sizes["runtime._waiting"] = len(runtime._waiting)  # type: ignore[attr-defined]
         broker = runtime._broker  # type: ignore[attr-defined]
-        table = broker._table
+        rules, commit = broker._rules, broker._commit
+        table = rules.table
         sizes["table._jobs"] = len(table._jobs)
         sizes["table._chunks"] = len(table._chunks)
         sizes["table._chunk_entries"] = sum(len(c) for c in table._chunks.values())
@@ -137,16 +138,18 @@ def broker_containers() -> dict[str, int]:
         sizes["table._leases"] = len(table._leases)
         sizes["table._lease_heap"] = len(table._lease_heap)
         sizes["table._archive"] = len(table._archive)
-        sizes["waiters._waiting"] = len(broker._waiters._waiting)
-        sizes["waiters._deadlines"] = len(broker._waiters._deadlines)
-        archives = broker._archives
-        sizes["archives._in_flight"] = len(archives._in_flight)
-        sizes["archives._keys_in_flight"] = len(archives._keys_in_flight)
-        sizes["archives._retry_at"] = len(archives._retry_at)
-        sizes["archives._failures"] = len(archives._failures)
+        sizes["waiters._waiting"] = len(rules.waiters._waiting)
+        sizes["waiters._deadlines"] = len(rules.waiters._deadlines)
+        sizes["recent._entries"] = len(rules.recent._entries)
+        archiver = commit.archiver
+        sizes["archiver._in_flight"] = len(archiver._in_flight)
+        sizes["archiver._retry_at"] = len(archiver._retry_at)
+        sizes["archiver._failures"] = len(archiver._failures)
+        sizes["outbox._waiting"] = len(broker._out._waiting)
         sizes["broker._inbox"] = len(broker._inbox)
-        sizes["broker._effects"] = len(broker._effects)
-        sizes["broker._open.replies"] = len(broker._open.replies)
+        sizes["commit.open.replies"] = len(commit.open.replies)
+        sizes["commit.open.grants"] = len(commit.open.grants)
+        sizes["runtime._abandoned"] = len(runtime._abandoned)  # type: ignore[attr-defined]
     connections = [c for c in _find("H2Connection") if hasattr(c, "_closed_streams")]
     sizes["h2.connections"] = len(connections)
     closed = sorted(len(c._closed_streams) for c in connections)  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ from osqueue_core import (
     OsqueueError,
     Phase,
 )
+from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime, default_identity
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
@@ -253,6 +254,7 @@ class BrokerServer:
 
     async def _serve(self, runtime: BrokerRuntime, sock: socket.socket, advertised: str) -> None:
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
+        limit_closed_streams()  # ~12 MB per long-lived worker connection otherwise
         # Our codec is given explicitly, so grpclib adds no googleapis status-details
         # codec: error details go to add_error_trailers instead of being encoded.
         server = Server(
