@@ -90,10 +90,6 @@ class Archiver:
         self._active = False
         self._retry_at.clear()
 
-    @property
-    def pending(self) -> int:
-        return len(self._in_flight) + len(self._retry_at)
-
     def _on_write(self, key: str, jobs: list[ArchivedJob], result: StorageResult) -> None:
         if not self._active:
             return

@@ -69,6 +69,8 @@ class BrokerStats:
     writes: int = 0
     confirms: int = 0
     resolves: int = 0
+    #: Times storage stalled (requests were answered StorageUnavailable).
+    stalls: int = 0
     #: Takeover writes lost to another writer; pauses granted to challengers.
     takeover_conflicts: int = 0
     yields: int = 0
@@ -104,7 +106,9 @@ class Broker:
         self._out = Outbox()
         self._rules = JobRules(self.config, self._clock, self._out)
         me = Owner(identity, incarnation, 0, address)
-        self._commit = CommitProtocol(self.config, self._clock, self._out, self._rules, me)
+        self._commit = CommitProtocol(
+            self.config, self._clock, self._out, self._rules, me, lambda: self._phase
+        )
         self._phase = Phase.STARTING
         self._failure: OsqueueError | None = None
         self._started = False
@@ -213,6 +217,7 @@ class Broker:
             writes=counters.writes,
             confirms=counters.confirms,
             resolves=counters.resolves,
+            stalls=counters.stalls,
             takeover_conflicts=commit.takeover.conflicts,
             yields=counters.yields,
             archive_collisions=commit.archiver.collisions,
@@ -253,7 +258,6 @@ class Broker:
 
     def _transition(self, event: PhaseEvent) -> None:
         self._phase = next_phase(self._phase, event)
-        self._commit.phase = self._phase
 
     def _take_phase_events(self) -> None:
         events, self._commit.events = self._commit.events, []

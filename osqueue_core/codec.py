@@ -30,6 +30,7 @@ from cattrs.preconf.orjson import make_converter
 from osqueue_core.errors import CorruptState, UnsupportedSchema
 from osqueue_core.job import FINISHED, Job, JobStatus
 from osqueue_core.owner import Owner
+from osqueue_core.quoting import quote
 
 #: The newest state layout this code reads and the one it writes.
 SCHEMA_VERSION = 1
@@ -269,7 +270,7 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
     ids: set[str] = set()
     seqs: set[int] = set()
     for job in jobs:
-        where = f"job {job.id!r}"
+        where = f"job {quote(job.id)}"
         if job.id in ids or job.seq in seqs:
             raise CorruptState(f"{where}: duplicate id or seq")
         ids.add(job.id)

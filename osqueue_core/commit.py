@@ -24,6 +24,7 @@ Theory of operation (docs/architecture.md has the long form):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 
@@ -80,8 +81,10 @@ class CommitProtocol:
         outbox: Outbox,
         rules: JobRules,
         me: Owner,
+        phase: Callable[[], Phase],
     ) -> None:
         self.config = config
+        self._phase = phase
         self._clock = clock
         self._out = outbox
         self._rules = rules
@@ -103,12 +106,15 @@ class CommitProtocol:
         self._next_poll_at = -math.inf
         self._polling = False
         self._honoured: object | None = None
-        #: The broker's phase (the broker keeps it up to date), and the phase events
-        #: landed writes caused, for the broker to take.
-        self.phase = Phase.STARTING
+        #: The phase events landed writes caused, for the broker to take.
         self.events: list[PhaseEvent] = []
 
     # -- views -------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        """The broker's phase (the broker owns it)."""
+        return self._phase()
 
     @property
     def established(self) -> bool:

@@ -377,7 +377,7 @@ class JobRules:
 
     def next_deadline(self) -> float | None:
         """The earliest lease or wait deadline (None: nothing is timed)."""
-        deadlines = [d for d in (self.table.next_lease_deadline(), self.waiters.next_deadline())]
+        deadlines = (self.table.next_lease_deadline(), self.waiters.next_deadline())
         timed = [d for d in deadlines if d is not None]
         return min(timed) if timed else None
 

@@ -250,14 +250,15 @@ class Takeover:
         )
 
     def _on_marker(self, epoch: int, data: bytes, result: StorageResult) -> None:
-        if isinstance(result, ObjectCorrupt):
-            result = ObjectRead(result.op_id, b"<damaged: not ours>", None)
-        assert isinstance(result, ObjectRead)
-        if result.data == data:
+        # A damaged marker is nobody's: only whose it is matters, not what it says.
+        damaged = isinstance(result, ObjectCorrupt)
+        assert damaged or isinstance(result, ObjectRead)
+        found = None if damaged else result.data  # type: ignore[union-attr]
+        if not damaged and found == data:
             self._reserved = epoch  # our own earlier attempt landed
             self._unmarked = False
             self._write()
-        elif result.data is None:
+        elif not damaged and found is None:
             # Refused as taken, yet absent (an unknown outcome that did not land, or a
             # store that contradicts itself): try again, after a backoff.
             self._slot.count_failed_attempt()

@@ -16,9 +16,10 @@ A second signal during the drain stops at once. A broker that another broker rep
 new owner), stops the same way and exits non-zero within moments.
 
 An idle broker writes nothing, so it would not notice a takeover by itself; every
-``ownership_check`` seconds (``BrokerConfig.ownership_check``) the core reads the state
-to confirm ownership (none while writes are flowing anyway). ``--heartbeat-check`` sets
-that interval: lease expiry needs no polling, the core keeps exact deadlines.
+``ownership_check`` seconds (``BrokerConfig.ownership_check``) the core checks the
+state's version (a HEAD) to confirm ownership (none while writes are flowing anyway).
+``--heartbeat-check`` sets that interval: lease expiry needs no polling, the core keeps
+exact deadlines.
 """
 
 from __future__ import annotations

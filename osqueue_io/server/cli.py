@@ -146,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default="5s",
         metavar="DURATION",
-        help="how often an idle broker confirms it still owns the queue (one read of the "
-        "state object), so a broker replaced by another one notices and exits. Expired "
-        "leases need no polling: they are reclaimed exactly on time (default: 5s)",
+        help="how often an idle broker confirms it still owns the queue (one version "
+        "check of the state object, a HEAD), so a broker replaced by another one notices "
+        "and exits. Expired leases need no polling: they are reclaimed exactly on time "
+        "(default: 5s)",
     )
     parser.add_argument(
         "--identity",

@@ -1,8 +1,7 @@
-"""Attack (style): phase.py says "Nothing else in the core compares phases to decide
-what a command may do" and docs/architecture.md calls TRANSITIONS and ON_SUBMIT the two
-tables "every phase-dependent rule comes from". broker.py and commit.py still compare
-phases directly for admission of queued commands, the final write, linger, ownership
-checks, takeover-request polls and deadlines."""
+"""Every phase-dependent decision comes from phase.py's tables (TRANSITIONS, RULES):
+no module of the core compares phases itself. Found by review: broker.py and commit.py
+used to compare phases directly for queued commands, the final write, linger,
+ownership checks, takeover-request polls and deadlines."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ def test_held_and_new_requests_get_storage_unavailable_then_recover() -> None:
     assert "injected" in str(error), "it says what storage said"
     assert isinstance(h.replies[claim.request_id].error, StorageUnavailable)
     assert h.broker.stats().stalled
+    assert h.broker.stats().stalls == 1
     refused = h.push(b"while stalled")
     assert isinstance(refused.error, StorageUnavailable)  # type: ignore[union-attr]
     # Storage comes back: the batch is written, the claim's grant was taken back.
