@@ -14,13 +14,12 @@ class Grant:
     """A claim granted in a batch whose reply is not released yet.
 
     Kept so the grant can be taken back if its caller leaves (``cancel_claim``) or is
-    answered with an error instead: ``before`` is the job as it was, ``after`` as the
-    grant made it.
+    answered with an error instead: ``jobs`` holds each job granted as (the job as it
+    was, the job as the grant made it).
     """
 
     request_id: RequestId
-    before: Job
-    after: Job
+    jobs: tuple[tuple[Job, Job], ...]
 
 
 @attrs.define

@@ -46,6 +46,7 @@ from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, next_phase
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import JobRules, payload_bytes
+from osqueue_core.table import QueueCounts
 
 
 @attrs.frozen
@@ -76,6 +77,11 @@ class BrokerStats:
     yields: int = 0
     #: Archive keys found holding somebody else's jobs (the jobs moved to fresh keys).
     archive_collisions: int = 0
+    #: READY jobs not due yet (a run-at or a retry's backoff), and dead letters.
+    delayed: int = 0
+    dead: int = 0
+    #: Per queue, by name: every queue with jobs in the state.
+    queues: tuple[QueueCounts, ...] = ()
 
 
 class Broker:
@@ -221,6 +227,9 @@ class Broker:
             takeover_conflicts=commit.takeover.conflicts,
             yields=counters.yields,
             archive_collisions=commit.archiver.collisions,
+            delayed=table.delayed_count,
+            dead=table.dead_count,
+            queues=tuple(table.queue_counts()),
         )
 
     def job(self, job_id: str) -> Job | None:

@@ -2,7 +2,13 @@
 
 Layout (see docs/state-format.md)::
 
-    {"schema_version":1,"revision":7,"owner":{...},"next_seq":12,"jobs":[{...},...]}
+    {"schema_version":2,"revision":7,"owner":{...},"next_seq":12,"keys":[...],
+     "jobs":[{"id":...,"seq":...,"born":{...},"status":...},...]}
+
+Each job keeps what it was born with (``born``: payload, queue, priority, run-at, key,
+attempt limit) apart from what changes while it lives (the fields beside it). Version 1
+objects (the job's ``data`` and ``created_at`` at its top level, no ``keys``) are still
+read, and rewritten as version 2 by the next write.
 
 ``jobs`` comes last so a state can be assembled from per-job fragments that are
 encoded once and cached: the cost of a write tracks the jobs a batch changed, plus a
@@ -27,13 +33,22 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
-from osqueue_core.errors import CorruptState, UnsupportedSchema
-from osqueue_core.job import FINISHED, Job, JobStatus
+from osqueue_core.errors import CorruptState, InvalidArgument, UnsupportedSchema
+from osqueue_core.job import Job, JobSpec, JobStatus
+from osqueue_core.limits import (
+    MAX_ERROR_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_PRIORITY,
+    check_queue_name,
+)
 from osqueue_core.owner import Owner
 from osqueue_core.quoting import quote
+from osqueue_core.remembered import RememberedKey
+from osqueue_core.retry import MAX_ATTEMPTS
 
 #: The newest state layout this code reads and the one it writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Counters (epoch, revision, seq, attempts) stay below this: exact in every JSON reader
 #: (JavaScript's doubles included) and far from 64-bit limits.
@@ -50,6 +65,8 @@ class StateHeader:
     revision: int
     owner: Owner
     next_seq: int
+    #: Idempotency keys of jobs that left the state (:mod:`osqueue_core.remembered`).
+    keys: tuple[RememberedKey, ...] = ()
 
 
 @attrs.frozen
@@ -104,15 +121,15 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     # The payload is called "data" in JSON, as in the original Go osqueue.
     conv.register_unstructure_hook(
-        Job,
+        JobSpec,
         make_dict_unstructure_fn(
-            Job, conv, _cattrs_omit_if_default=True, payload=override(rename="data")
+            JobSpec, conv, _cattrs_omit_if_default=True, payload=override(rename="data")
         ),
     )
     conv.register_structure_hook(
-        Job,
+        JobSpec,
         make_dict_structure_fn(
-            Job, conv, _cattrs_forbid_extra_keys=True, payload=override(rename="data")
+            JobSpec, conv, _cattrs_forbid_extra_keys=True, payload=override(rename="data")
         ),
     )
     return conv
@@ -142,6 +159,11 @@ def encode_archive(key: str, job_fragments: Iterable[bytes]) -> bytes:
 ArchivedJob = tuple[str, int, bytes]
 
 
+def _archived_payload(job: Any) -> Any:
+    born = job.get("born")
+    return born["data"] if isinstance(born, dict) else job["data"]
+
+
 def decode_archive_jobs(data: bytes) -> list[ArchivedJob] | None:
     """The jobs of an archive object as (id, seq, payload), in order; None when ``data``
     is not an archive object this code can read (never raises).
@@ -155,9 +177,17 @@ def decode_archive_jobs(data: bytes) -> list[ArchivedJob] | None:
         raw = orjson.loads(data)
         jobs = raw["jobs"]
         found = [
-            (job["id"], job["seq"], base64.b64decode(job["data"], validate=True)) for job in jobs
+            (job["id"], job["seq"], base64.b64decode(_archived_payload(job), validate=True))
+            for job in jobs
         ]
-    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, binascii.Error):
+    except (
+        orjson.JSONDecodeError,
+        TypeError,
+        KeyError,
+        ValueError,
+        AttributeError,
+        binascii.Error,
+    ):
         return None
     if not all(isinstance(i, str) and type(s) is int for i, s, _ in found):
         return None
@@ -239,7 +269,7 @@ def decode_header(data: bytes) -> StateHeader:
             version = raw.get("schema_version")
             if type(version) is int and version > SCHEMA_VERSION:
                 raise UnsupportedSchema(version, SCHEMA_VERSION)
-            if version == SCHEMA_VERSION:
+            if version in (1, SCHEMA_VERSION):
                 header: StateHeader = _structure(raw, StateHeader, "$")
                 return header
     return decode_state(data).header
@@ -251,10 +281,25 @@ def decode_state(data: bytes) -> DecodedState:
     if "jobs" not in raw or not isinstance(raw["jobs"], list):
         raise CorruptState("the state object has no jobs list")
     jobs_raw = raw.pop("jobs")
+    if raw["schema_version"] == 1:
+        if "keys" in raw:
+            raise CorruptState("the state object (schema 1) has a keys list")
+        jobs_raw = [_upgrade_job(job) for job in jobs_raw]
     header: StateHeader = _structure(raw, StateHeader, "$")
     jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
     _validate(header, jobs)
     return DecodedState(header, jobs)
+
+
+def _upgrade_job(job: Any) -> Any:
+    """A schema 1 job in the schema 2 layout: its payload and creation time move into
+    ``born``. Anything odd is left for validation to refuse."""
+    if not isinstance(job, dict) or "born" in job:
+        return {**job, "born": "not allowed in schema 1"} if isinstance(job, dict) else job
+    upgraded = dict(job)
+    born = {name: upgraded.pop(name) for name in ("data", "created_at") if name in upgraded}
+    upgraded["born"] = born
+    return upgraded
 
 
 def _validate(header: StateHeader, jobs: list[Job]) -> None:
@@ -267,23 +312,65 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
         )
     if not header.owner.identity or not header.owner.incarnation:
         raise CorruptState("the state object's owner has an empty identity or incarnation")
+    remembered: set[tuple[str, str]] = set()
+    for entry in header.keys:
+        _check_queue(entry.queue, "a remembered key")
+        if not 0 < len(entry.key) <= MAX_KEY_LENGTH or not 0 < len(entry.job_id) <= MAX_ID_LENGTH:
+            raise CorruptState("a remembered key or its job id has an invalid length")
+        if (entry.queue, entry.key) in remembered:
+            raise CorruptState(f"remembered key {quote(entry.key)} appears twice")
+        remembered.add((entry.queue, entry.key))
     ids: set[str] = set()
     seqs: set[int] = set()
+    keys: set[tuple[str, str]] = set()
     for job in jobs:
         where = f"job {quote(job.id)}"
         if job.id in ids or job.seq in seqs:
             raise CorruptState(f"{where}: duplicate id or seq")
         ids.add(job.id)
         seqs.add(job.seq)
+        if not 0 < len(job.id) <= MAX_ID_LENGTH:
+            raise CorruptState(f"{where}: id length outside 1..{MAX_ID_LENGTH}")
         if not 0 <= job.seq < header.next_seq:
             raise CorruptState(f"{where}: seq {job.seq} outside [0, next_seq)")
         if not 0 <= job.attempts < MAX_COUNTER:
             raise CorruptState(f"{where}: attempts out of range")
-        if job.status is JobStatus.CLAIMED and (job.claimed_by is None or job.claimed_at is None):
-            raise CorruptState(f"{where}: claimed but has no claimed_by or claimed_at")
-        if job.status is JobStatus.READY and (
-            job.claimed_by is not None or job.claimed_at is not None
-        ):
-            raise CorruptState(f"{where}: ready but still has claimed_by or claimed_at")
-        if (job.status in FINISHED) != (job.archive_key is not None):
-            raise CorruptState(f"{where}: archive_key must be set exactly on finished jobs")
+        _validate_born(job.born, where)
+        if job.born.key is not None:
+            if (job.queue, job.born.key) in keys:
+                raise CorruptState(f"{where}: its key is also another job's in its queue")
+            keys.add((job.queue, job.born.key))
+        if job.last_error is not None and len(job.last_error) > MAX_ERROR_LENGTH:
+            raise CorruptState(f"{where}: last_error longer than {MAX_ERROR_LENGTH}")
+        _validate_status(job, where)
+
+
+def _check_queue(name: str, where: str) -> None:
+    try:
+        check_queue_name(name)
+    except InvalidArgument:
+        raise CorruptState(f"{where}: invalid queue name {quote(name)}") from None
+
+
+def _validate_born(born: JobSpec, where: str) -> None:
+    _check_queue(born.queue, where)
+    if not -MAX_PRIORITY <= born.priority <= MAX_PRIORITY:
+        raise CorruptState(f"{where}: priority out of range")
+    if born.key is not None and not 0 < len(born.key) <= MAX_KEY_LENGTH:
+        raise CorruptState(f"{where}: key length outside 1..{MAX_KEY_LENGTH}")
+    if born.max_attempts is not None and not 1 <= born.max_attempts <= MAX_ATTEMPTS:
+        raise CorruptState(f"{where}: max_attempts outside 1..{MAX_ATTEMPTS}")
+
+
+def _validate_status(job: Job, where: str) -> None:
+    status = job.status
+    if status is JobStatus.CLAIMED and (job.claimed_by is None or job.claimed_at is None):
+        raise CorruptState(f"{where}: claimed but has no claimed_by or claimed_at")
+    if status is JobStatus.READY and (job.claimed_by is not None or job.claimed_at is not None):
+        raise CorruptState(f"{where}: ready but still has claimed_by or claimed_at")
+    if status in (JobStatus.COMPLETED, JobStatus.CANCELLED) and job.archive_key is None:
+        raise CorruptState(f"{where}: {status.value} but has no archive_key")
+    if status in (JobStatus.READY, JobStatus.CLAIMED) and job.archive_key is not None:
+        raise CorruptState(f"{where}: archive_key set on a {status.value} job")
+    if job.cancel_requested and status is not JobStatus.CLAIMED:
+        raise CorruptState(f"{where}: cancel_requested on a job that is not claimed")

@@ -227,7 +227,10 @@ class CommitProtocol:
     def _write_batch(self, *, release: bool = False) -> None:
         assert self.owner is not None
         owner = attrs.evolve(self.owner, released=True) if release else self.owner
-        header = StateHeader(SCHEMA_VERSION, self.revision + 1, owner, self._rules.table.next_seq)
+        rules = self._rules
+        header = StateHeader(
+            SCHEMA_VERSION, self.revision + 1, owner, rules.table.next_seq, rules.remembered_keys()
+        )
         data = encode_state(header, self._rules.table.encoded_chunks())
         write = PendingWrite(header.revision, data, self.open, release=release)
         self.pending_write = write

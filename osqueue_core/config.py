@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
+
+from osqueue_core.limits import check_queue_name
+from osqueue_core.retry import RetryPolicy
 
 MiB = 1024 * 1024
 
@@ -33,8 +36,22 @@ class BrokerConfig:
     linger: float = 0.0
     #: Pushes with a larger payload are refused with PayloadTooLarge.
     max_payload_bytes: int = 1 * MiB
-    #: A job claimed this many times is dead-lettered instead of requeued (None: never).
-    max_attempts: int | None = None
+    #: How failed jobs are retried (backoff, attempts), for every queue ...
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    #: ... except the queues named here (queue name -> its policy).
+    queue_retry: Mapping[str, RetryPolicy] = attrs.field(factory=dict, hash=False)
+    #: Dead letters stay in the state (listable, redrivable) this long after they died,
+    #: and at most this many (the oldest go first); then they are archived like
+    #: completed jobs, status ``dead``.
+    dead_retention: float = 7 * 86400.0
+    max_dead: int = 10_000
+    #: A push whose idempotency key matches a job finished less than this long ago
+    #: returns that job; at most ``max_remembered_keys`` finished jobs' keys are kept
+    #: (the oldest are forgotten first). Keys of jobs in the state always match.
+    idempotency_retention: float = 86400.0
+    max_remembered_keys: int = 10_000
+    #: Largest result a worker may hand back with ``complete``.
+    max_result_bytes: int = 64 * 1024
     #: Backpressure: commands waiting for room in a batch (while a write is in flight)
     #: beyond this many, or beyond this many payload bytes, are refused with Overloaded.
     max_queued_commands: int = 10_000
@@ -94,6 +111,8 @@ class BrokerConfig:
             "takeover_check": self.takeover_check,
             "takeover_yield_max": self.takeover_yield_max,
             "takeover_timeout": self.takeover_timeout,
+            "dead_retention": self.dead_retention,
+            "idempotency_retention": self.idempotency_retention,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -106,14 +125,20 @@ class BrokerConfig:
             "max_waiting_claims": self.max_waiting_claims,
             "reply_memory_size": self.reply_memory_size,
             "start_attempts": self.start_attempts,
+            "max_dead": self.max_dead,
+            "max_remembered_keys": self.max_remembered_keys,
         }
         for name, count in at_least_one.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.linger < 0:
             raise ValueError("linger must not be negative")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1 (or None)")
+        if self.max_result_bytes < 0:
+            raise ValueError("max_result_bytes must not be negative")
+        for name, policy in self.queue_retry.items():
+            check_queue_name(name)
+            if not isinstance(policy, RetryPolicy):
+                raise ValueError("queue_retry maps queue names to RetryPolicy values")
         if self.ownership_check is not None and not self.ownership_check > 0:
             raise ValueError("ownership_check must be positive (or None)")
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
@@ -128,3 +153,8 @@ def backoff(config: BrokerConfig, failures: int) -> float:
     """Seconds to wait before retrying after the ``failures``-th consecutive failure:
     ``retry_initial`` doubling, at most ``retry_max``."""
     return float(min(config.retry_max, config.retry_initial * 2 ** (max(1, failures) - 1)))
+
+
+def retry_policy(config: BrokerConfig, queue: str) -> RetryPolicy:
+    """The retry policy of ``queue``."""
+    return config.queue_retry.get(queue, config.retry)

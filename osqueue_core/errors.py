@@ -174,3 +174,34 @@ class CallInterrupted(OsqueueError):
 
     grpc_status = "CANCELLED"
     retryable = True
+
+
+class JobNotDead(OsqueueError):
+    """Redrive or purge named a job that is not a dead letter (ready, claimed, finished).
+    Nothing was changed: list the dead letters and name only those."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class JobCancelled(OsqueueError):
+    """The job was cancelled while this worker held it (the heartbeat said so). Stop
+    working on it: ``processing`` cancels the handler, fails the job (it ends
+    cancelled, never retried) and raises this."""
+
+    grpc_status = "CANCELLED"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {quote(job_id)} was cancelled: stop working on it")
+        self.job_id = job_id
+
+
+class JobAlreadyFinished(OsqueueError):
+    """The job has finished (completed, dead, cancelled): there is nothing to cancel.
+    A dead letter is removed with purge, or run again with redrive."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {quote(job_id)} is already {status}: nothing to cancel")
+        self.job_id = job_id
+        self.status = status

@@ -11,11 +11,24 @@ the full table.
 from __future__ import annotations
 
 import math
+import re
 
 from osqueue_core.errors import InvalidArgument
 from osqueue_core.quoting import QUOTE_LENGTH, quote
 
-__all__ = ["MAX_CLAIM_WAIT", "MAX_ERROR_LENGTH", "MAX_ID_LENGTH", "QUOTE_LENGTH", "quote"]
+__all__ = [
+    "MAX_CLAIM_COUNT",
+    "MAX_CLAIM_WAIT",
+    "MAX_DELAY",
+    "MAX_ERROR_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_PRIORITY",
+    "MAX_QUEUES_PER_CLAIM",
+    "MAX_QUEUE_NAME_LENGTH",
+    "QUOTE_LENGTH",
+    "quote",
+]
 
 #: Longest job id, worker id or broker identity, in characters.
 MAX_ID_LENGTH = 256
@@ -23,6 +36,20 @@ MAX_ID_LENGTH = 256
 MAX_ERROR_LENGTH = 4096
 #: Longest a claim may wait for a job, in seconds (clients long-poll in a loop).
 MAX_CLAIM_WAIT = 3600.0
+#: Longest queue name, in characters; names use ``[A-Za-z0-9._:-]``, starting with a
+#: letter or digit (they appear in object keys, metrics labels and URLs).
+MAX_QUEUE_NAME_LENGTH = 64
+#: Longest idempotency key, in characters.
+MAX_KEY_LENGTH = 256
+#: Priorities lie in ``[-MAX_PRIORITY, MAX_PRIORITY]`` (a 32-bit integer on the wire).
+MAX_PRIORITY = 2**31 - 1
+#: The longest delay a push may ask for, in seconds (about ten years).
+MAX_DELAY = 10 * 366 * 86400.0
+#: Most jobs one claim may take, and most queues it may name.
+MAX_CLAIM_COUNT = 1000
+MAX_QUEUES_PER_CLAIM = 64
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
 def check_id(name: str, value: object) -> str:
@@ -75,4 +102,60 @@ def check_wait(value: object) -> float:
         raise InvalidArgument(
             f"wait must be between 0 and {MAX_CLAIM_WAIT:g} seconds, got {quote(value)}"
         )
+    return float(value)
+
+
+def check_queue_name(value: object) -> str:
+    """``value`` if it is a valid queue name (see :data:`MAX_QUEUE_NAME_LENGTH`)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"a queue name must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_QUEUE_NAME_LENGTH:
+        raise InvalidArgument(
+            f"a queue name must be 1 to {MAX_QUEUE_NAME_LENGTH} characters long, got {len(value)}"
+        )
+    if not _QUEUE_NAME.fullmatch(value):
+        raise InvalidArgument(
+            f"queue name {quote(value)} has characters outside [A-Za-z0-9._:-] (or does "
+            "not start with a letter or digit)"
+        )
+    return value
+
+
+def check_queues(value: object) -> tuple[str, ...]:
+    """A claim's queue names: 1 to :data:`MAX_QUEUES_PER_CLAIM` valid names."""
+    if not isinstance(value, tuple | list):
+        raise InvalidArgument("queues must be a list of queue names")
+    if not 0 < len(value) <= MAX_QUEUES_PER_CLAIM:
+        raise InvalidArgument(f"a claim names 1 to {MAX_QUEUES_PER_CLAIM} queues, got {len(value)}")
+    return tuple(check_queue_name(name) for name in value)
+
+
+def check_key(value: object) -> str | None:
+    """An idempotency key: None, or 1 to :data:`MAX_KEY_LENGTH` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"a key must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            f"a key must be 1 to {MAX_KEY_LENGTH} characters long, got {len(value)}"
+        )
+    return value
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """An integer (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low} and {high}, got {quote(value)}")
+    return value
+
+
+def check_seconds(name: str, value: object, high: float) -> float:
+    """A finite number of seconds in ``[0, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 <= value <= high:
+        raise InvalidArgument(f"{name} must be between 0 and {high:g} seconds, got {quote(value)}")
     return float(value)

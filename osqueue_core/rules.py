@@ -1,61 +1,84 @@
-"""The queue's semantics: what each command and each expired lease does to the jobs.
+"""The queue's semantics: what each command and the passing of time do to the jobs.
 
 :class:`JobRules` owns the broker's in-memory **head** state (the job table, waiting
-claims, recently given answers) and applies commands to it. It never issues a storage
-operation and never decides when anything is written: it changes jobs, marks the open
-batch changed, and holds each reply in that batch until the commit protocol
-(:mod:`osqueue_core.commit`) has made it safe. What it needs from the commit protocol
-arrives as a :class:`CommitContext`; what the commit protocol needs from it (the encoded
-jobs, archive contents, fresh leases after a takeover) is the "for the commit protocol"
-section below. Nothing else crosses between the two.
+claims, recently given answers, remembered idempotency keys) and applies commands to
+it. It never issues a storage operation and never decides when anything is written: it
+changes jobs, marks the open batch changed, and holds each reply in that batch until
+the commit protocol (:mod:`osqueue_core.commit`) has made it safe. What it needs from
+the commit protocol arrives as a :class:`CommitContext`; what the commit protocol needs
+from it (the encoded jobs, archive contents, fresh leases after a takeover) is the "for
+the commit protocol" section below. Nothing else crosses between the two.
+
+docs/lifecycle.md has the job state diagram these rules implement.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import attrs
 
 from osqueue_core.archive import archive_bucket, archive_key
 from osqueue_core.batch import Batch, Grant
+from osqueue_core.checks import check_command
 from osqueue_core.clock import Clock
 from osqueue_core.codec import ArchivedJob, encode_archive
 from osqueue_core.commands import (
+    Cancel,
     Claim,
     Command,
     Complete,
     Fail,
+    GetJob,
     Heartbeat,
+    ListDead,
+    NewJob,
+    Purge,
     Push,
     PushBatch,
+    Redrive,
     Release,
     RequestId,
 )
-from osqueue_core.config import BrokerConfig
+from osqueue_core.config import BrokerConfig, retry_policy
 from osqueue_core.effects import Reply
 from osqueue_core.errors import (
-    InvalidArgument,
+    JobAlreadyFinished,
+    JobNotDead,
     JobNotFound,
     LeaseLost,
     OsqueueError,
     Overloaded,
-    PayloadTooLarge,
     StateDiverged,
 )
-from osqueue_core.job import Job, JobStatus
-from osqueue_core.limits import MAX_ID_LENGTH, check_error_text, check_id, check_wait
+from osqueue_core.job import Job, JobSpec, JobStatus
+from osqueue_core.limits import MAX_ID_LENGTH
 from osqueue_core.outbox import Outbox
 from osqueue_core.recent import RecentOutcomes
+from osqueue_core.remembered import RememberedKey, RememberedKeys
 from osqueue_core.results import (
+    Cancelled,
     Claimed,
+    ClaimedBatch,
     Completed,
+    DeadLetters,
     Failed,
+    JobInfo,
     LeaseExtended,
     NothingToClaim,
+    Purged,
     Pushed,
     PushedBatch,
+    Redriven,
     Released,
 )
 from osqueue_core.table import JobTable
 from osqueue_core.waiters import Waiter, WaitingClaims
+
+#: Errors that depend on the head state: only the current owner may give them, so they
+#: are held until an operation confirms ownership (a replaced broker answers
+#: BrokerReplaced instead).
+_STATE_ERRORS = (LeaseLost, JobNotFound, JobNotDead, JobAlreadyFinished)
 
 
 @attrs.frozen
@@ -76,71 +99,50 @@ def payload_bytes(command: Command) -> int:
         case Push():
             return len(command.payload)
         case PushBatch():
-            return sum(len(payload) for payload in command.payloads)
+            return sum(len(job.payload) for job in command.new_jobs())
+        case Complete():
+            return len(command.result or b"")
     return 0
 
 
+def job_info(job: Job, config: BrokerConfig) -> JobInfo:
+    """What a client is told about ``job``."""
+    limit = job.born.max_attempts
+    if limit is None:
+        limit = retry_policy(config, job.queue).max_attempts
+    return JobInfo(
+        id=job.id,
+        queue=job.queue,
+        priority=job.priority,
+        status=job.status.value,
+        attempts=job.attempts,
+        max_attempts=limit,
+        created_at=job.created_at,
+        run_at=job.ready_at if job.status is JobStatus.READY else None,
+        last_error=job.last_error,
+        holder=job.claimed_by if job.status is JobStatus.CLAIMED else None,
+        key=job.born.key,
+        cancel_requested=job.cancel_requested,
+        finished_at=job.finished_at,
+    )
+
+
 class JobRules:
-    """Applies commands and lease expiry to the head state. See the module docstring."""
+    """Applies commands and the passing of time to the head state. See the module
+    docstring."""
 
     def __init__(self, config: BrokerConfig, clock: Clock, outbox: Outbox) -> None:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable()
+        self.table = JobTable(clock)
         self.waiters = WaitingClaims()
         self.recent = RecentOutcomes(config.reply_memory, config.reply_memory_size)
-
-    # -- checking ----------------------------------------------------------------------
+        self.remembered = RememberedKeys(config.max_remembered_keys)
 
     def check(self, command: object) -> None:
-        """Refuse a malformed command before anything is done with it: types, then every
-        length and size limit (no value is looked at beyond its limit)."""
-        match command:
-            case Push():
-                self._check_payload(command.payload)
-            case PushBatch():
-                payloads = command.payloads
-                if not isinstance(payloads, tuple | list):
-                    raise InvalidArgument("a batch's payloads must be a tuple of bytes")
-                limits = self.config
-                if len(payloads) > limits.max_batch_ops:
-                    raise PayloadTooLarge(
-                        f"a batch of {len(payloads)} payloads exceeds the broker's limit of "
-                        f"{limits.max_batch_ops}: split it (nothing was pushed)"
-                    )
-                for index, payload in enumerate(payloads):
-                    self._check_payload(payload, f"payload {index} of the batch")
-                total = sum(len(payload) for payload in payloads)
-                if total > limits.max_batch_bytes:
-                    raise PayloadTooLarge(
-                        f"a batch of {total} bytes exceeds the broker's limit of "
-                        f"{limits.max_batch_bytes} bytes: split it (nothing was pushed)"
-                    )
-            case Claim():
-                check_id("worker_id", command.worker_id)
-                check_wait(command.wait)
-            case Heartbeat() | Complete() | Release():
-                check_id("job_id", command.job_id)
-                check_id("worker_id", command.worker_id)
-            case Fail():
-                check_id("job_id", command.job_id)
-                check_id("worker_id", command.worker_id)
-                check_error_text(command.error)
-                if not isinstance(command.requeue, bool):
-                    raise InvalidArgument("requeue must be true or false")
-            case _:
-                raise InvalidArgument(f"not an osqueue command: {type(command).__name__}")
-
-    def _check_payload(self, payload: object, what: str = "payload") -> None:
-        if not isinstance(payload, bytes):
-            raise InvalidArgument(f"a job {what} must be bytes, got {type(payload).__name__}")
-        if len(payload) > self.config.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"{what} of {len(payload)} bytes exceeds the broker's limit of "
-                f"{self.config.max_payload_bytes} bytes: store large data elsewhere and "
-                "push a reference (nothing was pushed)"
-            )
+        """Refuse a malformed command before anything is done with it."""
+        check_command(self.config, command)
 
     # -- applying ----------------------------------------------------------------------
 
@@ -150,9 +152,16 @@ class JobRules:
         try:
             match command:
                 case Push():
-                    self._push(command, batch, ctx)
+                    [(job_id, matched)] = self._push([command.new_job()], batch, ctx)
+                    batch.hold(Reply(command.request_id, Pushed(job_id, matched)))
                 case PushBatch():
-                    self._push_batch(command, batch, ctx)
+                    # All in the open batch: durable in one write, or not at all.
+                    pushed = self._push(command.new_jobs(), batch, ctx)
+                    existing = tuple(e for _, e in pushed)
+                    result = PushedBatch(
+                        tuple(i for i, _ in pushed), existing if any(existing) else ()
+                    )
+                    batch.hold(Reply(command.request_id, result))
                 case Claim():
                     self._claim(command, batch, ctx)
                 case Heartbeat():
@@ -163,25 +172,66 @@ class JobRules:
                     self._fail(command, batch, ctx)
                 case Release():
                     self._release(command, batch, ctx)
-        except (LeaseLost, JobNotFound) as error:
-            # Only the current owner may say a job is gone: held until an operation
-            # confirms it, so a replaced broker answers BrokerReplaced instead.
+                case Cancel():
+                    self._cancel(command, batch, ctx)
+                case GetJob():
+                    job = self._get(command.job_id)
+                    batch.hold(Reply(command.request_id, job_info(job, self.config)))
+                case ListDead():
+                    batch.hold(Reply(command.request_id, self._list_dead(command)))
+                case Redrive():
+                    self._redrive(command, batch, ctx)
+                case Purge():
+                    self._purge(command, batch, ctx)
+        except _STATE_ERRORS as error:
             batch.hold(Reply(command.request_id, error=error))
         except OsqueueError as error:
             self._out.reply(Reply(command.request_id, error=error))
 
-    def _push(self, command: Push, batch: Batch, ctx: CommitContext) -> None:
-        [job_id] = self._new_ids(1, ctx)
-        job = self._add_job(job_id, command.payload, batch)
-        batch.hold(Reply(command.request_id, Pushed(job.id)))
-        self._serve_waiters(batch, ctx)
+    def _get(self, job_id: str) -> Job:
+        job = self.table.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
 
-    def _push_batch(self, command: PushBatch, batch: Batch, ctx: CommitContext) -> None:
-        # All in the open batch: they become durable in one write, or not at all.
-        ids = self._new_ids(len(command.payloads), ctx)  # all checked before any is added
-        jobs = [self._add_job(i, p, batch) for i, p in zip(ids, command.payloads, strict=True)]
-        batch.hold(Reply(command.request_id, PushedBatch(tuple(job.id for job in jobs))))
-        self._serve_waiters(batch, ctx)
+    # -- pushing -----------------------------------------------------------------------
+
+    def _push(self, jobs: list[NewJob], batch: Batch, ctx: CommitContext) -> list[tuple[str, bool]]:
+        """Add ``jobs``; a job whose key matches one pushed before (in the state, in
+        this batch, or remembered) is not added and answers that job's id."""
+        wall = self._clock.wall
+        self.remembered.forget_expired(wall)
+        matched: list[str | None] = []
+        first_with_key: dict[tuple[str, str], int] = {}
+        for index, job in enumerate(jobs):
+            found = None
+            if job.key is not None:
+                identity = (job.queue, job.key)
+                existing = self.table.by_key(*identity)
+                found = existing.id if existing is not None else None
+                if found is None:
+                    found = self.remembered.recall(job.queue, job.key, wall)
+                if found is None and identity in first_with_key:
+                    found = f"#{first_with_key[identity]}"  # the earlier item of this batch
+                first_with_key.setdefault(identity, index)
+            matched.append(found)
+        new = [i for i, found in enumerate(matched) if found is None]
+        ids = self._new_ids(len(new), ctx)  # all checked before any is added
+        given: dict[int, str] = {}
+        for index, job_id in zip(new, ids, strict=True):
+            self._add_job(job_id, jobs[index], batch)
+            given[index] = job_id
+        answers = []
+        for index, found in enumerate(matched):
+            if found is None:
+                answers.append((given[index], False))
+            elif found.startswith("#") and int(found[1:]) in given:
+                answers.append((given[int(found[1:])], True))
+            else:
+                answers.append((found, True))
+        if new:
+            self._serve_waiters({jobs[i].queue for i in new}, batch, ctx)
+        return answers
 
     def _new_ids(self, count: int, ctx: CommitContext) -> list[str]:
         """The ids of the next ``count`` jobs, refused (changing nothing) if any is taken
@@ -197,18 +247,31 @@ class JobRules:
             )
         return ids
 
-    def _add_job(self, job_id: str, payload: bytes, batch: Batch) -> Job:
-        seq = self.table.next_seq
-        job = Job(id=job_id, seq=seq, payload=payload, created_at=self._clock.wall)
+    def _add_job(self, job_id: str, new: NewJob, batch: Batch) -> Job:
+        wall = self._clock.wall
+        run_at = wall + new.delay if new.delay is not None else new.run_at
+        born = JobSpec(
+            payload=new.payload,
+            created_at=wall,
+            queue=new.queue,
+            priority=new.priority,
+            # A time already past is no constraint: not stored.
+            run_at=run_at if run_at is not None and run_at > wall else None,
+            key=new.key,
+            max_attempts=new.max_attempts,
+        )
+        job = Job(id=job_id, seq=self.table.next_seq, born=born)
         self.table.add(job)
         batch.changed(self._clock.now)
-        batch.payload_bytes += len(payload)
+        batch.payload_bytes += len(new.payload)
         return job
 
+    # -- claiming ----------------------------------------------------------------------
+
     def _claim(self, command: Claim, batch: Batch, ctx: CommitContext) -> None:
-        job = self.table.pop_ready()
-        if job is not None:
-            self._grant(job, command.worker_id, command.request_id, batch)
+        taken = self._take(command.queues, command.count, command.worker_id, batch)
+        if taken:
+            self._grant(taken, command.request_id, command.count > 1, batch)
         elif command.wait > 0 and ctx.waiting_allowed:
             if len(self.waiters) >= self.config.max_waiting_claims:
                 raise Overloaded(
@@ -216,45 +279,85 @@ class JobRules:
                     "broker's limit): retry later"
                 )
             deadline = self._clock.now + command.wait
-            self.waiters.add(Waiter(command.request_id, command.worker_id, deadline))
+            self.waiters.add(
+                Waiter(
+                    command.request_id,
+                    command.worker_id,
+                    deadline,
+                    command.queues,
+                    command.count,
+                )
+            )
         else:
             self._out.reply(Reply(command.request_id, NothingToClaim()))
 
-    def _grant(self, job: Job, worker_id: str, request_id: RequestId, batch: Batch) -> None:
-        claimed = attrs.evolve(
-            job,
-            status=JobStatus.CLAIMED,
-            attempts=job.attempts + 1,
-            claimed_by=worker_id,
-            claimed_at=self._clock.wall,
-        )
-        self.table.replace(claimed)
+    def _take(
+        self, queues: Iterable[str], count: int, worker_id: str, batch: Batch
+    ) -> list[tuple[Job, Job]]:
+        """Claim up to ``count`` due jobs of ``queues`` for ``worker_id``, best first;
+        returns (before, after) of each."""
+        taken: list[tuple[Job, Job]] = []
+        queues = tuple(queues)
         deadline = self._clock.now + self.config.heartbeat_timeout
-        self.table.set_lease(job.id, deadline)
-        batch.changed(self._clock.now)
-        batch.grants[request_id] = Grant(request_id, before=job, after=claimed)
-        batch.hold(Reply(request_id, Claimed(job.id, job.payload, claimed.attempts, deadline)))
-
-    def _serve_waiters(self, batch: Batch, ctx: CommitContext) -> None:
-        while len(self.waiters):
-            job = self.table.pop_ready()
+        while len(taken) < count:
+            job = self.table.best_ready(queues)
             if job is None:
-                return
-            waiter = self.waiters.pop_first()
-            assert waiter is not None
-            self._grant(job, waiter.worker_id, waiter.request_id, batch)
+                break
+            claimed = attrs.evolve(
+                job,
+                status=JobStatus.CLAIMED,
+                attempts=job.attempts + 1,
+                claimed_by=worker_id,
+                claimed_at=self._clock.wall,
+                retry_at=None,
+            )
+            self.table.replace(claimed)
+            self.table.set_lease(job.id, deadline)
+            taken.append((job, claimed))
+        if taken:
+            batch.changed(self._clock.now)
+        return taken
+
+    def _grant(
+        self, taken: list[tuple[Job, Job]], request_id: RequestId, many: bool, batch: Batch
+    ) -> None:
+        batch.grants[request_id] = Grant(request_id, tuple(taken))
+        claims = tuple(self._claimed(after) for _, after in taken)
+        result = ClaimedBatch(claims) if many else claims[0]
+        batch.hold(Reply(request_id, result))
+
+    def _claimed(self, job: Job) -> Claimed:
+        deadline = self.table.lease_deadline(job.id)
+        assert deadline is not None
+        limit = job.born.max_attempts
+        if limit is None:
+            limit = retry_policy(self.config, job.queue).max_attempts
+        return Claimed(job.id, job.payload, job.attempts, deadline, job.queue, job.priority, limit)
+
+    def _serve_waiters(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
+        """Hand jobs that became due in ``queues`` to the claims waiting for them."""
+        if not len(self.waiters):
+            return
+        for queue in sorted(queues):
+            while self.table.has_ready(queue):
+                waiter = self.waiters.pop_first(queue)
+                if waiter is None:
+                    break
+                taken = self._take(waiter.queues, waiter.count, waiter.worker_id, batch)
+                self._grant(taken, waiter.request_id, waiter.count > 1, batch)
+
+    # -- working on a claimed job ------------------------------------------------------
 
     def _heartbeat(self, command: Heartbeat, batch: Batch) -> None:
-        job = self.table.get(command.job_id)
-        if job is None:
-            raise JobNotFound(command.job_id)
+        job = self._get(command.job_id)
         if job.status is not JobStatus.CLAIMED or job.claimed_by != command.worker_id:
             raise LeaseLost(job.id, command.worker_id)
         deadline = self._clock.now + self.config.heartbeat_timeout
         self.table.set_lease(job.id, deadline)
         # Released once a later operation confirms we still own the state: only then
         # is the promise safe from a successor that would hand the job out again.
-        batch.hold(Reply(command.request_id, LeaseExtended(job.id, deadline)))
+        reply = LeaseExtended(job.id, deadline, job.cancel_requested)
+        batch.hold(Reply(command.request_id, reply))
 
     def _complete(self, command: Complete, batch: Batch, ctx: CommitContext) -> None:
         job = self._own_job(command.job_id, command.worker_id, Completed)
@@ -262,7 +365,9 @@ class JobRules:
             batch.hold(Reply(command.request_id, Completed(command.job_id)))
             return
         if job.status is JobStatus.CLAIMED:
-            self._finish(job, JobStatus.COMPLETED, job.last_error, batch, ctx)
+            result = command.result
+            self._finish(job, JobStatus.COMPLETED, job.last_error, batch, ctx, result=result)
+            batch.payload_bytes += len(result or b"")
         elif job.status is not JobStatus.COMPLETED:
             raise LeaseLost(job.id, command.worker_id)
         # A repeated complete is answered like the first, once that one is durable.
@@ -275,19 +380,17 @@ class JobRules:
             batch.hold(Reply(command.request_id, outcome))
             return
         if job.status is JobStatus.CLAIMED:
-            dead = not command.requeue or self._out_of_attempts(job)
-            self._release_job(job, command.error or "failed by worker", dead, batch, ctx)
-            if not dead:
-                # Requeued: the job stays in the state, but this worker no longer holds
+            reason = command.error or "failed by worker"
+            outcome = self._give_up(job, reason, command.requeue, batch, ctx)
+            if not outcome.dead:
+                # Retried: the job stays in the state, but this worker no longer holds
                 # it, so a repeat must be recognised from memory.
-                outcome = Failed(job.id, dead=False)
                 self.recent.remember(job.id, command.worker_id, outcome, self._clock.now)
-        elif job.status is JobStatus.DEAD:
-            dead = True
+        elif job.status in (JobStatus.DEAD, JobStatus.CANCELLED):
+            outcome = Failed(job.id, True, None, job.status is JobStatus.CANCELLED)
         else:
             raise LeaseLost(job.id, command.worker_id)
-        batch.hold(Reply(command.request_id, Failed(job.id, dead)))
-        self._serve_waiters(batch, ctx)
+        batch.hold(Reply(command.request_id, outcome))
 
     def _own_job(
         self, job_id: str, worker_id: str, kind: type[Completed] | type[Failed]
@@ -305,50 +408,105 @@ class JobRules:
         raise LeaseLost(job_id, worker_id)
 
     def _release(self, command: Release, batch: Batch, ctx: CommitContext) -> None:
-        job = self.table.get(command.job_id)
-        if job is None:
-            raise JobNotFound(command.job_id)
+        job = self._get(command.job_id)
         if job.status is not JobStatus.CLAIMED or job.claimed_by != command.worker_id:
             raise LeaseLost(job.id, command.worker_id)
+        if job.cancel_requested:
+            self._finish(job, JobStatus.CANCELLED, "cancelled (released)", batch, ctx)
+        else:
+            self._requeue(job, attempts=max(0, job.attempts - 1), batch=batch, ctx=ctx)
+        batch.hold(Reply(command.request_id, Released(job.id)))
+
+    def _give_up(
+        self, job: Job, reason: str, retry: bool, batch: Batch, ctx: CommitContext
+    ) -> Failed:
+        """A claimed job failed (or its lease ran out): cancelled if a cancel was asked
+        for, dead if ``retry`` is false or it is out of attempts, else retried after its
+        queue's backoff."""
+        if job.cancel_requested:
+            self._finish(job, JobStatus.CANCELLED, reason, batch, ctx)
+            return Failed(job.id, True, None, True)
+        if not retry or self._out_of_attempts(job):
+            self._die(job, reason, batch, ctx)
+            return Failed(job.id, True)
+        wall = self._clock.wall
+        delay = retry_policy(self.config, job.queue).delay(job.id, job.attempts)
+        retry_at = wall + delay if delay > 0 else None
+        self._requeue(job, job.attempts, batch, ctx, last_error=reason, retry_at=retry_at)
+        return Failed(job.id, False, wall + delay)
+
+    def _requeue(
+        self,
+        job: Job,
+        attempts: int,
+        batch: Batch,
+        ctx: CommitContext,
+        *,
+        last_error: str | None = None,
+        retry_at: float | None = None,
+    ) -> None:
         self.table.replace(
             attrs.evolve(
                 job,
                 status=JobStatus.READY,
-                attempts=max(0, job.attempts - 1),
+                attempts=attempts,
                 claimed_by=None,
                 claimed_at=None,
+                last_error=job.last_error if last_error is None else last_error,
+                retry_at=retry_at,
             )
         )
         batch.changed(self._clock.now)
-        batch.hold(Reply(command.request_id, Released(job.id)))
-        self._serve_waiters(batch, ctx)
+        self._serve_waiters((job.queue,), batch, ctx)
 
     def _out_of_attempts(self, job: Job) -> bool:
-        limit = self.config.max_attempts
+        limit = job.born.max_attempts
+        if limit is None:
+            limit = retry_policy(self.config, job.queue).max_attempts
         return limit is not None and job.attempts >= limit
 
-    def _release_job(
-        self, job: Job, reason: str, dead: bool, batch: Batch, ctx: CommitContext
-    ) -> None:
-        """A claimed job goes back to the queue, or to the archive as dead."""
-        if dead:
-            self._finish(job, JobStatus.DEAD, reason, batch, ctx)
-            return
-        self.table.replace(
-            attrs.evolve(
-                job, status=JobStatus.READY, claimed_by=None, claimed_at=None, last_error=reason
-            )
+    # -- finishing, dead letters, cancelling -------------------------------------------
+
+    def _die(self, job: Job, reason: str, batch: Batch, ctx: CommitContext) -> None:
+        """``job`` becomes a dead letter (kept in the state; the oldest beyond
+        ``max_dead`` leave for the archive)."""
+        dead = attrs.evolve(
+            job, status=JobStatus.DEAD, finished_at=self._clock.wall, last_error=reason
         )
+        self.table.replace(dead)
         batch.changed(self._clock.now)
+        while self.table.dead_count > self.config.max_dead:
+            oldest = self.table.oldest_dead()
+            assert oldest is not None
+            self._archive_dead(oldest, batch, ctx)
+
+    def _archive_dead(self, job: Job, batch: Batch, ctx: CommitContext) -> None:
+        self._finish(job, JobStatus.DEAD, job.last_error, batch, ctx, at=job.finished_at)
 
     def _finish(
-        self, job: Job, status: JobStatus, error: str | None, batch: Batch, ctx: CommitContext
+        self,
+        job: Job,
+        status: JobStatus,
+        error: str | None,
+        batch: Batch,
+        ctx: CommitContext,
+        *,
+        result: bytes | None = None,
+        at: float | None = None,
     ) -> None:
+        """``job`` leaves the state for the archive with ``status``."""
         wall = self._clock.wall
         key = self._archive_key(archive_bucket(wall, self.config.archive_bucket_format), ctx)
-        self.table.replace(
-            attrs.evolve(job, status=status, finished_at=wall, archive_key=key, last_error=error)
+        finished = attrs.evolve(
+            job,
+            status=status,
+            finished_at=wall if at is None else at,
+            archive_key=key,
+            last_error=error,
+            result=result,
+            cancel_requested=False,
         )
+        self.table.replace(finished)
         batch.archive_keys.add(key)
         batch.changed(self._clock.now)
 
@@ -356,12 +514,87 @@ class JobRules:
         # The key names the revision that commits the change, so keys never repeat.
         return archive_key(self.config.archive_prefix, bucket, ctx.epoch, ctx.commit_revision)
 
+    def _cancel(self, command: Cancel, batch: Batch, ctx: CommitContext) -> None:
+        job = self._get(command.job_id)
+        if job.leaving and job.status is JobStatus.CANCELLED:
+            at_once = True
+        elif job.status is JobStatus.READY:
+            self._finish(job, JobStatus.CANCELLED, job.last_error, batch, ctx)
+            at_once = True
+        elif job.status is JobStatus.CLAIMED:
+            if not job.cancel_requested:
+                self.table.replace(attrs.evolve(job, cancel_requested=True))
+                batch.changed(self._clock.now)
+            at_once = False
+        else:
+            raise JobAlreadyFinished(job.id, job.status.value)
+        batch.hold(Reply(command.request_id, Cancelled(job.id, at_once)))
+
+    def _list_dead(self, command: ListDead) -> DeadLetters:
+        jobs = self.table.dead_letters(command.queue)
+        if command.after is not None:
+            after = self.table.get(command.after)
+            if after is None or not after.dead_letter:
+                raise JobNotFound(command.after)
+            for job in jobs:
+                if job.id == command.after:
+                    break
+        page: list[JobInfo] = []
+        for job in jobs:
+            if len(page) == command.limit:
+                return DeadLetters(tuple(page), more=True)
+            page.append(job_info(job, self.config))
+        return DeadLetters(tuple(page))
+
+    def _select_dead(self, job_ids: tuple[str, ...], queue: str | None) -> list[Job]:
+        """The dead letters a Redrive or Purge names; raises (changing nothing) if one
+        is missing or not a dead letter."""
+        if queue is not None:
+            return list(self.table.dead_letters(queue))
+        jobs = []
+        for job_id in dict.fromkeys(job_ids):
+            job = self._get(job_id)
+            if not job.dead_letter:
+                raise JobNotDead(
+                    f"job {job.id} is {'leaving' if job.leaving else job.status.value}, not "
+                    "a dead letter: nothing was redriven or purged"
+                )
+            jobs.append(job)
+        return jobs
+
+    def _redrive(self, command: Redrive, batch: Batch, ctx: CommitContext) -> None:
+        jobs = self._select_dead(command.job_ids, command.queue)
+        for job in jobs:
+            self.table.replace(
+                attrs.evolve(
+                    job,
+                    status=JobStatus.READY,
+                    attempts=0,
+                    claimed_by=None,
+                    claimed_at=None,
+                    finished_at=None,
+                    retry_at=None,
+                )
+            )
+        if jobs:
+            batch.changed(self._clock.now)
+        batch.hold(Reply(command.request_id, Redriven(tuple(job.id for job in jobs))))
+        self._serve_waiters({job.queue for job in jobs}, batch, ctx)
+
+    def _purge(self, command: Purge, batch: Batch, ctx: CommitContext) -> None:
+        jobs = self._select_dead(command.job_ids, command.queue)
+        for job in jobs:
+            self._archive_dead(job, batch, ctx)
+        batch.hold(Reply(command.request_id, Purged(tuple(job.id for job in jobs))))
+
     # -- time --------------------------------------------------------------------------
 
     def expire(self, batch: Batch, ctx: CommitContext) -> None:
-        """Requeue (or dead-letter) jobs whose lease ran out; answer claims whose wait
-        ran out."""
+        """What the passing of time does: leases that ran out count as failed attempts,
+        delayed jobs fall due, old dead letters leave for the archive, and claims whose
+        wait ran out are answered."""
         now = self._clock.now
+        touched: set[str] = set()
         for job_id in self.table.expired_leases(now):
             job = self.table.get(job_id)
             if job is None or job.status is not JobStatus.CLAIMED:
@@ -370,14 +603,28 @@ class JobRules:
             # The worker no longer holds it, whatever happens next: a late complete or
             # fail from it is answered LeaseLost.
             released = attrs.evolve(job, claimed_by=None, claimed_at=None)
-            self._release_job(released, reason, self._out_of_attempts(job), batch, ctx)
-        self._serve_waiters(batch, ctx)
+            self._give_up(released, reason, True, batch, ctx)
+            touched.add(job.queue)
+        touched |= self.table.promote_due()
+        retention = self.config.dead_retention
+        while (oldest := self.table.oldest_dead()) is not None and (
+            (oldest.finished_at or 0.0) + retention <= self._clock.wall
+        ):
+            self._archive_dead(oldest, batch, ctx)
+        self._serve_waiters(touched, batch, ctx)
         for request_id in self.waiters.expire(now):
             self._out.reply(Reply(request_id, NothingToClaim()))
 
     def next_deadline(self) -> float | None:
-        """The earliest lease or wait deadline (None: nothing is timed)."""
-        deadlines = (self.table.next_lease_deadline(), self.waiters.next_deadline())
+        """The earliest time (on the clock of ``now``) something above is due."""
+        deadlines = [self.table.next_lease_deadline(), self.waiters.next_deadline()]
+        walls = [self.table.next_due_at()]
+        oldest = self.table.oldest_dead()
+        if oldest is not None:
+            walls.append((oldest.finished_at or 0.0) + self.config.dead_retention)
+        clock = self._clock
+        # Wall-clock times become times on the clock of ``now`` as of this input.
+        deadlines += [clock.now + max(0.0, at - clock.wall) for at in walls if at is not None]
         timed = [d for d in deadlines if d is not None]
         return min(timed) if timed else None
 
@@ -391,9 +638,15 @@ class JobRules:
 
     # -- for the commit protocol -------------------------------------------------------
 
-    def load(self, jobs: list[Job], next_seq: int) -> None:
+    def load(self, jobs: list[Job], next_seq: int, keys: Iterable[RememberedKey] = ()) -> None:
         """Replace the head state with a state read from storage (at takeover)."""
-        self.table = JobTable(jobs, next_seq)
+        self.table = JobTable(self._clock, jobs, next_seq)
+        self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
+
+    def remembered_keys(self) -> tuple[RememberedKey, ...]:
+        """The remembered keys to write with the state (expired ones dropped)."""
+        self.remembered.forget_expired(self._clock.wall)
+        return self.remembered.entries()
 
     def start_leases(self) -> None:
         """After a takeover: every claimed job gets a full fresh lease from now (leases
@@ -404,15 +657,18 @@ class JobRules:
                 self.table.set_lease(job.id, deadline)
 
     def take_back(self, grant: Grant, batch: Batch, ctx: CommitContext) -> bool:
-        """Undo a grant whose caller left or was answered an error: the job returns to
-        its place, as it was (this claim does not count). False if the job changed since
-        the grant (expired, completed...), and then nothing is done."""
-        if self.table.get(grant.after.id) is not grant.after:
-            return False
-        self.table.replace(grant.before)
-        batch.changed(self._clock.now)
-        self._serve_waiters(batch, ctx)
-        return True
+        """Undo a grant whose caller left or was answered an error: each job returns to
+        its place, as it was (this claim does not count). A job that changed since the
+        grant (expired, completed...) is left alone; False if every job had."""
+        restored = False
+        for before, after in grant.jobs:
+            if self.table.get(after.id) is after:
+                self.table.replace(before)
+                restored = True
+        if restored:
+            batch.changed(self._clock.now)
+            self._serve_waiters({before.queue for before, _ in grant.jobs}, batch, ctx)
+        return restored
 
     def archive_contents(self, key: str) -> tuple[bytes, list[ArchivedJob]]:
         """The archive object for ``key`` and what identifies its jobs."""
@@ -422,15 +678,20 @@ class JobRules:
 
     def drop_archived(self, key: str, batch: Batch) -> None:
         """The archive object for ``key`` is durable: its jobs leave the head state (the
-        next write drops them), and their workers' answers are remembered for a while."""
+        next write drops them, and remembers their idempotency keys), and their
+        workers' answers are remembered for a while."""
         now = self._clock.now
+        retention = self.config.idempotency_retention
         for job in self.table.archived_under(key):
             self.table.remove(job.id)
+            if job.born.key is not None:
+                until = (job.finished_at or self._clock.wall) + retention
+                self.remembered.remember(RememberedKey(job.queue, job.born.key, job.id, until))
             if job.claimed_by is not None:
                 outcome: Completed | Failed = (
                     Completed(job.id)
                     if job.status is JobStatus.COMPLETED
-                    else Failed(job.id, dead=True)
+                    else Failed(job.id, True, None, job.status is JobStatus.CANCELLED)
                 )
                 self.recent.remember(job.id, job.claimed_by, outcome, now)
         batch.changed(now)

@@ -281,9 +281,12 @@ class Takeover:
         jobs = decoded.jobs if decoded is not None else []
         next_seq = decoded.header.next_seq if decoded is not None else 0
         revision = decoded.header.revision if decoded is not None else 0
-        self._rules.load(jobs, next_seq)
+        keys = decoded.header.keys if decoded is not None else ()
+        self._rules.load(jobs, next_seq, keys)
         owner = Owner(self._me.identity, self._me.incarnation, self._reserved, self._me.address)
-        header = StateHeader(SCHEMA_VERSION, revision + 1, owner, next_seq)
+        header = StateHeader(
+            SCHEMA_VERSION, revision + 1, owner, next_seq, self._rules.remembered_keys()
+        )
         data = encode_state(header, self._rules.table.encoded_chunks())
         write = PendingWrite(revision + 1, data, Batch(), takeover=True)
         self._pending = write

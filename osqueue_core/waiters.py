@@ -1,8 +1,10 @@
-"""Claims waiting for a job: first come, first served, each until its own deadline."""
+"""Claims waiting for a job: first come, first served per queue, each until its own
+deadline."""
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 
 import attrs
 
@@ -11,25 +13,29 @@ from osqueue_core.commands import RequestId
 
 @attrs.frozen
 class Waiter:
-    """A claim waiting for a job to become ready."""
+    """A claim waiting for a job in any of ``queues`` (up to ``count`` jobs)."""
 
     request_id: RequestId
     worker_id: str
     deadline: float
+    queues: tuple[str, ...] = ("default",)
+    count: int = 1
 
 
 class WaitingClaims:
-    """Waiting claims in arrival order, with their deadlines in a heap.
+    """Waiting claims in arrival order, per queue, with their deadlines in a heap.
 
-    Withdrawn or served claims leave stale heap entries behind; they are skipped when
-    they reach the top (lazy deletion), and the heap is rebuilt when stale entries
-    dominate, so every operation is O(log n) amortised and memory stays proportional to
-    the claims actually waiting. Entries carry the claim's arrival number, so a request
-    id reused after its claim was answered is never expired by the old entry.
+    Withdrawn or served claims leave stale entries behind in the per-queue lines and the
+    deadline heap; they are skipped when they reach the front (lazy deletion), and the
+    heap is rebuilt when stale entries dominate, so every operation is O(log n)
+    amortised and memory stays proportional to the claims actually waiting. Entries
+    carry the claim's arrival number, so a request id reused after its claim was
+    answered is never served or expired by the old entry.
     """
 
     def __init__(self) -> None:
         self._waiting: dict[RequestId, tuple[int, Waiter]] = {}
+        self._lines: dict[str, deque[tuple[int, RequestId]]] = {}
         self._deadlines: list[tuple[float, int, RequestId]] = []
         self._arrivals = 0
 
@@ -38,40 +44,50 @@ class WaitingClaims:
 
     def add(self, waiter: Waiter) -> None:
         self._arrivals += 1  # breaks deadline ties by arrival, never comparing ids
-        self._waiting[waiter.request_id] = (self._arrivals, waiter)
-        heapq.heappush(self._deadlines, (waiter.deadline, self._arrivals, waiter.request_id))
+        arrival = self._arrivals
+        self._waiting[waiter.request_id] = (arrival, waiter)
+        for queue in dict.fromkeys(waiter.queues):
+            self._lines.setdefault(queue, deque()).append((arrival, waiter.request_id))
+        heapq.heappush(self._deadlines, (waiter.deadline, arrival, waiter.request_id))
         if len(self._deadlines) > 2 * len(self._waiting) + 64:
             self._deadlines = [
                 (w.deadline, arrival, rid) for rid, (arrival, w) in self._waiting.items()
             ]
             heapq.heapify(self._deadlines)
 
-    def pop_first(self) -> Waiter | None:
-        """The longest-waiting claim, removed; None if there is none."""
-        if not self._waiting:
-            return None
-        return self._waiting.pop(next(iter(self._waiting)))[1]
+    def _live(self, arrival: int, request_id: RequestId) -> bool:
+        current = self._waiting.get(request_id)
+        return current is not None and current[0] == arrival
+
+    def pop_first(self, queue: str) -> Waiter | None:
+        """The longest-waiting claim on ``queue``, removed; None if there is none."""
+        line = self._lines.get(queue)
+        while line:
+            arrival, request_id = line.popleft()
+            if self._live(arrival, request_id):
+                if not line:
+                    del self._lines[queue]
+                return self._waiting.pop(request_id)[1]
+        self._lines.pop(queue, None)
+        return None
 
     def withdraw(self, request_id: RequestId) -> bool:
         """Remove a waiting claim; False if it was not waiting."""
         return self._waiting.pop(request_id, None) is not None
 
-    def _live(self, entry: tuple[float, int, RequestId]) -> bool:
-        current = self._waiting.get(entry[2])
-        return current is not None and current[0] == entry[1]
-
     def expire(self, now: float) -> list[RequestId]:
         """Remove and return the claims whose deadline is at or before ``now``."""
         expired = []
         while self._deadlines and self._deadlines[0][0] <= now:
-            entry = heapq.heappop(self._deadlines)
-            if self._live(entry):
-                del self._waiting[entry[2]]
-                expired.append(entry[2])
+            _, arrival, request_id = heapq.heappop(self._deadlines)
+            if self._live(arrival, request_id):
+                del self._waiting[request_id]
+                expired.append(request_id)
+        self._compact()
         return expired
 
     def next_deadline(self) -> float | None:
-        while self._deadlines and not self._live(self._deadlines[0]):
+        while self._deadlines and not self._live(*self._deadlines[0][1:]):
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
 
@@ -79,5 +95,18 @@ class WaitingClaims:
         """Remove every waiting claim (on stop or failure), in arrival order."""
         request_ids = list(self._waiting)
         self._waiting.clear()
+        self._lines.clear()
         self._deadlines.clear()
         return request_ids
+
+    def _compact(self) -> None:
+        # Expired and withdrawn claims stay in their lines until served past; drop the
+        # lines' stale entries when they dominate so memory tracks the live claims.
+        stale = sum(len(line) for line in self._lines.values())
+        if stale > 2 * len(self._waiting) * max(1, len(self._lines)) + 64:
+            for queue in list(self._lines):
+                line = deque(e for e in self._lines[queue] if self._live(*e))
+                if line:
+                    self._lines[queue] = line
+                else:
+                    del self._lines[queue]

@@ -44,6 +44,7 @@ from osqueue_core import (
     CallInterrupted,
     CorruptState,
     InvalidArgument,
+    JobNotDead,
     JobNotFound,
     LeaseLost,
     OsqueueError,
@@ -238,6 +239,7 @@ WIRE_ERRORS: dict[str, WireError] = {
             StorageUnavailable,
             StateMissing,
             CallInterrupted,
+            JobNotDead,
         )
     },
     JobNotFound.__name__: WireError(_no_fields, _job_not_found),

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import orjson
 
-from osqueue_core import BrokerConfig, Claim, JobStatus, NothingToClaim, Phase, decode_state
+from osqueue_core import (
+    BrokerConfig,
+    Claim,
+    JobStatus,
+    NothingToClaim,
+    Phase,
+    RetryPolicy,
+    decode_state,
+)
 
 from .harness import Harness
 
-CONFIG = BrokerConfig(heartbeat_timeout=10, max_attempts=1)
+CONFIG = BrokerConfig(heartbeat_timeout=10, retry=RetryPolicy(base=0, max_attempts=1))
 
 
 def test_a_claim_cancelled_during_the_release_write_is_handed_back() -> None:

@@ -16,6 +16,7 @@ from osqueue_core import (
     OsqueueError,
     Push,
     Reply,
+    RetryPolicy,
 )
 
 from .harness import Harness
@@ -86,7 +87,9 @@ def test_a_bad_wall_during_lease_expiry_does_not_strand_the_job() -> None:
     bucket raises, the job stays CLAIMED with no lease: it never expires again."""
     from osqueue_core import BrokerConfig
 
-    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10, max_attempts=1))
+    h = Harness.started(
+        config=BrokerConfig(heartbeat_timeout=10, retry=RetryPolicy(base=0, max_attempts=1))
+    )
     h.push(b"a")
     job_id = h.claim("w1").result.job_id  # type: ignore[union-attr]
     h.now += 10

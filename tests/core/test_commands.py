@@ -17,6 +17,7 @@ from osqueue_core import (
     NothingToClaim,
     PayloadTooLarge,
     Pushed,
+    RetryPolicy,
     decode_state,
 )
 
@@ -87,7 +88,7 @@ def test_repeated_complete_before_archive_is_answered_again() -> None:
 
 
 def test_fail_requeues_or_dead_letters() -> None:
-    h = Harness.started(config=BrokerConfig(max_attempts=2))
+    h = Harness.started(config=BrokerConfig(retry=RetryPolicy(base=0, max_attempts=2)))
     h.push(b"x")
     job = job_id_of(h.claim())
     assert h.fail(job).result == Failed(job, dead=False)  # type: ignore[union-attr]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from osqueue_core import BrokerConfig, JobStatus, LeaseLost, WriteObject, decode_state
+from osqueue_core import BrokerConfig, JobStatus, LeaseLost, RetryPolicy, WriteObject, decode_state
 
 from .harness import Harness
 
@@ -55,7 +55,9 @@ def test_reclaimed_job_keeps_its_fifo_place() -> None:
 
 
 def test_out_of_attempts_is_dead_lettered() -> None:
-    h = Harness.started(config=BrokerConfig(heartbeat_timeout=1, max_attempts=2))
+    h = Harness.started(
+        config=BrokerConfig(heartbeat_timeout=1, retry=RetryPolicy(base=0, max_attempts=2))
+    )
     h.push()
     for _ in range(2):
         assert h.claim().ok
@@ -77,7 +79,9 @@ def test_idle_broker_with_no_leases_has_no_deadline_and_writes_nothing() -> None
 def test_late_complete_or_fail_after_expiry_dead_letter_is_refused() -> None:
     from osqueue_core import Fail
 
-    h = Harness.started(config=BrokerConfig(heartbeat_timeout=1, max_attempts=1))
+    h = Harness.started(
+        config=BrokerConfig(heartbeat_timeout=1, retry=RetryPolicy(base=0, max_attempts=1))
+    )
     h.push()
     job = h.claim("w1").result.job_id  # type: ignore[union-attr]
     h.auto = False

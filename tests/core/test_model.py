@@ -64,6 +64,7 @@ from osqueue_core import (
     Release,
     Released,
     Reply,
+    RetryPolicy,
     WriteObject,
     decode_state,
     encode_job,
@@ -76,7 +77,7 @@ TIMEOUT = 10.0
 CONFIG = BrokerConfig(
     heartbeat_timeout=TIMEOUT,
     max_batch_ops=3,
-    max_attempts=3,
+    retry=RetryPolicy(base=0, max_attempts=3),
     retry_initial=0.1,
     retry_max=1.0,
     start_attempts=10_000,
