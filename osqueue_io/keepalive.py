@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 import attrs
 
-from osqueue_core import LeaseLost, OsqueueError, clip_error_text
+from osqueue_core import JobCancelled, LeaseLost, OsqueueError, clip_error_text
 
 log = logging.getLogger("osqueue.keepalive")
 
@@ -60,7 +60,8 @@ async def keep_alive(
     callers pass what they know (by default a full ``lease_timeout`` from now).
 
     Raises ``LeaseLost`` (chained to the cause) when the lease was lost, even if the
-    block finished in the meantime: the job may already be with another worker.
+    block finished in the meantime: the job may already be with another worker. Raises
+    ``JobCancelled`` when a heartbeat said the job was cancelled.
     """
     now = time.monotonic()
     lease = Lease(job_id, worker_id, now + lease_timeout if expires_at is None else expires_at)
@@ -78,6 +79,8 @@ async def keep_alive(
                 tasks.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
+    if isinstance(lease.error, JobCancelled):
+        raise lease.error
     if lease.lost:
         raise LeaseLost(job_id, worker_id) from lease.error
 
@@ -125,7 +128,10 @@ async def _beat(
             delay = max(0.01, min(interval, remaining() / 2))  # sooner, within the lease
             continue
         lease.lost, lease.error = True, error
-        log.warning("lease on job %s lost: %s", lease.job_id, error)
+        if isinstance(error, JobCancelled):
+            log.info("job %s was cancelled: stopping its handler", lease.job_id)
+        else:
+            log.warning("lease on job %s lost: %s", lease.job_id, error)
         body_scope.cancel()
         return
 
@@ -135,17 +141,23 @@ async def process_job(
     keeper: AbstractAsyncContextManager[Lease],
     complete: Callable[[], Awaitable[object]],
     fail: Callable[[str], Awaitable[object]],
+    cancel: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[Lease]:
     """Run a block under ``keeper`` (a :func:`keep_alive`), then ``complete`` the job;
     if the block raises, ``fail`` it with the error's description and re-raise.
 
     A lost lease is re-raised as is: the job is neither completed nor failed here,
-    another worker may hold it.
+    another worker may hold it. A cancelled job is failed without retry (``cancel``
+    is then called; the broker ends the job cancelled) and ``JobCancelled`` re-raised.
     """
     try:
         async with keeper as lease:
             yield lease
     except LeaseLost:
+        raise
+    except JobCancelled:
+        if cancel is not None:
+            await cancel()
         raise
     except Exception as error:
         await fail(clip_error_text(f"{type(error).__name__}: {error}"))
