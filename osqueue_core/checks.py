@@ -125,7 +125,8 @@ def _check_bytes(config: BrokerConfig, value: object, what: str, limit: int) -> 
     if len(value) > limit:
         raise PayloadTooLarge(
             f"{what} of {len(value)} bytes exceeds the broker's limit of {limit} bytes: "
-            "store large data elsewhere and pass a reference (nothing was done)"
+            "store large data elsewhere and pass a reference "
+            f"({'nothing was pushed' if 'payload' in what else 'nothing was done'})"
         )
 
 

@@ -154,14 +154,17 @@ class JobRules:
                 case Push():
                     [(job_id, matched)] = self._push([command.new_job()], batch, ctx)
                     batch.hold(Reply(command.request_id, Pushed(job_id, matched)))
+                    self._serve_waiters((command.queue,), batch, ctx)
                 case PushBatch():
                     # All in the open batch: durable in one write, or not at all.
-                    pushed = self._push(command.new_jobs(), batch, ctx)
+                    jobs = command.new_jobs()
+                    pushed = self._push(jobs, batch, ctx)
                     existing = tuple(e for _, e in pushed)
                     result = PushedBatch(
                         tuple(i for i, _ in pushed), existing if any(existing) else ()
                     )
                     batch.hold(Reply(command.request_id, result))
+                    self._serve_waiters({job.queue for job in jobs}, batch, ctx)
                 case Claim():
                     self._claim(command, batch, ctx)
                 case Heartbeat():
@@ -198,7 +201,9 @@ class JobRules:
 
     def _push(self, jobs: list[NewJob], batch: Batch, ctx: CommitContext) -> list[tuple[str, bool]]:
         """Add ``jobs``; a job whose key matches one pushed before (in the state, in
-        this batch, or remembered) is not added and answers that job's id."""
+        this batch, or remembered) is not added and answers that job's id. The caller
+        holds the push's reply, then serves waiting claims (in that order: a client
+        learns of a job before anybody is granted it)."""
         wall = self._clock.wall
         self.remembered.forget_expired(wall)
         matched: list[str | None] = []
@@ -229,8 +234,6 @@ class JobRules:
                 answers.append((given[int(found[1:])], True))
             else:
                 answers.append((found, True))
-        if new:
-            self._serve_waiters({jobs[i].queue for i in new}, batch, ctx)
         return answers
 
     def _new_ids(self, count: int, ctx: CommitContext) -> list[str]:

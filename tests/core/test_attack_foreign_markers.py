@@ -66,11 +66,20 @@ def test_a_stored_job_id_equal_to_a_future_id_does_not_apply_a_batch_in_part() -
     the ids the broker will make: a state whose job already has the id of seq 2 at
     epoch 2 (another job_id_factory, an edited state) makes JobTable.add assert in the
     middle of a PushBatch, after its first job was added to the head state."""
-    from osqueue_core import Job, Owner, PushBatch, StateHeader, encode_job, encode_state
+    from osqueue_core import (
+        SCHEMA_VERSION,
+        Job,
+        JobSpec,
+        Owner,
+        PushBatch,
+        StateHeader,
+        encode_job,
+        encode_state,
+    )
 
     store = SimStore()
-    squatter = Job(id="000000000002-2", seq=0, payload=b"old", created_at=1.0)
-    header = StateHeader(1, 3, Owner("old", "old-1", 1), 1)
+    squatter = Job(id="000000000002-2", seq=0, born=JobSpec(b"old", 1.0))
+    header = StateHeader(SCHEMA_VERSION, 3, Owner("old", "old-1", 1), 1)
     store.put("state.json", encode_state(header, [encode_job(squatter)]))
     store.put("epochs/" + "0" * 19 + "1", b"{}")
     h = start(store)

@@ -16,6 +16,8 @@ from osqueue_core import (
     LeaseLost,
     NothingToClaim,
     PayloadTooLarge,
+    Purge,
+    Purged,
     Pushed,
     RetryPolicy,
     decode_state,
@@ -42,7 +44,7 @@ def test_claim_sets_deadline_and_attempts() -> None:
     h.push()
     reply = h.claim("w1")
     assert reply is not None
-    assert reply.result == Claimed(job_id_of(reply), b"job", 1, h.now + 10)
+    assert reply.result == Claimed(job_id_of(reply), b"job", 1, h.now + 10, max_attempts=5)
 
 
 def test_heartbeat_extends_and_wrong_worker_loses() -> None:
@@ -57,7 +59,7 @@ def test_heartbeat_extends_and_wrong_worker_loses() -> None:
 
 
 def test_complete_is_idempotent_for_the_same_worker_within_the_reply_memory() -> None:
-    h = Harness.started(config=BrokerConfig(reply_memory=60))
+    h = Harness.started(config=BrokerConfig(reply_memory=60, retry=RetryPolicy(base=0)))
     h.push()
     job = job_id_of(h.claim())
     assert h.complete(job).result == Completed(job)  # type: ignore[union-attr]
@@ -91,13 +93,16 @@ def test_fail_requeues_or_dead_letters() -> None:
     h = Harness.started(config=BrokerConfig(retry=RetryPolicy(base=0, max_attempts=2)))
     h.push(b"x")
     job = job_id_of(h.claim())
-    assert h.fail(job).result == Failed(job, dead=False)  # type: ignore[union-attr]
+    assert h.fail(job).result == Failed(job, dead=False, retry_at=h.now)  # type: ignore[union-attr]
     again = h.claim("w1")
     assert job_id_of(again) == job
     assert again.result.attempts == 2  # type: ignore[union-attr]
     # Out of attempts: a requeue request dead-letters instead.
     assert h.fail(job).result == Failed(job, dead=True)  # type: ignore[union-attr]
     assert isinstance(h.claim().result, NothingToClaim)  # type: ignore[union-attr]
+    # A dead letter stays in the state until purged (or expired); then it is archived.
+    assert h.store.keys("archive/") == []
+    assert h.submit(Purge(h.request_id(), (job,))).result == Purged((job,))  # type: ignore[union-attr]
     archived = [k for k in h.store.keys("archive/")]
     assert len(archived) == 1
     assert b'"status":"dead"' in h.store.get(archived[0])  # type: ignore[operator]
@@ -217,13 +222,14 @@ def test_push_batch_of_the_wrong_type_is_a_typed_error() -> None:
 def test_a_repeated_fail_is_answered_like_the_first_after_the_job_moved_on() -> None:
     """Before: a retried Fail (after a lost answer) was LeaseLost once the job was
     requeued, and NOT_FOUND once a dead job was archived."""
-    h = Harness.started(config=BrokerConfig(reply_memory=60))
+    h = Harness.started(config=BrokerConfig(reply_memory=60, retry=RetryPolicy(base=0)))
     h.push()
     job = job_id_of(h.claim("w1"))
-    assert h.fail(job, "w1", requeue=True).result == Failed(job, False)  # type: ignore[union-attr]
-    assert h.fail(job, "w1", requeue=True).result == Failed(job, False)  # type: ignore[union-attr]
+    assert h.fail(job, "w1", requeue=True).result == Failed(job, False, h.now)  # type: ignore[union-attr]
+    assert h.fail(job, "w1", requeue=True).result == Failed(job, False, h.now)  # type: ignore[union-attr]
     assert job_id_of(h.claim("w2")) == job
     assert h.fail(job, "w2", requeue=False).result == Failed(job, True)  # type: ignore[union-attr]
+    assert h.submit(Purge(h.request_id(), (job,))).ok
     assert h.broker.job(job) is None  # archived and dropped
     assert h.fail(job, "w2", requeue=False).result == Failed(job, True)  # type: ignore[union-attr]
     assert isinstance(h.complete(job, "w2").error, LeaseLost)  # type: ignore[union-attr]

@@ -12,8 +12,11 @@ def stored_status(h: Harness, job_id: str) -> JobStatus:
     return next(j.status for j in jobs if j.id == job_id)
 
 
+IMMEDIATE = RetryPolicy(base=0, max_attempts=None)
+
+
 def test_missed_heartbeat_reclaims_on_tick() -> None:
-    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10, retry=IMMEDIATE))
     h.push()
     job = h.claim("w1").result.job_id  # type: ignore[union-attr]
     assert h.broker.next_deadline() == h.now + 10
@@ -46,7 +49,7 @@ def test_heartbeat_after_the_deadline_is_lost_even_before_a_tick() -> None:
 
 
 def test_reclaimed_job_keeps_its_fifo_place() -> None:
-    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10))
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10, retry=IMMEDIATE))
     first = h.push(b"1").result.job_id  # type: ignore[union-attr]
     h.push(b"2")
     assert h.claim("w1").result.job_id == first  # type: ignore[union-attr]
@@ -63,9 +66,28 @@ def test_out_of_attempts_is_dead_lettered() -> None:
         assert h.claim().ok
         h.advance(1)
     assert h.claim().result.__class__.__name__ == "NothingToClaim"  # type: ignore[union-attr]
-    archive = h.store.keys("archive/")
-    assert len(archive) == 1
-    assert b"lease expired" in h.store.get(archive[0])  # type: ignore[operator]
+    # A dead letter: kept in the state (listable, redrivable), not archived yet.
+    assert h.store.keys("archive/") == []
+    [dead] = decode_state(h.store.get("state.json")).jobs  # type: ignore[arg-type]
+    assert dead.status is JobStatus.DEAD
+    assert dead.archive_key is None
+    assert dead.attempts == 2
+    assert dead.last_error is not None
+    assert "lease expired" in dead.last_error
+
+
+def test_an_expired_lease_is_retried_after_the_backoff() -> None:
+    policy = RetryPolicy(base=4, cap=100, max_attempts=None)
+    h = Harness.started(config=BrokerConfig(heartbeat_timeout=10, retry=policy))
+    job = h.push().result.job_id  # type: ignore[union-attr]
+    assert h.claim("w1").ok
+    h.advance(10)
+    delay = policy.delay(job, 1)
+    assert 2 <= delay < 4
+    assert h.broker.next_deadline() == h.now + delay
+    assert h.claim("w2").result.__class__.__name__ == "NothingToClaim"  # type: ignore[union-attr]
+    h.advance(delay)
+    assert h.claim("w2").result.job_id == job  # type: ignore[union-attr]
 
 
 def test_idle_broker_with_no_leases_has_no_deadline_and_writes_nothing() -> None:

@@ -528,7 +528,7 @@ class QueueModel(RuleBasedStateMachine):
 
 
 def decode_state_payload(job: dict[str, Any]) -> bytes:
-    return base64.b64decode(job["data"])
+    return base64.b64decode(job["born"]["data"])
 
 
 TestQueueModel = QueueModel.TestCase
