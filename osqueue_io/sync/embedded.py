@@ -3,8 +3,8 @@
 ::
 
     with EmbeddedQueue("./queue-data", Task) as queue:
-        queue.push(Task("build-index"))
-        job = queue.claim("worker-1", wait=5)
+        queue.push(Task("build-index"), queue="indexing")
+        job = queue.claim(queues=["indexing"], wait=5)
         if job is not None:
             with queue.processing(job):
                 build(job.item)
@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Generic, TypeVar
 
-from osqueue_core import BrokerStats
-from osqueue_io.embedded import ClaimedJob
+from osqueue_core import DEFAULT_QUEUE, BrokerStats, JobInfo
+from osqueue_io.client import ClaimedJob, QueueInfo
 from osqueue_io.embedded import EmbeddedQueue as AsyncEmbeddedQueue
 from osqueue_io.keepalive import Lease
 from osqueue_io.storage import ObjectStore
@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 
 class EmbeddedQueue(PortalShell, Generic[T]):
-    """Blocking twin of :class:`osqueue_io.EmbeddedQueue`; same arguments, same methods.
+    """Blocking twin of :class:`osqueue_io.EmbeddedQueue`; same arguments, same methods
+    (the ``JobQueue`` API without ``await``).
 
     Safe to call from several threads: every call is handed to the one event loop.
     """
@@ -39,37 +40,82 @@ class EmbeddedQueue(PortalShell, Generic[T]):
         self.async_queue: AsyncEmbeddedQueue[T] = AsyncEmbeddedQueue(storage, item_type, **options)
         super().__init__(self.async_queue)
 
+    @property
+    def worker_id(self) -> str:
+        return self.async_queue.worker_id
+
     def stats(self) -> BrokerStats:
         # Read on the event loop's thread: the broker is only ever touched there.
         return self.portal.call(self.async_queue.stats)
 
-    def push(self, item: T) -> str:
-        return self.portal.call(self.async_queue.push, item)
+    def push(self, item: T, **options: Any) -> str:
+        """Options as ``JobQueue.push``: queue, priority, delay, run_at, key,
+        max_attempts."""
+        return self.portal.call(lambda: self.async_queue.push(item, **options))
 
-    def push_many(self, items: Sequence[T]) -> list[str]:
-        return self.portal.call(self.async_queue.push_many, items)
+    def push_many(self, items: Sequence[T], **options: Any) -> list[str]:
+        return self.portal.call(lambda: self.async_queue.push_many(items, **options))
 
-    def claim(self, worker_id: str, *, wait: float = 0.0) -> ClaimedJob[T] | None:
-        return self.portal.call(lambda: self.async_queue.claim(worker_id, wait=wait))
+    def claim(
+        self,
+        worker_id: str | None = None,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        wait: float = 0.0,
+    ) -> ClaimedJob[T] | None:
+        return self.portal.call(lambda: self.async_queue.claim(worker_id, queues=queues, wait=wait))
+
+    def claim_many(
+        self, count: int, *, queues: Sequence[str] = (DEFAULT_QUEUE,), wait: float = 0.0
+    ) -> list[ClaimedJob[T]]:
+        return self.portal.call(
+            lambda: self.async_queue.claim_many(count, queues=queues, wait=wait)
+        )
 
     def heartbeat(self, job: ClaimedJob[T]) -> float:
         return self.portal.call(self.async_queue.heartbeat, job)
 
-    def complete(self, job: ClaimedJob[T]) -> None:
-        self.portal.call(self.async_queue.complete, job)
+    def complete(self, job: ClaimedJob[T], result: bytes | None = None) -> None:
+        self.portal.call(self.async_queue.complete, job, result)
 
-    def fail(self, job: ClaimedJob[T], error: str = "", *, requeue: bool = True) -> bool:
-        return self.portal.call(lambda: self.async_queue.fail(job, error, requeue=requeue))
+    def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:
+        return self.portal.call(lambda: self.async_queue.fail(job, error, retry=retry))
+
+    def release(self, job: ClaimedJob[T]) -> None:
+        self.portal.call(self.async_queue.release, job)
+
+    def cancel(self, job_id: str) -> bool:
+        return self.portal.call(self.async_queue.cancel, job_id)
+
+    def get(self, job_id: str) -> JobInfo:
+        return self.portal.call(self.async_queue.get, job_id)
+
+    def dead_letters(
+        self, *, queue: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[JobInfo]:
+        return self.portal.call(
+            lambda: self.async_queue.dead_letters(queue=queue, limit=limit, after=after)
+        )
+
+    def redrive(self, job_ids: Sequence[str] = (), *, queue: str | None = None) -> list[str]:
+        return self.portal.call(lambda: self.async_queue.redrive(job_ids, queue=queue))
+
+    def purge(self, job_ids: Sequence[str] = (), *, queue: str | None = None) -> list[str]:
+        return self.portal.call(lambda: self.async_queue.purge(job_ids, queue=queue))
+
+    def queue_stats(self) -> list[QueueInfo]:
+        return self.portal.call(self.async_queue.queue_stats)
 
     def keep_alive(self, job: ClaimedJob[T]) -> AbstractContextManager[Lease]:
         """Heartbeat in the background while the block runs. A blocking block cannot be
         cancelled: check ``lease.lost`` (or ``lease.check()``) in long loops; on exit
-        ``LeaseLost`` is raised if the lease was lost."""
+        ``LeaseLost`` (or ``JobCancelled``) is raised if the lease was lost (or the job
+        cancelled)."""
         return self.portal.wrap_async_context_manager(self.async_queue.keep_alive(job))
 
     @contextmanager
-    def processing(self, job: ClaimedJob[T], *, requeue_on_error: bool = True) -> Iterator[Lease]:
+    def processing(self, job: ClaimedJob[T], *, retry_on_error: bool = True) -> Iterator[Lease]:
         """Like the async ``processing``: complete on success, fail on error."""
-        manager = self.async_queue.processing(job, requeue_on_error=requeue_on_error)
+        manager = self.async_queue.processing(job, retry_on_error=retry_on_error)
         with self.portal.wrap_async_context_manager(manager) as lease:
             yield lease

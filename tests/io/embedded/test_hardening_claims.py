@@ -219,13 +219,14 @@ async def test_a_repeated_complete_or_fail_after_archiving_is_answered_like_the_
         assert done is not None
         assert dead is not None
         await q.complete(done)
-        assert await q.fail(dead, "poison", requeue=False)
+        assert await q.fail(dead, "poison", retry=False)
+        assert await q.purge([dead.id]) == [dead.id]  # the dead letter leaves too
         with anyio.fail_after(10):
             await q.runtime.wait_until(lambda s: s.finished_pending_archive == 0)
         assert (q.stats().ready, q.stats().claimed) == (0, 0), "both left the state"
 
         await q.complete(done)  # the repeat: answered like the first
-        assert await q.fail(dead, "poison", requeue=False) is True
+        assert await q.fail(dead, "poison", retry=False) is True
         with pytest.raises(JobNotFound):
             await q.complete(attrs.evolve(done, worker_id="w2"))
         with pytest.raises(LeaseLost):
