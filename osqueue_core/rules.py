@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from osqueue_core.archive import archive_bucket, archive_key
+from osqueue_core.archive import archive_key
 from osqueue_core.batch import Batch, Grant
 from osqueue_core.checks import check_command
 from osqueue_core.clock import Clock
@@ -40,7 +40,7 @@ from osqueue_core.commands import (
     Release,
     RequestId,
 )
-from osqueue_core.config import BrokerConfig, retry_policy
+from osqueue_core.config import BrokerConfig
 from osqueue_core.effects import Reply
 from osqueue_core.errors import (
     JobAlreadyFinished,
@@ -54,6 +54,7 @@ from osqueue_core.errors import (
 from osqueue_core.job import Job, JobSpec, JobStatus
 from osqueue_core.limits import MAX_ID_LENGTH
 from osqueue_core.outbox import Outbox
+from osqueue_core.queries import job_info, list_dead, select_dead
 from osqueue_core.recent import RecentOutcomes
 from osqueue_core.remembered import RememberedKey, RememberedKeys
 from osqueue_core.results import (
@@ -61,9 +62,7 @@ from osqueue_core.results import (
     Claimed,
     ClaimedBatch,
     Completed,
-    DeadLetters,
     Failed,
-    JobInfo,
     LeaseExtended,
     NothingToClaim,
     Purged,
@@ -73,6 +72,7 @@ from osqueue_core.results import (
     Released,
 )
 from osqueue_core.table import JobTable
+from osqueue_core.transitions import Transitions, max_attempts
 from osqueue_core.waiters import Waiter, WaitingClaims
 
 #: Errors that depend on the head state: only the current owner may give them, so they
@@ -105,28 +105,6 @@ def payload_bytes(command: Command) -> int:
     return 0
 
 
-def job_info(job: Job, config: BrokerConfig) -> JobInfo:
-    """What a client is told about ``job``."""
-    limit = job.born.max_attempts
-    if limit is None:
-        limit = retry_policy(config, job.queue).max_attempts
-    return JobInfo(
-        id=job.id,
-        queue=job.queue,
-        priority=job.priority,
-        status=job.status.value,
-        attempts=job.attempts,
-        max_attempts=limit,
-        created_at=job.created_at,
-        run_at=job.ready_at if job.status is JobStatus.READY else None,
-        last_error=job.last_error,
-        holder=job.claimed_by if job.status is JobStatus.CLAIMED else None,
-        key=job.born.key,
-        cancel_requested=job.cancel_requested,
-        finished_at=job.finished_at,
-    )
-
-
 class JobRules:
     """Applies commands and the passing of time to the head state. See the module
     docstring."""
@@ -136,6 +114,7 @@ class JobRules:
         self._clock = clock
         self._out = outbox
         self.table = JobTable(clock)
+        self.moves = Transitions(config, clock, self.table)
         self.waiters = WaitingClaims()
         self.recent = RecentOutcomes(config.reply_memory, config.reply_memory_size)
         self.remembered = RememberedKeys(config.max_remembered_keys)
@@ -181,7 +160,8 @@ class JobRules:
                     job = self._get(command.job_id)
                     batch.hold(Reply(command.request_id, job_info(job, self.config)))
                 case ListDead():
-                    batch.hold(Reply(command.request_id, self._list_dead(command)))
+                    answer = list_dead(self.table, self.config, command)
+                    batch.hold(Reply(command.request_id, answer))
                 case Redrive():
                     self._redrive(command, batch, ctx)
                 case Purge():
@@ -190,6 +170,11 @@ class JobRules:
             batch.hold(Reply(command.request_id, error=error))
         except OsqueueError as error:
             self._out.reply(Reply(command.request_id, error=error))
+
+    @staticmethod
+    def _key(ctx: CommitContext) -> tuple[int, int]:
+        """What names the archive key of a job finished now: (epoch, revision)."""
+        return ctx.epoch, ctx.commit_revision
 
     def _get(self, job_id: str) -> Job:
         job = self.table.get(job_id)
@@ -306,19 +291,7 @@ class JobRules:
             job = self.table.best_ready(queues)
             if job is None:
                 break
-            claimed = attrs.evolve(
-                job,
-                status=JobStatus.CLAIMED,
-                attempts=job.attempts + 1,
-                claimed_by=worker_id,
-                claimed_at=self._clock.wall,
-                retry_at=None,
-            )
-            self.table.replace(claimed)
-            self.table.set_lease(job.id, deadline)
-            taken.append((job, claimed))
-        if taken:
-            batch.changed(self._clock.now)
+            taken.append((job, self.moves.claim(job, worker_id, deadline, batch)))
         return taken
 
     def _grant(
@@ -332,9 +305,7 @@ class JobRules:
     def _claimed(self, job: Job) -> Claimed:
         deadline = self.table.lease_deadline(job.id)
         assert deadline is not None
-        limit = job.born.max_attempts
-        if limit is None:
-            limit = retry_policy(self.config, job.queue).max_attempts
+        limit = max_attempts(job, self.config)
         return Claimed(job.id, job.payload, job.attempts, deadline, job.queue, job.priority, limit)
 
     def _serve_waiters(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
@@ -369,7 +340,9 @@ class JobRules:
             return
         if job.status is JobStatus.CLAIMED:
             result = command.result
-            self._finish(job, JobStatus.COMPLETED, job.last_error, batch, ctx, result=result)
+            self.moves.finish(
+                job, JobStatus.COMPLETED, job.last_error, batch, *self._key(ctx), result=result
+            )
             batch.payload_bytes += len(result or b"")
         elif job.status is not JobStatus.COMPLETED:
             raise LeaseLost(job.id, command.worker_id)
@@ -384,7 +357,8 @@ class JobRules:
             return
         if job.status is JobStatus.CLAIMED:
             reason = command.error or "failed by worker"
-            outcome = self._give_up(job, reason, command.requeue, batch, ctx)
+            outcome = self.moves.give_up(job, reason, command.requeue, batch, *self._key(ctx))
+            self._serve_waiters((job.queue,), batch, ctx)
             if not outcome.dead:
                 # Retried: the job stays in the state, but this worker no longer holds
                 # it, so a repeat must be recognised from memory.
@@ -415,179 +389,40 @@ class JobRules:
         if job.status is not JobStatus.CLAIMED or job.claimed_by != command.worker_id:
             raise LeaseLost(job.id, command.worker_id)
         if job.cancel_requested:
-            self._finish(job, JobStatus.CANCELLED, "cancelled (released)", batch, ctx)
+            reason = "cancelled (released)"
+            self.moves.finish(job, JobStatus.CANCELLED, reason, batch, *self._key(ctx))
         else:
-            self._requeue(job, attempts=max(0, job.attempts - 1), batch=batch, ctx=ctx)
+            self.moves.requeue(job, max(0, job.attempts - 1), batch)
         batch.hold(Reply(command.request_id, Released(job.id)))
-
-    def _give_up(
-        self, job: Job, reason: str, retry: bool, batch: Batch, ctx: CommitContext
-    ) -> Failed:
-        """A claimed job failed (or its lease ran out): cancelled if a cancel was asked
-        for, dead if ``retry`` is false or it is out of attempts, else retried after its
-        queue's backoff."""
-        if job.cancel_requested:
-            self._finish(job, JobStatus.CANCELLED, reason, batch, ctx)
-            return Failed(job.id, True, None, True)
-        if not retry or self._out_of_attempts(job):
-            self._die(job, reason, batch, ctx)
-            return Failed(job.id, True)
-        wall = self._clock.wall
-        delay = retry_policy(self.config, job.queue).delay(job.id, job.attempts)
-        retry_at = wall + delay if delay > 0 else None
-        self._requeue(job, job.attempts, batch, ctx, last_error=reason, retry_at=retry_at)
-        return Failed(job.id, False, wall + delay)
-
-    def _requeue(
-        self,
-        job: Job,
-        attempts: int,
-        batch: Batch,
-        ctx: CommitContext,
-        *,
-        last_error: str | None = None,
-        retry_at: float | None = None,
-    ) -> None:
-        self.table.replace(
-            attrs.evolve(
-                job,
-                status=JobStatus.READY,
-                attempts=attempts,
-                claimed_by=None,
-                claimed_at=None,
-                last_error=job.last_error if last_error is None else last_error,
-                retry_at=retry_at,
-            )
-        )
-        batch.changed(self._clock.now)
         self._serve_waiters((job.queue,), batch, ctx)
 
-    def _out_of_attempts(self, job: Job) -> bool:
-        limit = job.born.max_attempts
-        if limit is None:
-            limit = retry_policy(self.config, job.queue).max_attempts
-        return limit is not None and job.attempts >= limit
-
     # -- finishing, dead letters, cancelling -------------------------------------------
-
-    def _die(self, job: Job, reason: str, batch: Batch, ctx: CommitContext) -> None:
-        """``job`` becomes a dead letter (kept in the state; the oldest beyond
-        ``max_dead`` leave for the archive)."""
-        dead = attrs.evolve(
-            job, status=JobStatus.DEAD, finished_at=self._clock.wall, last_error=reason
-        )
-        self.table.replace(dead)
-        batch.changed(self._clock.now)
-        while self.table.dead_count > self.config.max_dead:
-            oldest = self.table.oldest_dead()
-            assert oldest is not None
-            self._archive_dead(oldest, batch, ctx)
-
-    def _archive_dead(self, job: Job, batch: Batch, ctx: CommitContext) -> None:
-        self._finish(job, JobStatus.DEAD, job.last_error, batch, ctx, at=job.finished_at)
-
-    def _finish(
-        self,
-        job: Job,
-        status: JobStatus,
-        error: str | None,
-        batch: Batch,
-        ctx: CommitContext,
-        *,
-        result: bytes | None = None,
-        at: float | None = None,
-    ) -> None:
-        """``job`` leaves the state for the archive with ``status``."""
-        wall = self._clock.wall
-        key = self._archive_key(archive_bucket(wall, self.config.archive_bucket_format), ctx)
-        finished = attrs.evolve(
-            job,
-            status=status,
-            finished_at=wall if at is None else at,
-            archive_key=key,
-            last_error=error,
-            result=result,
-            cancel_requested=False,
-        )
-        self.table.replace(finished)
-        batch.archive_keys.add(key)
-        batch.changed(self._clock.now)
-
-    def _archive_key(self, bucket: str, ctx: CommitContext) -> str:
-        # The key names the revision that commits the change, so keys never repeat.
-        return archive_key(self.config.archive_prefix, bucket, ctx.epoch, ctx.commit_revision)
 
     def _cancel(self, command: Cancel, batch: Batch, ctx: CommitContext) -> None:
         job = self._get(command.job_id)
         if job.leaving and job.status is JobStatus.CANCELLED:
             at_once = True
         elif job.status is JobStatus.READY:
-            self._finish(job, JobStatus.CANCELLED, job.last_error, batch, ctx)
+            self.moves.finish(job, JobStatus.CANCELLED, job.last_error, batch, *self._key(ctx))
             at_once = True
         elif job.status is JobStatus.CLAIMED:
-            if not job.cancel_requested:
-                self.table.replace(attrs.evolve(job, cancel_requested=True))
-                batch.changed(self._clock.now)
+            self.moves.cancel_claimed(job, batch)
             at_once = False
         else:
             raise JobAlreadyFinished(job.id, job.status.value)
         batch.hold(Reply(command.request_id, Cancelled(job.id, at_once)))
 
-    def _list_dead(self, command: ListDead) -> DeadLetters:
-        jobs = self.table.dead_letters(command.queue)
-        if command.after is not None:
-            after = self.table.get(command.after)
-            if after is None or not after.dead_letter:
-                raise JobNotFound(command.after)
-            for job in jobs:
-                if job.id == command.after:
-                    break
-        page: list[JobInfo] = []
-        for job in jobs:
-            if len(page) == command.limit:
-                return DeadLetters(tuple(page), more=True)
-            page.append(job_info(job, self.config))
-        return DeadLetters(tuple(page))
-
-    def _select_dead(self, job_ids: tuple[str, ...], queue: str | None) -> list[Job]:
-        """The dead letters a Redrive or Purge names; raises (changing nothing) if one
-        is missing or not a dead letter."""
-        if queue is not None:
-            return list(self.table.dead_letters(queue))
-        jobs = []
-        for job_id in dict.fromkeys(job_ids):
-            job = self._get(job_id)
-            if not job.dead_letter:
-                raise JobNotDead(
-                    f"job {job.id} is {'leaving' if job.leaving else job.status.value}, not "
-                    "a dead letter: nothing was redriven or purged"
-                )
-            jobs.append(job)
-        return jobs
-
     def _redrive(self, command: Redrive, batch: Batch, ctx: CommitContext) -> None:
-        jobs = self._select_dead(command.job_ids, command.queue)
+        jobs = select_dead(self.table, command.job_ids, command.queue)
         for job in jobs:
-            self.table.replace(
-                attrs.evolve(
-                    job,
-                    status=JobStatus.READY,
-                    attempts=0,
-                    claimed_by=None,
-                    claimed_at=None,
-                    finished_at=None,
-                    retry_at=None,
-                )
-            )
-        if jobs:
-            batch.changed(self._clock.now)
+            self.moves.redrive(job, batch)
         batch.hold(Reply(command.request_id, Redriven(tuple(job.id for job in jobs))))
         self._serve_waiters({job.queue for job in jobs}, batch, ctx)
 
     def _purge(self, command: Purge, batch: Batch, ctx: CommitContext) -> None:
-        jobs = self._select_dead(command.job_ids, command.queue)
+        jobs = select_dead(self.table, command.job_ids, command.queue)
         for job in jobs:
-            self._archive_dead(job, batch, ctx)
+            self.moves.archive_dead(job, batch, *self._key(ctx))
         batch.hold(Reply(command.request_id, Purged(tuple(job.id for job in jobs))))
 
     # -- time --------------------------------------------------------------------------
@@ -606,14 +441,10 @@ class JobRules:
             # The worker no longer holds it, whatever happens next: a late complete or
             # fail from it is answered LeaseLost.
             released = attrs.evolve(job, claimed_by=None, claimed_at=None)
-            self._give_up(released, reason, True, batch, ctx)
+            self.moves.give_up(released, reason, True, batch, *self._key(ctx))
             touched.add(job.queue)
         touched |= self.table.promote_due()
-        retention = self.config.dead_retention
-        while (oldest := self.table.oldest_dead()) is not None and (
-            (oldest.finished_at or 0.0) + retention <= self._clock.wall
-        ):
-            self._archive_dead(oldest, batch, ctx)
+        self.moves.expire_dead(batch, *self._key(ctx))
         self._serve_waiters(touched, batch, ctx)
         for request_id in self.waiters.expire(now):
             self._out.reply(Reply(request_id, NothingToClaim()))
@@ -621,10 +452,7 @@ class JobRules:
     def next_deadline(self) -> float | None:
         """The earliest time (on the clock of ``now``) something above is due."""
         deadlines = [self.table.next_lease_deadline(), self.waiters.next_deadline()]
-        walls = [self.table.next_due_at()]
-        oldest = self.table.oldest_dead()
-        if oldest is not None:
-            walls.append((oldest.finished_at or 0.0) + self.config.dead_retention)
+        walls = [self.table.next_due_at(), self.moves.next_dead_expiry()]
         clock = self._clock
         # Wall-clock times become times on the clock of ``now`` as of this input.
         deadlines += [clock.now + max(0.0, at - clock.wall) for at in walls if at is not None]
@@ -643,7 +471,7 @@ class JobRules:
 
     def load(self, jobs: list[Job], next_seq: int, keys: Iterable[RememberedKey] = ()) -> None:
         """Replace the head state with a state read from storage (at takeover)."""
-        self.table = JobTable(self._clock, jobs, next_seq)
+        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
 
     def remembered_keys(self) -> tuple[RememberedKey, ...]:
@@ -704,7 +532,7 @@ class JobRules:
         (same time bucket), committed with the open batch. Returns the new key."""
         jobs = self.table.archived_under(key)
         bucket = key[len(self.config.archive_prefix) :].split("/", 1)[0]
-        new_key = self._archive_key(bucket, ctx)
+        new_key = archive_key(self.config.archive_prefix, bucket, *self._key(ctx))
         for job in jobs:
             self.table.replace(attrs.evolve(job, archive_key=new_key))
         batch.archive_keys.add(new_key)

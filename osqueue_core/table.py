@@ -221,12 +221,17 @@ class JobTable:
         self._insert(job)
 
     def replace(self, job: Job) -> None:
-        """Store a changed version of an existing job and update every index."""
+        """Store a changed version of an existing job and update every index (a job
+        that stays claimed keeps its lease)."""
         old = self._jobs[job.id]
+        still_claimed = old.status is JobStatus.CLAIMED and job.status is JobStatus.CLAIMED
+        lease = self._leases.get(job.id) if still_claimed else None
         self._unindex(old)
         self._jobs[job.id] = job
         self._stale(job)
         self._index(job)
+        if lease is not None:
+            self.set_lease(job.id, lease)
 
     def remove(self, job_id: str) -> None:
         job = self._jobs.pop(job_id)
