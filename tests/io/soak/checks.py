@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import attrs
 import orjson
 
-from osqueue_core import OsqueueError, decode_state
+from osqueue_core import SCHEMA_VERSION, OsqueueError, decode_state
 from tests.io.soak.ledger import Grant, Ledger, parse_payload
 
 EVIDENCE_LINES = 12
@@ -122,7 +122,7 @@ def archive_jobs(objects: dict[str, bytes | None], check: Check) -> list[FoundJo
 
 def _archive_object(key: str, data: bytes) -> list[FoundJob]:
     raw = orjson.loads(data)
-    if raw.get("schema_version") != 1 or raw.get("key") != key:
+    if raw.get("schema_version") != SCHEMA_VERSION or raw.get("key") != key:
         raise ValueError(f"header { ({k: v for k, v in raw.items() if k != 'jobs'})!r}")
     jobs = []
     for record in raw["jobs"]:
@@ -134,7 +134,7 @@ def _archive_object(key: str, data: bytes) -> list[FoundJob]:
             FoundJob(
                 id=record["id"],
                 seq=record["seq"],
-                payload=base64.b64decode(record["data"], validate=True),
+                payload=base64.b64decode(record["born"]["data"], validate=True),
                 status=record.get("status", "ready"),
                 attempts=record.get("attempts", 0),
                 claimed_by=record.get("claimed_by"),

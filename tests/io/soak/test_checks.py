@@ -8,7 +8,9 @@ import attrs
 import pytest
 
 from osqueue_core import (
+    SCHEMA_VERSION,
     Job,
+    JobSpec,
     JobStatus,
     Owner,
     StateHeader,
@@ -20,7 +22,7 @@ from tests.io.soak.checks import Verdict, verify
 from tests.io.soak.ledger import Grant, Ledger, PayloadName, make_payload
 
 KEY = "archive/2026-12-01T17/000001-0000000004.json"
-RELEASED = encode_state(StateHeader(1, 9, Owner("b", "i", 1, released=True), 10), [])
+RELEASED = encode_state(StateHeader(SCHEMA_VERSION, 9, Owner("b", "i", 1, released=True), 10), [])
 
 
 def payload(seq: int, attempt: int = 1, item: int = 0, kind: str = "s") -> bytes:
@@ -31,8 +33,7 @@ def completed(job_id: str, seq: int, data: bytes, worker: str = "w1", attempts: 
     return Job(
         job_id,
         seq,
-        data,
-        created_at=1.0,
+        JobSpec(data, created_at=1.0),
         status=JobStatus.COMPLETED,
         attempts=attempts,
         claimed_by=worker,
@@ -132,9 +133,10 @@ def test_each_fault_fails_its_check(fault: str, check: str) -> None:
         world.ledger.grants.append(grant("j1", world.archived[1].payload, "w2", 11.0, 2))
         world.archived[1] = attrs.evolve(world.archived[1], attempts=2)
     elif fault == "left in state":
-        ready = Job("j6", 6, payload(1), created_at=1.0)
+        ready = Job("j6", 6, JobSpec(payload(1), created_at=1.0))
         state = encode_state(
-            StateHeader(1, 9, Owner("b", "i", 1, released=True), 10), [encode_job(ready)]
+            StateHeader(SCHEMA_VERSION, 9, Owner("b", "i", 1, released=True), 10),
+            [encode_job(ready)],
         )
     elif fault == "client error":
         world.ledger.unexpected.append("Claim: OsqueueError: INTERNAL")
