@@ -48,13 +48,51 @@ class EmbeddedQueue(PortalShell, Generic[T]):
         # Read on the event loop's thread: the broker is only ever touched there.
         return self.portal.call(self.async_queue.stats)
 
-    def push(self, item: T, **options: Any) -> str:
-        """Options as ``JobQueue.push``: queue, priority, delay, run_at, key,
-        max_attempts."""
-        return self.portal.call(lambda: self.async_queue.push(item, **options))
+    def push(
+        self,
+        item: T,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        delay: float | None = None,
+        run_at: float | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        return self.portal.call(
+            lambda: self.async_queue.push(
+                item,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                key=key,
+                max_attempts=max_attempts,
+            )
+        )
 
-    def push_many(self, items: Sequence[T], **options: Any) -> list[str]:
-        return self.portal.call(lambda: self.async_queue.push_many(items, **options))
+    def push_many(
+        self,
+        items: Sequence[T],
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        delay: float | None = None,
+        run_at: float | None = None,
+        keys: Sequence[str | None] | None = None,
+        max_attempts: int | None = None,
+    ) -> list[str]:
+        return self.portal.call(
+            lambda: self.async_queue.push_many(
+                items,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                keys=keys,
+                max_attempts=max_attempts,
+            )
+        )
 
     def claim(
         self,
