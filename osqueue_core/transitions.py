@@ -162,10 +162,12 @@ class Transitions:
         batch.changed(self._clock.now)
 
     def expire_dead(self, batch: Batch, epoch: int, revision: int) -> None:
-        """Dead letters older than ``dead_retention`` leave for the archive."""
+        """Dead letters older than ``dead_retention``, or beyond ``max_dead`` (a state
+        loaded by a broker with a lower cap), leave for the archive."""
         retention = self.config.dead_retention
         while (oldest := self.table.oldest_dead()) is not None and (
             (oldest.finished_at or 0.0) + retention <= self._clock.wall
+            or self.table.dead_count > self.config.max_dead
         ):
             self.archive_dead(oldest, batch, epoch, revision)
 

@@ -502,3 +502,19 @@ def test_a_successor_honours_keys_cancel_requests_and_dead_letters() -> None:
     assert beat.cancel_requested
     [letter] = ok(successor.submit(ListDead(successor.request_id()))).jobs
     assert (letter.id, letter.last_error) == (dead, "poison")
+
+
+def test_a_successor_with_a_lower_dead_letter_cap_archives_the_oldest() -> None:
+    h = started(max_dead=10)
+    ids = [push(h) for _ in range(3)]
+    for job in ids:
+        claim(h)
+        ok(h.submit(Fail(h.request_id(), job, "w1", "x", False)))
+    successor = Harness.started(
+        h.store, BrokerConfig(retry=IMMEDIATE, max_dead=1), identity="broker-b", now=h.now
+    )
+    successor.wall = h.wall
+    successor.advance(0.001)
+    assert sorted(archived_ids(h.store)) == sorted(ids[:2])
+    [letter] = ok(successor.submit(ListDead(successor.request_id()))).jobs
+    assert letter.id == ids[2]
