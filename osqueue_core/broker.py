@@ -274,6 +274,10 @@ class Broker:
             self._transition(event)
             if RULES[self._phase].final:
                 self._out.forget()  # archive writes in flight are the successor's
+            elif event is PhaseEvent.TOOK_OVER:
+                # The state just loaded may hold work already due (delayed jobs, old
+                # dead letters): do it now, so next_deadline() is never in the past.
+                self._rules.expire(self._commit.open, self._commit.context())
 
     # -- commands --------------------------------------------------------------------
 

@@ -518,3 +518,24 @@ def test_a_successor_with_a_lower_dead_letter_cap_archives_the_oldest() -> None:
     assert sorted(archived_ids(h.store)) == sorted(ids[:2])
     [letter] = ok(successor.submit(ListDead(successor.request_id()))).jobs
     assert letter.id == ids[2]
+
+
+def test_a_takeover_does_at_once_what_is_already_due() -> None:
+    """Found by the model test: a successor loading a dead letter past its retention
+    (or a delayed job past its run-at) left it for the next input, so next_deadline()
+    was ``now`` itself."""
+    config = BrokerConfig(retry=RetryPolicy(base=0, max_attempts=1), dead_retention=60.0)
+    first = Harness.started(config=config)
+    dead = push(first)
+    later = push(first, delay=30.0)
+    claim(first)
+    ok(first.fail(dead, requeue=False))
+    first.broker.stop(first.now)
+    first.flush()
+    successor = Harness.started(first.store, config, identity="broker-b", now=first.now + 61)
+    assert successor.broker.stats().dead == 0
+    assert archived_ids(first.store) == [dead]
+    assert successor.broker.stats().ready == 1
+    deadline = successor.broker.next_deadline()
+    assert deadline is None or deadline > successor.now
+    assert claim(successor).job_id == later
