@@ -197,7 +197,7 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
                         method,
                         request,
                     )
-            assert status_of("Purge", b"") == grpc.StatusCode.UNIMPLEMENTED
+            assert status_of("Frobnicate", b"") == grpc.StatusCode.UNIMPLEMENTED
 
         # The broker is still up and nothing changed.
         assert holder.stats() == before

@@ -41,7 +41,8 @@ def closed_port() -> int:
 
 @pytest.fixture
 def broker(local_storage: Storage, start_broker: StartBroker) -> BrokerProcess:
-    return start_broker(local_storage.data, "--heartbeat-timeout", "2s")
+    # A failed job is retried at once: these tests are about the client, not backoff.
+    return start_broker(local_storage.data, "--heartbeat-timeout", "2s", "--retry-base", "0")
 
 
 async def test_batches_failures_and_stats(broker: BrokerProcess) -> None:
