@@ -17,13 +17,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from osqueue_io.keepalive import Lease
+from osqueue_io.remote import QueueStats, RemoteJob
+from osqueue_io.remote import Worker as AsyncWorker
 from osqueue_io.sync.portal import PortalShell
-from osqueue_io.worker import QueueStats, RemoteJob
-from osqueue_io.worker import Worker as AsyncWorker
 
 
 class Worker(PortalShell):
-    """Blocking twin of :class:`osqueue_io.worker.Worker`; same arguments, same methods,
+    """Blocking twin of :class:`osqueue_io.remote.Worker`; same arguments, same methods,
     same checks against the broker's limits (a ``worker_id`` at construction, job ids,
     claim waits, cut error texts) before anything is sent.
 
