@@ -23,7 +23,7 @@ def limit_closed_streams(remembered: int = CLOSED_STREAMS_REMEMBERED) -> None:
     """Bound the closed-stream records of every h2 connection in this process.
 
     Process-wide (h2 has no per-connection setting that grpclib passes on), and it only
-    ever lowers the limit. The broker and :class:`~osqueue_io.worker.Worker` call it.
+    ever lowers the limit. The broker and the remote clients (:mod:`osqueue_io.connection`) call it.
     """
     connection = h2.connection.H2Connection
     connection.MAX_CLOSED_STREAMS = min(connection.MAX_CLOSED_STREAMS, remembered)

@@ -36,6 +36,7 @@ from osqueue_core import (
     BrokerStats,
     Claim,
     Claimed,
+    ClaimedBatch,
     Command,
     KeysListed,
     ListKeys,
@@ -94,6 +95,16 @@ class _HandBack:
     """A claim's caller left after its reply arrived: give the job back."""
 
     command: Release
+
+
+def granted_jobs(result: Result | None) -> tuple[str, ...]:
+    """The ids of the jobs a claim's result grants: one for ``Claimed``, each of a
+    ``ClaimedBatch`` (a claim with ``count`` > 1), none otherwise."""
+    if isinstance(result, Claimed):
+        return (result.job_id,)
+    if isinstance(result, ClaimedBatch):
+        return tuple(job.job_id for job in result.jobs)
+    return ()
 
 
 @attrs.frozen
@@ -313,16 +324,22 @@ class BrokerRuntime(AsyncResource):
 
     def _abandon_claim(self, command: Claim, reply: Reply | None) -> None:
         """The caller of ``command`` left: whatever it was granted goes back."""
-        item: _Input | None = None
+        items: list[_Input] = []
         if reply is None:
             self._abandoned[command.request_id] = command.worker_id
-            item = _CancelClaim(command.request_id)
-        elif isinstance(reply.result, Claimed):
-            job_id = reply.result.job_id
-            item = _HandBack(Release(self.new_request_id(), job_id, command.worker_id))
-        if item is not None:
+            items.append(_CancelClaim(command.request_id))
+        else:
+            items.extend(self._hand_back(reply.result, command.worker_id))
+        for item in items:
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._inputs.send_nowait(item)
+
+    def _hand_back(self, result: Result | None, worker_id: str) -> list[_Input]:
+        """A release of every job ``result`` granted to ``worker_id``."""
+        return [
+            _HandBack(Release(self.new_request_id(), job_id, worker_id))
+            for job_id in granted_jobs(result)
+        ]
 
     # -- the core task ---------------------------------------------------------------
 
@@ -377,10 +394,10 @@ class BrokerRuntime(AsyncResource):
                     waiting.reply = effect
                     waiting.event.set()
                 worker_id = self._abandoned.pop(effect.request_id, None)
-                if worker_id is not None and isinstance(effect.result, Claimed):
-                    # Granted after all: its caller is gone, so the job goes back.
-                    release = Release(self.new_request_id(), effect.result.job_id, worker_id)
-                    self._inputs.send_nowait(_HandBack(release))
+                if worker_id is not None:
+                    # Granted after all: its caller is gone, so the jobs go back.
+                    for item in self._hand_back(effect.result, worker_id):
+                        self._inputs.send_nowait(item)
             else:
                 self._task_group.start_soon(self._execute, effect)
 

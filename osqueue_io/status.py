@@ -11,6 +11,9 @@ Server side: every :class:`~osqueue_core.OsqueueError` becomes a ``GRPCError`` w
 ``osqueue-new-address-bin``         BrokerReplaced only: its address, if it published one
 ``osqueue-schema-found-bin``        UnsupportedSchema only: the stored schema version
 ``osqueue-schema-supported-bin``    UnsupportedSchema only: the newest this broker reads
+``osqueue-job-id-bin``              errors about one job (JobNotFound, LeaseLost,
+                                    JobAlreadyFinished, JobCancelled): its id
+``osqueue-job-status-bin``          JobAlreadyFinished only: the job's status
 ==================================  =================================================
 
 Every status message and trailer value the broker sends is bounded
@@ -44,6 +47,8 @@ from osqueue_core import (
     CallInterrupted,
     CorruptState,
     InvalidArgument,
+    JobAlreadyFinished,
+    JobCancelled,
     JobNotDead,
     JobNotFound,
     LeaseLost,
@@ -62,6 +67,8 @@ NEW_EPOCH_KEY = "osqueue-new-epoch-bin"
 NEW_ADDRESS_KEY = "osqueue-new-address-bin"
 SCHEMA_FOUND_KEY = "osqueue-schema-found-bin"
 SCHEMA_SUPPORTED_KEY = "osqueue-schema-supported-bin"
+JOB_ID_KEY = "osqueue-job-id-bin"
+JOB_STATUS_KEY = "osqueue-job-status-bin"
 
 #: The longest status message the broker sends, in bytes as encoded on the wire
 #: (``grpc-message`` is percent-encoded UTF-8).
@@ -216,12 +223,41 @@ def _schema(message: str, call: CallContext, trailers: _Trailers) -> OsqueueErro
     return UnsupportedSchema(found, supported)
 
 
+def _job_id_fields(error: OsqueueError) -> dict[str, bytes]:
+    job_id = getattr(error, "job_id", None)
+    return {JOB_ID_KEY: job_id.encode()} if isinstance(job_id, str) else {}
+
+
+def _job_id(call: CallContext, trailers: _Trailers) -> str:
+    """The job an error is about: the one the call named, else the broker's trailer
+    (a Redrive names several jobs, a ListDead's ``after`` is not ``job_id``)."""
+    return call.job_id or _text(trailers.get(JOB_ID_KEY)) or ""
+
+
 def _job_not_found(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
-    return JobNotFound(call.job_id) if call.job_id else None
+    job_id = _job_id(call, trailers)
+    return JobNotFound(job_id) if job_id else None
 
 
 def _lease_lost(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
-    return LeaseLost(call.job_id, call.worker_id) if call.job_id else None
+    job_id = _job_id(call, trailers)
+    return LeaseLost(job_id, call.worker_id) if job_id else None
+
+
+def _finished_fields(error: OsqueueError) -> dict[str, bytes]:
+    assert isinstance(error, JobAlreadyFinished)
+    return {**_job_id_fields(error), JOB_STATUS_KEY: error.status.encode()}
+
+
+def _already_finished(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    job_id = _job_id(call, trailers)
+    status = _text(trailers.get(JOB_STATUS_KEY))
+    return JobAlreadyFinished(job_id, status) if job_id and status else None
+
+
+def _job_cancelled(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    job_id = _job_id(call, trailers)
+    return JobCancelled(job_id) if job_id else None
 
 
 #: ``osqueue-error`` name -> how that error crosses the wire: every error an osqueue
@@ -242,8 +278,10 @@ WIRE_ERRORS: dict[str, WireError] = {
             JobNotDead,
         )
     },
-    JobNotFound.__name__: WireError(_no_fields, _job_not_found),
-    LeaseLost.__name__: WireError(_no_fields, _lease_lost),
+    JobNotFound.__name__: WireError(_job_id_fields, _job_not_found),
+    LeaseLost.__name__: WireError(_job_id_fields, _lease_lost),
+    JobAlreadyFinished.__name__: WireError(_finished_fields, _already_finished),
+    JobCancelled.__name__: WireError(_job_id_fields, _job_cancelled),
     BrokerReplaced.__name__: WireError(_replaced_fields, _replaced),
     BrokerStopping.__name__: WireError(_no_fields, lambda *_: BrokerStopping()),
     UnsupportedSchema.__name__: WireError(_schema_fields, _schema),
@@ -255,8 +293,10 @@ _BY_STATUS: dict[str, _Decoder] = {
     # What gRPC servers most often mean by it: a message over their size limit. Retrying
     # that would never help, so it is not read as the retryable Overloaded.
     "RESOURCE_EXHAUSTED": lambda message, call, _: PayloadTooLarge(message),
-    "NOT_FOUND": _job_not_found,
-    "FAILED_PRECONDITION": _lease_lost,
+    # Without the trailer naming the error, only the call says which job it is about:
+    # FAILED_PRECONDITION means a lost lease only for a call about one job.
+    "NOT_FOUND": lambda message, call, _: _job_not_found(message, call, {}),
+    "FAILED_PRECONDITION": lambda message, call, _: _lease_lost(message, call, {}),
     "UNAVAILABLE": lambda message, call, _: BrokerNotRunning(
         message or "the broker is unavailable"
     ),

@@ -19,7 +19,14 @@ from typing import NoReturn
 
 import anyio
 
-from osqueue_core import MAX_ID_LENGTH, BrokerConfig
+from osqueue_core import (
+    MAX_ATTEMPTS,
+    MAX_ID_LENGTH,
+    BrokerConfig,
+    InvalidArgument,
+    RetryPolicy,
+    check_queue_name,
+)
 from osqueue_io.address import split_host_port
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
@@ -37,6 +44,19 @@ _SIZE_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration (``1m30s``, ``500ms``) or a plain number."""
+    seconds = _duration(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be positive and finite")
+    return seconds
+
+
+def parse_backoff(text: str) -> float:
+    """Like :func:`parse_duration`, but 0 is allowed (a retry at once)."""
+    return _duration(text)
+
+
+def _duration(text: str) -> float:
+    """A finite, non-negative number of seconds (see :func:`parse_duration`)."""
     text = text.strip()
     try:
         seconds = float(text)
@@ -51,8 +71,8 @@ def parse_duration(text: str) -> float:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a duration: use e.g. 30s, 500ms, 1m30s or plain seconds"
             ) from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be positive and finite")
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be finite and not negative")
     return seconds
 
 
@@ -78,6 +98,39 @@ def parse_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a positive whole number")
     return count
+
+
+def parse_max_attempts(text: str) -> int | None:
+    """Claims a job gets before it is dead: ``0`` for unlimited (None)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_ATTEMPTS:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a whole number from 0 (unlimited) to {MAX_ATTEMPTS}"
+        )
+    return count or None
+
+
+def parse_queue_retry(text: str) -> tuple[str, RetryPolicy]:
+    """``NAME=BASE,CAP,MAX``: queue ``NAME`` retries after ``BASE`` doubling up to
+    ``CAP`` (durations), at most ``MAX`` attempts (0: unlimited)."""
+    name, equals, policy = text.partition("=")
+    parts = policy.split(",")
+    if not equals or len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not NAME=BASE,CAP,MAX: use e.g. emails=1s,5m,10"
+        )
+    try:
+        check_queue_name(name)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    base, cap, attempts = parse_backoff(parts[0]), parse_backoff(parts[1]), parts[2]
+    try:
+        return name, RetryPolicy(base, cap, parse_max_attempts(attempts))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"queue {name!r}: {error}") from None
 
 
 def parse_name(text: str) -> str:
@@ -214,6 +267,44 @@ def build_parser() -> argparse.ArgumentParser:
         "while the broker keeps retrying; keep it below your clients' deadlines "
         "(default: 5s)",
     )
+    default_retry = RetryPolicy()
+    parser.add_argument(
+        "--retry-base",
+        type=parse_backoff,
+        default=default_retry.base,
+        metavar="DURATION",
+        help="a failed job (or one whose lease ran out) runs again after this long, "
+        "doubling with each attempt up to --retry-cap, each delay scaled by a jitter "
+        "between 0.5 and 1 fixed by the job id and attempt; 0 retries at once "
+        f"(default: {default_retry.base:g}s)",
+    )
+    parser.add_argument(
+        "--retry-cap",
+        type=parse_backoff,
+        default=default_retry.cap,
+        metavar="DURATION",
+        help="the longest retry delay, before jitter; at least --retry-base "
+        f"(default: {default_retry.cap:g}s)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=parse_max_attempts,
+        default=default_retry.max_attempts,
+        metavar="N",
+        help="claims a job gets before it is dead (a dead letter), unless pushed with "
+        "its own limit; an expired lease counts as one; 0 for unlimited "
+        f"(default: {default_retry.max_attempts})",
+    )
+    parser.add_argument(
+        "--queue-retry",
+        type=parse_queue_retry,
+        action="append",
+        default=[],
+        metavar="NAME=BASE,CAP,MAX",
+        help="the retry policy of one queue, instead of the three flags above: base and "
+        "cap durations, and the attempt limit (0: unlimited); repeat for more queues, "
+        "e.g. --queue-retry emails=1s,5m,10",
+    )
     parser.add_argument(
         "--recreate",
         action="store_true",
@@ -243,10 +334,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     host, port = args.listen
     try:
+        queue_retry = dict(args.queue_retry)
+        if len(queue_retry) < len(args.queue_retry):
+            raise ValueError("--queue-retry names a queue more than once")
         config = BrokerConfig(
             heartbeat_timeout=args.heartbeat_timeout,
             stall_timeout=args.stall_timeout,
             recreate=args.recreate,
+            retry=RetryPolicy(args.retry_base, args.retry_cap, args.max_attempts),
+            queue_retry=queue_retry,
         )
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight

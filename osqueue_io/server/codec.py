@@ -7,14 +7,18 @@ the codec checks the wire format of every request before betterproto2 parses it:
 
 * every field is well formed (varints end, lengths stay inside the message);
 * a known field has the wire type its declaration implies, strings are UTF-8, and
-  integers fit their declared width;
+  integers fit their declared width (a ``sint32`` its zigzag range);
+* a field of a nested message type (``PushBatchRequest.items``) is checked the same
+  way, as the message it holds;
 * unknown fields are skipped, as protobuf requires (a newer client may send them);
 * a message longer than ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED
   (``PayloadTooLarge``) before it is parsed. (The broker's request reader refuses it
   earlier still, from its length prefix: :mod:`osqueue_io.server.reader`.)
 
-Only the scalar field types osqueue's requests use are supported; a request message
-with any other field type is a programming error, reported the first time it is seen.
+Only the field types osqueue's requests use are supported (the scalars below, repeated
+strings and bytes, nested messages, proto3 ``optional``); a request message with any
+other field type (a repeated number, which could arrive packed, say) is a programming
+error, reported the first time it is seen.
 """
 
 from __future__ import annotations
@@ -26,36 +30,62 @@ from typing import Any
 import betterproto2
 from grpclib.encoding.proto import ProtoCodec
 
-from osqueue_core import BrokerConfig, InvalidArgument, PayloadTooLarge
+from osqueue_core import (
+    MAX_KEY_LENGTH,
+    MAX_QUEUE_NAME_LENGTH,
+    BrokerConfig,
+    InvalidArgument,
+    PayloadTooLarge,
+)
 from osqueue_io.status import to_grpc_error
 
 #: Wire type of each supported field type (0 varint, 2 length-delimited).
 _WIRE_TYPES = {
     betterproto2.TYPE_STRING: 2,
     betterproto2.TYPE_BYTES: 2,
+    betterproto2.TYPE_MESSAGE: 2,
     betterproto2.TYPE_BOOL: 0,
     betterproto2.TYPE_UINT32: 0,
     betterproto2.TYPE_UINT64: 0,
+    betterproto2.TYPE_SINT32: 0,
 }
+#: Largest varint of each integer type: a zigzag-encoded ``sint32`` uses 32 bits too.
 _MAXIMUM = {
     betterproto2.TYPE_BOOL: 1,
     betterproto2.TYPE_UINT32: 2**32 - 1,
     betterproto2.TYPE_UINT64: 2**64 - 1,
+    betterproto2.TYPE_SINT32: 2**32 - 1,
 }
+#: Nested messages deeper than this are refused (osqueue's requests nest one level).
+MAX_NESTING = 8
 
 #: Room in a request besides its payloads: ids and error texts (a few KiB at their
 #: limits) and unknown fields a newer client may add.
 REQUEST_SLACK_BYTES = 64 * 1024
 #: Protobuf framing of one payload at most: a one-byte tag and a length varint.
-_PAYLOAD_FRAMING_BYTES = 1 + 10
+_TAG_AND_LENGTH = 1 + 10
+#: A ``PushItem`` around each payload of a batch, at most: the item's own tag and
+#: length, the payload's, a queue name (64 ASCII characters), a priority, a delay and a
+#: run-at, a key (256 characters of up to 4 UTF-8 bytes each) and an attempt limit.
+PUSH_ITEM_FRAMING_BYTES = (
+    _TAG_AND_LENGTH  # the item
+    + _TAG_AND_LENGTH  # its payload's tag and length
+    + _TAG_AND_LENGTH
+    + MAX_QUEUE_NAME_LENGTH
+    + (1 + 5)  # priority: a sint32 varint
+    + 2 * _TAG_AND_LENGTH  # delay_ms, run_at_ms: uint64 varints
+    + _TAG_AND_LENGTH
+    + 4 * MAX_KEY_LENGTH
+    + (1 + 5)  # max_attempts: a uint32 varint
+)
 
 
 def default_max_message_bytes(config: BrokerConfig) -> int:
     """The largest request a broker with ``config`` can accept: a PushBatch at the
-    batch limits (or one Push at the payload limit), plus framing and slack. Anything
-    larger is refused before it is read."""
+    batch limits, each job with every option at its limit (or one Push at the payload
+    limit), plus slack. Anything larger is refused before it is read."""
     payload_bytes = max(config.max_batch_bytes, config.max_payload_bytes)
-    framing = config.max_batch_ops * _PAYLOAD_FRAMING_BYTES
+    framing = config.max_batch_ops * PUSH_ITEM_FRAMING_BYTES
     return payload_bytes + framing + REQUEST_SLACK_BYTES
 
 
@@ -77,22 +107,40 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 @cache
-def _fields(message_type: type[betterproto2.Message]) -> dict[int, str]:
-    """Field number -> proto type of ``message_type``, checked once per type."""
-    fields: dict[int, str] = {}
+def _fields(
+    message_type: type[betterproto2.Message],
+) -> dict[int, tuple[str, type[betterproto2.Message] | None]]:
+    """Field number -> (proto type, message class of a message field) of
+    ``message_type``, checked once per type."""
+    fields: dict[int, tuple[str, type[betterproto2.Message] | None]] = {}
     for field in dataclasses.fields(message_type):  # type: ignore[arg-type]
         meta = betterproto2.FieldMetadata.get(field)
-        if meta.proto_type not in _WIRE_TYPES:
+        supported = meta.proto_type in _WIRE_TYPES and meta.map_meta is None
+        if meta.repeated and _WIRE_TYPES.get(meta.proto_type) != 2:
+            supported = False  # a repeated number may come packed: not handled here
+        if not supported:
             raise TypeError(
                 f"{message_type.__name__}.{field.name}: the strict codec does not support "
-                f"{meta.proto_type} fields; extend osqueue_io/server/codec.py"
+                f"{'repeated ' if meta.repeated else ''}{meta.proto_type} fields; extend "
+                "osqueue_io/server/codec.py"
             )
-        fields[meta.number] = meta.proto_type
+        nested: type[betterproto2.Message] | None = None
+        if meta.proto_type == betterproto2.TYPE_MESSAGE:
+            found = message_type._cls_for(field)
+            if not (isinstance(found, type) and issubclass(found, betterproto2.Message)):
+                raise TypeError(f"{message_type.__name__}.{field.name}: not a message type")
+            nested = found
+            _fields(nested)  # its fields are checked now too
+        fields[meta.number] = (meta.proto_type, nested)
     return fields
 
 
-def check_wire_format(data: bytes, message_type: type[betterproto2.Message]) -> None:
+def check_wire_format(
+    data: bytes, message_type: type[betterproto2.Message], depth: int = 0
+) -> None:
     """Raise :class:`MalformedMessage` unless ``data`` is a valid ``message_type``."""
+    if depth > MAX_NESTING:
+        raise MalformedMessage(f"messages nested more than {MAX_NESTING} deep")
     fields = _fields(message_type)
     pos = 0
     while pos < len(data):
@@ -115,9 +163,10 @@ def check_wire_format(data: bytes, message_type: type[betterproto2.Message]) -> 
             value, pos = data[pos : pos + size], pos + size
         else:
             raise MalformedMessage(f"field {number}: unsupported wire type {wire_type}")
-        proto_type = fields.get(number)
-        if proto_type is None:
+        known = fields.get(number)
+        if known is None:
             continue  # an unknown field (a newer client): skipped, as protobuf does
+        proto_type, nested = known
         if _WIRE_TYPES[proto_type] != wire_type:
             raise MalformedMessage(f"field {number}: wire type {wire_type} for a {proto_type}")
         if proto_type == betterproto2.TYPE_STRING:
@@ -126,6 +175,12 @@ def check_wire_format(data: bytes, message_type: type[betterproto2.Message]) -> 
                 value.decode("utf-8")
             except UnicodeDecodeError:
                 raise MalformedMessage(f"field {number}: string is not UTF-8") from None
+        if nested is not None:
+            assert isinstance(value, bytes)
+            try:
+                check_wire_format(value, nested, depth + 1)
+            except MalformedMessage as error:
+                raise MalformedMessage(f"field {number}: {error}") from None
         maximum = _MAXIMUM.get(proto_type)
         if maximum is not None and isinstance(value, int) and value > maximum:
             raise MalformedMessage(f"field {number}: {value} is out of range for a {proto_type}")

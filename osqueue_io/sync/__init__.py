@@ -6,6 +6,7 @@ implementation.
 """
 
 from osqueue_io.sync.embedded import EmbeddedQueue
+from osqueue_io.sync.remote import RemoteQueue
 from osqueue_io.sync.worker import Worker
 
-__all__ = ["EmbeddedQueue", "Worker"]
+__all__ = ["EmbeddedQueue", "RemoteQueue", "Worker"]

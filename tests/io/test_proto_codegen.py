@@ -16,6 +16,7 @@ import generated ``_pb2`` modules of the same ``osqueue.v1`` package cannot clas
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import subprocess
 import sys
@@ -213,9 +214,26 @@ ORIGINAL_VALUES: dict[str, dict[str, Any]] = {
 
 # Our extension fields, set to non-defaults: an original peer must skip them.
 EXTENSION_VALUES: dict[str, dict[str, Any]] = {
-    "ClaimRequest": {"wait_ms": 30_000},
-    "ClaimResponse": {"attempts": 3, "lease_timeout_ms": 2**40},
-    "HeartbeatResponse": {"lease_timeout_ms": 15_000},
+    "PushRequest": {
+        "queue": "emails",
+        "priority": -7,
+        "delay_ms": 1500,
+        "run_at_ms": 2**41,
+        "key": "order-17",
+        "max_attempts": 4,
+    },
+    "PushResponse": {"existing": True},
+    "ClaimRequest": {"wait_ms": 30_000, "queues": ["emails", "default"]},
+    "ClaimResponse": {
+        "attempts": 3,
+        "lease_timeout_ms": 2**40,
+        "queue": "emails",
+        "priority": -(2**31),
+        "max_attempts": 5,
+    },
+    "HeartbeatResponse": {"lease_timeout_ms": 15_000, "cancel_requested": True},
+    # proto3 `optional`: present even when empty, unlike a plain field.
+    "CompleteRequest": {"result": b""},
 }
 
 
@@ -224,6 +242,11 @@ def _our_class(name: str) -> type[betterproto2.Message]:
     assert isinstance(cls, type)
     assert issubclass(cls, betterproto2.Message)
     return cls
+
+
+def _is_optional(name: str, field_name: str) -> bool:
+    (field,) = (f for f in dataclasses.fields(_our_class(name)) if f.name == field_name)
+    return bool(betterproto2.FieldMetadata.get(field).optional)
 
 
 def test_values_cover_every_original_message(original: dict[str, OriginalClass]) -> None:
@@ -237,8 +260,10 @@ def test_original_bytes_decode_in_ours(name: str, original: dict[str, OriginalCl
     decoded = _our_class(name).parse(wire)
     assert {key: getattr(decoded, key) for key in values} == values
     for key, value in EXTENSION_VALUES.get(name, {}).items():
-        # An original peer never sends extensions: each reads as its zero value.
-        assert getattr(decoded, key) == type(value)()
+        # An original peer never sends extensions: each reads as its zero value (None
+        # for a proto3 `optional` field, which says "not sent" apart from "empty").
+        zero = None if _is_optional(name, key) else type(value)()
+        assert getattr(decoded, key) == zero
 
 
 @pytest.mark.parametrize("name", sorted(ORIGINAL_VALUES))
@@ -248,6 +273,8 @@ def test_our_bytes_decode_in_original(name: str, original: dict[str, OriginalCla
     # Without extensions, we write exactly what the original writes.
     assert ours_plain == original[name](**values).SerializeToString()
 
-    extended = bytes(_our_class(name)(**values, **EXTENSION_VALUES.get(name, {})))
+    extensions = EXTENSION_VALUES.get(name, {})
+    extended = bytes(_our_class(name)(**values, **extensions))
+    assert len(extended) > len(ours_plain) or not extensions  # the extensions were sent
     decoded = original[name].FromString(extended)
     assert {key: getattr(decoded, key) for key in values} == values

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from osqueue_core import MAX_ID_LENGTH, BrokerConfig
-from osqueue_io.server.cli import build_parser, parse_duration, parse_listen, parse_size
+from osqueue_core import MAX_ID_LENGTH, BrokerConfig, RetryPolicy
+from osqueue_io.server.cli import (
+    build_parser,
+    parse_backoff,
+    parse_duration,
+    parse_listen,
+    parse_max_attempts,
+    parse_queue_retry,
+    parse_size,
+)
 from osqueue_io.server.codec import default_max_message_bytes
 
 from .conftest import REPO_ROOT, BrokerProcess
@@ -29,6 +37,10 @@ FLAGS = [
     "--max-message-bytes",
     "--max-request-bytes-in-flight",
     "--stall-timeout",
+    "--retry-base",
+    "--retry-cap",
+    "--max-attempts",
+    "--queue-retry",
     "--recreate",
     "--log-level",
 ]
@@ -95,6 +107,14 @@ def test_an_over_long_name_is_a_usage_error_that_does_not_echo_it(
             ["--max-message-bytes", "2MiB", "--max-request-bytes-in-flight", "1MiB"],
             "must be at least the message size limit (2097152)",
         ),
+        (["--retry-base", "2s", "--retry-cap", "1s"], "cap must be at least its base"),
+        (["--retry-base=-1s"], "not a duration"),
+        (["--max-attempts=-1"], "is not a whole number from 0 (unlimited) to 10000"),
+        (
+            ["--queue-retry", "a=1s,2s,3", "--queue-retry", "a=1s,2s,4"],
+            "--queue-retry names a queue more than once",
+        ),
+        (["--queue-retry", "has space=1s,2s,3"], "has characters outside"),
     ],
 )
 def test_bad_limits_are_usage_errors(flags: list[str], message: str, tmp_path: Path) -> None:
@@ -160,6 +180,34 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("emails=1s,5m,10", ("emails", RetryPolicy(1.0, 300.0, 10))),
+        ("reports.v2=0,0,0", ("reports.v2", RetryPolicy(0.0, 0.0, None))),
+        ("q=250ms,2s,1", ("q", RetryPolicy(0.25, 2.0, 1))),
+    ],
+)
+def test_queue_retry_policies(text: str, expected: tuple[str, RetryPolicy]) -> None:
+    assert parse_queue_retry(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["emails", "emails=1s,5m", "=1s,5m,1", "q=5m,1s,3", "q=1s,5m,-1", "q=1s,5m,10001", "q=a,b,c"],
+)
+def test_bad_queue_retry_policies(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_queue_retry(text)
+
+
+def test_attempt_limits_and_backoffs() -> None:
+    assert parse_max_attempts("0") is None  # unlimited
+    assert parse_max_attempts("7") == 7
+    assert parse_backoff("0") == 0.0  # a retry at once
+    assert parse_backoff("1m") == 60.0
 
 
 @pytest.mark.parametrize(

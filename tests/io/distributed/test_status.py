@@ -17,6 +17,9 @@ from osqueue_core import (
     CallInterrupted,
     CorruptState,
     InvalidArgument,
+    JobAlreadyFinished,
+    JobCancelled,
+    JobNotDead,
     JobNotFound,
     LeaseLost,
     OsqueueError,
@@ -29,6 +32,7 @@ from osqueue_core import (
 )
 from osqueue_io.status import (
     ERROR_KEY,
+    JOB_ID_KEY,
     MAX_STATUS_MESSAGE_BYTES,
     MAX_TRAILER_VALUE_BYTES,
     NEW_EPOCH_KEY,
@@ -79,6 +83,9 @@ async def round_trip(error: OsqueueError, call: CallContext = JOB_CALL) -> Osque
         StateMissing("the state object is gone"),
         CallInterrupted("cancelled"),
         UnsupportedSchema(9, 2),
+        JobNotDead("job job-1 is ready, not a dead letter"),
+        JobAlreadyFinished("job-1", "completed"),
+        JobCancelled("job-1"),
     ],
     ids=lambda error: type(error).__name__,
 )
@@ -88,6 +95,29 @@ async def test_typed_errors_come_back_as_themselves(error: OsqueueError) -> None
     assert str(back) == str(error)
     assert back.retryable == error.retryable
     assert vars(back) == vars(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [JobNotFound("job-7"), JobAlreadyFinished("job-7", "dead"), JobCancelled("job-7")],
+    ids=lambda error: type(error).__name__,
+)
+async def test_a_job_error_names_its_job_even_when_the_call_named_none(
+    error: OsqueueError,
+) -> None:
+    # A Redrive names several jobs, a ListDead's `after` is not a job_id field: the
+    # broker's trailer says which job the error is about.
+    back = await round_trip(error, CallContext("Redrive"))
+    assert type(back) is type(error)
+    assert vars(back) == vars(error)
+
+
+async def test_the_status_alone_reads_only_the_call_s_job() -> None:
+    # Without the error's name, a job-id trailer alone does not make a LeaseLost.
+    trailers = {JOB_ID_KEY: b"job-7"}
+    for status in (Status.FAILED_PRECONDITION, Status.NOT_FOUND):
+        fallback = error_from_status(status, "?", trailers, CallContext("Redrive"))
+        assert type(fallback) is OsqueueError
 
 
 async def test_the_replaced_broker_names_its_successor_in_the_message_too() -> None:

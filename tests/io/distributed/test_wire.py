@@ -12,11 +12,15 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+import attrs
 import betterproto2
 import grpc
 import pytest
 
 from osqueue_core import (
+    MAX_KEY_LENGTH,
+    MAX_QUEUE_NAME_LENGTH,
+    BrokerConfig,
     InvalidArgument,
     JobNotFound,
     JobStatus,
@@ -24,13 +28,22 @@ from osqueue_core import (
     PayloadTooLarge,
 )
 from osqueue_io._proto.osqueue.v1 import (
+    ClaimBatchRequest,
     ClaimRequest,
     CompleteRequest,
     HeartbeatRequest,
     PushBatchRequest,
+    PushBatchResponse,
+    PushItem,
     PushRequest,
 )
-from osqueue_io.server.codec import MalformedMessage, check_wire_format
+from osqueue_io.remote import QueueStats
+from osqueue_io.server.codec import (
+    REQUEST_SLACK_BYTES,
+    MalformedMessage,
+    check_wire_format,
+    default_max_message_bytes,
+)
 from osqueue_io.sync import Worker
 
 from .conftest import REPO_ROOT, BrokerProcess, Storage
@@ -97,6 +110,12 @@ def test_a_client_of_the_original_protocol_works_unchanged(
     assert broker.terminate() == 0, broker.text
 
 
+def without_ages(stats: QueueStats) -> QueueStats:
+    """``stats`` without what changes by itself: how long the oldest jobs waited."""
+    ages = tuple(attrs.evolve(queue, oldest_ready_age=None) for queue in stats.queues)
+    return attrs.evolve(stats, queues=ages)
+
+
 # Raw request bytes that no protobuf encoder would write.
 MALFORMED = {
     "Push": [
@@ -104,12 +123,22 @@ MALFORMED = {
         b"\x0a\x05ab",  # bytes field claiming 5 bytes, 2 present
         b"\x08\x01",  # field 1 (bytes) sent as a varint
         b"\x0b\x01",  # a group start: not a wire type of proto3
+        b"\x18\x80\x80\x80\x80\x10",  # priority (sint32) past its zigzag range
+        b"\x22\x01",  # delay_ms (uint64) sent length-delimited
+    ],
+    "PushBatch": [
+        b"\x12\x02\x0a\x05",  # an item whose payload claims 5 bytes, none present
+        b"\x12\x03\x32\x01\xff",  # an item whose key is not UTF-8
+        b"\x10\x01",  # items sent as a varint
     ],
     "Claim": [
         b"\x0a\x02\xff\xfe",  # worker_id is not UTF-8
         b"\x10\xff\xff\xff\xff\x7f",  # wait_ms does not fit a uint32
+        b"\x1a\x01\xff",  # a queue name that is not UTF-8
     ],
     "Heartbeat": [b"\x12"],  # worker_id: a length that is missing
+    "ClaimBatch": [b"\x20\x80\x80\x80\x80\x10"],  # max_jobs does not fit a uint32
+    "Complete": [b"\x1a\x05ab"],  # a result claiming 5 bytes, 2 present
 }
 
 
@@ -126,7 +155,7 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
         job = holder.claim()
         assert job is not None
         assert job.id == kept
-        before = holder.stats()
+        before = without_ages(holder.stats())
 
         # Semantic errors, as typed errors. (The Worker refuses empty ids itself; the
         # broker's answer to one is checked over the bare channel below.)
@@ -176,10 +205,10 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
                         method,
                         request,
                     )
-            assert status_of("Purge", b"") == grpc.StatusCode.UNIMPLEMENTED
+            assert status_of("Frobnicate", b"") == grpc.StatusCode.UNIMPLEMENTED
 
         # The broker is still up and nothing changed.
-        assert holder.stats() == before
+        assert without_ages(holder.stats()) == before
         assert (before.ready, before.claimed) == (1, 1)
         holder.complete(kept)
     assert broker.terminate() == 0, broker.text
@@ -192,8 +221,11 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(
 
 REQUEST_TYPES: dict[str, type[betterproto2.Message]] = {
     "Push": PushRequest,
+    "PushBatch": PushBatchRequest,
     "Claim": ClaimRequest,
     "Heartbeat": HeartbeatRequest,
+    "ClaimBatch": ClaimBatchRequest,
+    "Complete": CompleteRequest,
 }
 
 
@@ -224,3 +256,49 @@ def test_the_strict_codec_refuses_malformed_bytes(
 )
 def test_the_strict_codec_accepts_what_protobuf_accepts(request_bytes: bytes) -> None:
     check_wire_format(request_bytes, ClaimRequest)
+
+
+@pytest.mark.parametrize(
+    ("message_type", "request_bytes"),
+    [
+        (PushRequest, bytes(PushRequest(priority=-(2**31)))),  # the zigzag maximum
+        (PushRequest, bytes(PushRequest(priority=2**31 - 1, delay_ms=2**64 - 1))),
+        (ClaimRequest, bytes(ClaimRequest(queues=["", "é", "emails"]))),
+        (CompleteRequest, bytes(CompleteRequest(result=b""))),  # present, and empty
+        (
+            PushBatchRequest,
+            bytes(PushBatchRequest(items=[PushItem(data=b"a", key="k"), PushItem()])),
+        ),
+        # An unknown field inside an item is skipped too.
+        (PushBatchRequest, b"\x12\x06\x0a\x01a\x98\x06\x01"),
+    ],
+)
+def test_the_strict_codec_accepts_the_lifecycle_fields(
+    message_type: type[betterproto2.Message], request_bytes: bytes
+) -> None:
+    check_wire_format(request_bytes, message_type)
+    message_type.parse(request_bytes)
+
+
+def test_the_strict_codec_refuses_field_types_it_cannot_check() -> None:
+    # A repeated number may arrive packed or not: no request may have one unchecked.
+    with pytest.raises(TypeError, match="repeated bool"):
+        check_wire_format(b"", PushBatchResponse)
+
+
+def test_the_default_message_limit_fits_a_batch_with_every_option_at_its_limit() -> None:
+    config = BrokerConfig()
+    each = config.max_batch_bytes // config.max_batch_ops
+    item = PushItem(
+        data=b"x" * each,
+        queue="q" * MAX_QUEUE_NAME_LENGTH,
+        priority=-(2**31),
+        delay_ms=2**64 - 1,
+        run_at_ms=2**64 - 1,
+        key="\U0001f600" * MAX_KEY_LENGTH,  # four bytes each in UTF-8
+        max_attempts=2**32 - 1,
+    )
+    largest = bytes(PushBatchRequest(items=[item] * config.max_batch_ops))
+    limit = default_max_message_bytes(config)
+    assert len(largest) <= limit - REQUEST_SLACK_BYTES
+    assert len(largest) > limit - REQUEST_SLACK_BYTES - config.max_batch_ops * 50  # and tight

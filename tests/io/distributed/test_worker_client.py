@@ -16,7 +16,9 @@ from osqueue_core import (
     MAX_ID_LENGTH,
     BrokerNotRunning,
     InvalidArgument,
+    JobCancelled,
     LeaseLost,
+    NewJob,
     OsqueueError,
     clip_error_text,
 )
@@ -41,7 +43,8 @@ def closed_port() -> int:
 
 @pytest.fixture
 def broker(local_storage: Storage, start_broker: StartBroker) -> BrokerProcess:
-    return start_broker(local_storage.data, "--heartbeat-timeout", "2s")
+    # A failed job is retried at once: these tests are about the client, not backoff.
+    return start_broker(local_storage.data, "--heartbeat-timeout", "2s", "--retry-base", "0")
 
 
 async def test_batches_failures_and_stats(broker: BrokerProcess) -> None:
@@ -257,3 +260,52 @@ async def test_a_broker_dying_with_connections_queued_gives_only_typed_errors() 
         thread.join()
     assert {type(error).__name__ for error in errors} == {"BrokerNotRunning"}
     assert all(error.retryable for error in errors)
+
+
+async def test_the_lifecycle_calls_by_job_id(broker: BrokerProcess) -> None:
+    async with Worker(broker.address, worker_id="w", heartbeat_interval=0.05) as worker:
+        urgent = await worker.push(b"urgent", queue="q", priority=9, key="u", max_attempts=1)
+        assert await worker.push(b"again", queue="q", key="u") == urgent
+        ids = await worker.push_batch([b"plain", NewJob(b"later", queue="q", delay=60)])
+        assert (await worker.get(ids[1])).run_at is not None
+        job = await worker.claim(queues=["q", "default"])
+        assert job is not None
+        assert (job.id, job.queue, job.priority, job.max_attempts) == (urgent, "q", 9, 1)
+        await worker.release(job.id)
+        [again, plain] = await worker.claim_many(5, queues=["q", "default"])
+        assert (again.id, again.attempts, plain.id) == (urgent, 1, ids[0])
+        assert await worker.fail(again.id, "no", requeue=True) is True  # max_attempts=1
+        page = await worker.dead_letters(limit=1)
+        assert ([j.id for j in page.jobs], page.more) == ([urgent], False)
+        assert await worker.redrive([urgent]) == [urgent]
+        assert await worker.cancel(ids[1]) is True  # delayed: at once
+
+        assert await worker.cancel(plain.id) is False  # claimed: its worker learns it
+        with pytest.raises(JobCancelled):
+            await worker.heartbeat(plain.id)
+        redriven = await worker.claim(queues=["q"])
+        assert redriven is not None
+        await worker.cancel(redriven.id)
+        with anyio.fail_after(10), pytest.raises(JobCancelled):
+            async with worker.processing(redriven):
+                await anyio.sleep_forever()
+        assert (await worker.get(plain.id)).cancel_requested
+        assert await worker.fail(plain.id) is True  # ends cancelled, never retried
+        assert await worker.claim(queues=["q", "default"]) is None
+        assert await worker.purge(queue="q") == []
+
+
+def test_the_blocking_worker_has_the_lifecycle_calls(broker: BrokerProcess) -> None:
+    with BlockingWorker(broker.address) as worker:
+        job_id = worker.push(b"x", queue="q", priority=2)
+        [job] = worker.claim_many(3, queues=["q"])
+        assert (job.id, job.priority) == (job_id, 2)
+        worker.release(job.id)
+        job_again = worker.claim(queues=["q"])
+        assert job_again is not None
+        assert worker.get(job_id).holder == worker.worker_id
+        worker.complete(job_id, b"result")
+        assert worker.dead_letters().jobs == ()
+        assert worker.cancel(worker.push(b"y")) is True
+        assert worker.redrive(queue="q") == []
+        assert worker.purge(queue="q") == []

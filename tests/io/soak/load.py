@@ -303,7 +303,7 @@ class Clients:
 
     async def drain(self) -> None:
         """Claim and complete until the broker reports an empty queue twice in a row
-        (nothing ready, claimed or waiting for its archive write)."""
+        (nothing ready, delayed, claimed or waiting for its archive write)."""
         self._stopping = False
         async with anyio.create_task_group() as tasks:
             for index in range(max(1, self.config.consumers)):
@@ -312,9 +312,12 @@ class Clients:
     async def _drained(self, worker: Worker, rng: random.Random) -> bool:
         for confirmation in range(2):
             stats = await self._retrying("Stats", lambda _: worker.stats(), rng)
-            if stats.ready or stats.claimed or stats.completed_pending_archive:
+            # A failed job, or one whose lease ran out, waits out its retry backoff as
+            # a delayed job: not ready, but not drained either.
+            if stats.ready or stats.delayed or stats.claimed or stats.completed_pending_archive:
                 if not stats.ready:
-                    await anyio.sleep(0.1)  # leases to run out or archive writes to land
+                    # Leases to run out, backoffs to pass or archive writes to land.
+                    await anyio.sleep(0.1)
                 return False
             if confirmation == 0:
                 await anyio.sleep(0.2)

@@ -175,6 +175,10 @@ class Brokers:
                     f"{self.lease_timeout}s",
                     "--heartbeat-check",
                     "1s",
+                    # Every acknowledged push must end completed: no job may run out of
+                    # attempts, however often kills expire its lease.
+                    "--max-attempts",
+                    "0",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -4,20 +4,38 @@
 # This file has been @generated
 
 __all__ = (
+    "CancelRequest",
+    "CancelResponse",
+    "ClaimBatchRequest",
+    "ClaimBatchResponse",
     "ClaimRequest",
     "ClaimResponse",
     "CompleteRequest",
     "CompleteResponse",
     "FailRequest",
     "FailResponse",
+    "GetJobRequest",
+    "GetJobResponse",
     "HeartbeatRequest",
     "HeartbeatResponse",
+    "JobInfo",
+    "LeasedJob",
+    "ListDeadRequest",
+    "ListDeadResponse",
+    "PurgeRequest",
+    "PurgeResponse",
     "PushBatchRequest",
     "PushBatchResponse",
+    "PushItem",
     "PushRequest",
     "PushResponse",
+    "QueueCounts",
     "QueueServiceBase",
     "QueueServiceStub",
+    "RedriveRequest",
+    "RedriveResponse",
+    "ReleaseRequest",
+    "ReleaseResponse",
     "StatsRequest",
     "StatsResponse",
 )
@@ -41,6 +59,81 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 
 @dataclass(eq=False, repr=False)
+class CancelRequest(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("osqueue.v1", "CancelRequest", CancelRequest)
+
+
+@dataclass(eq=False, repr=False)
+class CancelResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    at_once: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    True when the job was cancelled at once (it was not claimed); false when its
+    worker learns it at its next heartbeat.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "CancelResponse", CancelResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ClaimBatchRequest(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    worker_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    queues: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The queues to claim from (empty: ["default"]).
+    """
+
+    wait_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    Long poll, as in ClaimRequest: wait up to this long for a first job.
+    """
+
+    max_jobs: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    The most jobs to take (0: one).
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "ClaimBatchRequest", ClaimBatchRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ClaimBatchResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    jobs: "list[LeasedJob]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The jobs leased, best first; empty when none was ready within wait_ms.
+    """
+
+    lease_timeout_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    How long each lease lasts without a heartbeat, in milliseconds.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "ClaimBatchResponse", ClaimBatchResponse)
+
+
+@dataclass(eq=False, repr=False)
 class ClaimRequest(betterproto2.Message):
     worker_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -48,6 +141,11 @@ class ClaimRequest(betterproto2.Message):
     """
     Extension. Long poll: wait up to this many milliseconds for a job to become
     ready before answering empty. 0 (the original's behaviour) answers at once.
+    """
+
+    queues: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Extension. The queues to claim from (empty: ["default"]).
     """
 
 
@@ -76,6 +174,18 @@ class ClaimResponse(betterproto2.Message):
     Extension. How long the lease lasts without a heartbeat, in milliseconds.
     """
 
+    queue: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Extension. The job's queue and priority.
+    """
+
+    priority: "int" = betterproto2.field(7, betterproto2.TYPE_SINT32)
+
+    max_attempts: "int" = betterproto2.field(8, betterproto2.TYPE_UINT32)
+    """
+    Extension. The most claims the job gets (0: unlimited, or not reported).
+    """
+
 
 default_message_pool.register_message("osqueue.v1", "ClaimResponse", ClaimResponse)
 
@@ -85,6 +195,12 @@ class CompleteRequest(betterproto2.Message):
     job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     worker_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    result: "bytes | None" = betterproto2.field(3, betterproto2.TYPE_BYTES, optional=True)
+    """
+    Extension. What the job produced, kept in its archive record (at most the
+    broker's max_result_bytes). Absent: no result; present and empty: an empty result.
+    """
 
 
 default_message_pool.register_message("osqueue.v1", "CompleteRequest", CompleteRequest)
@@ -131,11 +247,45 @@ class FailResponse(betterproto2.Message):
 
     dead: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
     """
-    True when the job was dead-lettered rather than requeued.
+    True when the job was dead-lettered (or cancelled) rather than requeued.
+    """
+
+    retry_at_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    When the job runs again, UNIX milliseconds (0 when dead).
+    """
+
+    cancelled: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    True when the job ended cancelled (a cancel had been requested).
     """
 
 
 default_message_pool.register_message("osqueue.v1", "FailResponse", FailResponse)
+
+
+@dataclass(eq=False, repr=False)
+class GetJobRequest(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("osqueue.v1", "GetJobRequest", GetJobRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetJobResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job: "JobInfo | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("osqueue.v1", "GetJobResponse", GetJobResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -156,8 +306,161 @@ class HeartbeatResponse(betterproto2.Message):
     milliseconds.
     """
 
+    cancel_requested: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    Extension. The job was cancelled: stop working on it, then Fail or Release it (it
+    ends cancelled). The lease was renewed all the same.
+    """
+
 
 default_message_pool.register_message("osqueue.v1", "HeartbeatResponse", HeartbeatResponse)
+
+
+@dataclass(eq=False, repr=False)
+class JobInfo(betterproto2.Message):
+    """
+    Extension. What the broker knows about a job in the state.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    priority: "int" = betterproto2.field(3, betterproto2.TYPE_SINT32)
+
+    status: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    ready, claimed, completed, dead or cancelled.
+    """
+
+    attempts: "int" = betterproto2.field(5, betterproto2.TYPE_UINT32)
+
+    max_attempts: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    The most claims it gets (0: unlimited).
+    """
+
+    created_at_ms: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+
+    run_at_ms: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+    """
+    Not claimable before this UNIX time (0: claimable now, or not ready).
+    """
+
+    last_error: "str | None" = betterproto2.field(9, betterproto2.TYPE_STRING, optional=True)
+    """
+    The last failure's text (absent: none).
+    """
+
+    holder: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    The worker holding it (empty: not claimed).
+    """
+
+    key: "str | None" = betterproto2.field(11, betterproto2.TYPE_STRING, optional=True)
+    """
+    Its idempotency key (absent: none).
+    """
+
+    cancel_requested: "bool" = betterproto2.field(12, betterproto2.TYPE_BOOL)
+
+    finished_at_ms: "int" = betterproto2.field(13, betterproto2.TYPE_UINT64)
+    """
+    When it finished (0: it has not).
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "JobInfo", JobInfo)
+
+
+@dataclass(eq=False, repr=False)
+class LeasedJob(betterproto2.Message):
+    """
+    Extension. One job of a ClaimBatchResponse: the fields of a ClaimResponse.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    data: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    attempts: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+
+    queue: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    priority: "int" = betterproto2.field(5, betterproto2.TYPE_SINT32)
+
+    max_attempts: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+
+
+default_message_pool.register_message("osqueue.v1", "LeasedJob", LeasedJob)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadRequest(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    queue: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Only this queue's dead letters (empty: every queue's).
+    """
+
+    limit: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    At most this many (0: 100).
+    """
+
+    after: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Start after this job (empty: from the oldest); the last id of the previous page.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "ListDeadRequest", ListDeadRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    jobs: "list[JobInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    more: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    A next page exists: ask again with after set to the last job's id.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "ListDeadResponse", ListDeadResponse)
+
+
+@dataclass(eq=False, repr=False)
+class PurgeRequest(betterproto2.Message):
+    """
+    Extension. Name the jobs or a queue, not both.
+    """
+
+    job_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("osqueue.v1", "PurgeRequest", PurgeRequest)
+
+
+@dataclass(eq=False, repr=False)
+class PurgeResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+
+default_message_pool.register_message("osqueue.v1", "PurgeResponse", PurgeResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -167,6 +470,14 @@ class PushBatchRequest(betterproto2.Message):
     """
 
     data: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+    """
+    Payloads pushed with the defaults (the default queue, priority 0, no delay, ...).
+    """
+
+    items: "list[PushItem]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Jobs with their own options. Give data or items, not both (INVALID_ARGUMENT).
+    """
 
 
 default_message_pool.register_message("osqueue.v1", "PushBatchRequest", PushBatchRequest)
@@ -183,13 +494,82 @@ class PushBatchResponse(betterproto2.Message):
     One id per pushed payload, in request order.
     """
 
+    existing: "list[bool]" = betterproto2.field(2, betterproto2.TYPE_BOOL, repeated=True)
+    """
+    Empty when no key matched an existing job; else one per id: true where the key
+    matched (an existing job, or an earlier item of the same batch).
+    """
+
 
 default_message_pool.register_message("osqueue.v1", "PushBatchResponse", PushBatchResponse)
 
 
 @dataclass(eq=False, repr=False)
-class PushRequest(betterproto2.Message):
+class PushItem(betterproto2.Message):
+    """
+    Extension. One job of a PushBatchRequest: the fields of a PushRequest.
+    """
+
     data: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    priority: "int" = betterproto2.field(3, betterproto2.TYPE_SINT32)
+
+    delay_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+    run_at_ms: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+
+    key: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
+    max_attempts: "int" = betterproto2.field(7, betterproto2.TYPE_UINT32)
+
+
+default_message_pool.register_message("osqueue.v1", "PushItem", PushItem)
+
+
+@dataclass(eq=False, repr=False)
+class PushRequest(betterproto2.Message):
+    """
+    Times are UNIX milliseconds (wall clock) or durations in milliseconds. In every
+    extension field, the zero value means "not given": the default queue, no delay, no
+    key, the queue's attempt limit.
+    """
+
+    data: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Extension. The queue to push to; empty: "default".
+    """
+
+    priority: "int" = betterproto2.field(3, betterproto2.TYPE_SINT32)
+    """
+    Extension. Higher is claimed first; FIFO within a priority.
+    """
+
+    delay_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    Extension. Not claimable for this many milliseconds (0: at once).
+    """
+
+    run_at_ms: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    Extension. Not claimable before this UNIX time in milliseconds (0: at once). Give
+    delay_ms or run_at_ms, not both.
+    """
+
+    key: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Extension. Idempotency key (empty: none): while a job of the same queue with this
+    key is in the state, or finished within the broker's idempotency retention, the
+    push creates nothing and answers that job's id.
+    """
+
+    max_attempts: "int" = betterproto2.field(7, betterproto2.TYPE_UINT32)
+    """
+    Extension. The most claims this job gets (0: its queue's retry policy).
+    """
 
 
 default_message_pool.register_message("osqueue.v1", "PushRequest", PushRequest)
@@ -199,8 +579,95 @@ default_message_pool.register_message("osqueue.v1", "PushRequest", PushRequest)
 class PushResponse(betterproto2.Message):
     job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
+    existing: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    Extension. True when the key matched an existing job, whose id job_id is.
+    """
+
 
 default_message_pool.register_message("osqueue.v1", "PushResponse", PushResponse)
+
+
+@dataclass(eq=False, repr=False)
+class QueueCounts(betterproto2.Message):
+    """
+    Extension. One queue's jobs by where they are.
+    """
+
+    queue: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    ready: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    delayed: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    claimed: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+    dead: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+
+    oldest_ready_age_ms: "int | None" = betterproto2.field(
+        6, betterproto2.TYPE_UINT64, optional=True
+    )
+    """
+    How long the oldest claimable job has waited (absent: none is waiting).
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "QueueCounts", QueueCounts)
+
+
+@dataclass(eq=False, repr=False)
+class RedriveRequest(betterproto2.Message):
+    """
+    Extension. Name the jobs or a queue, not both.
+    """
+
+    job_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Every dead letter of this queue (empty: use job_ids).
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "RedriveRequest", RedriveRequest)
+
+
+@dataclass(eq=False, repr=False)
+class RedriveResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+
+default_message_pool.register_message("osqueue.v1", "RedriveResponse", RedriveResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ReleaseRequest(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    worker_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("osqueue.v1", "ReleaseRequest", ReleaseRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReleaseResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    pass
+
+
+default_message_pool.register_message("osqueue.v1", "ReleaseResponse", ReleaseResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -259,6 +726,22 @@ class StatsResponse(betterproto2.Message):
     waiting_claims: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
     """
     Claims waiting (long poll) for a job to arrive.
+    """
+
+    delayed: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    Ready jobs not claimable yet (a delay, a run-at, a retry's backoff); not counted
+    in ready.
+    """
+
+    dead: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+    """
+    Dead letters in the state.
+    """
+
+    queues: "list[QueueCounts]" = betterproto2.field(11, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Every queue with jobs in the state, by name.
     """
 
 
@@ -418,6 +901,155 @@ class QueueServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def claim_batch(
+        self,
+        message: "ClaimBatchRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ClaimBatchResponse":
+        """
+        Extension. Leases up to max_jobs due jobs at once, best first.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/ClaimBatch",
+            message,
+            ClaimBatchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def release(
+        self,
+        message: "ReleaseRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReleaseResponse":
+        """
+        Extension. Hands a held job back unstarted: it returns to its place in the queue
+        and this claim does not count as an attempt.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/Release",
+            message,
+            ReleaseResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def cancel(
+        self,
+        message: "CancelRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CancelResponse":
+        """
+        Extension. Cancels a job: a ready or delayed one at once; a claimed one is marked,
+        and its worker learns it from its next heartbeat.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/Cancel",
+            message,
+            CancelResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_job(
+        self,
+        message: "GetJobRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetJobResponse":
+        """
+        Extension. Describes a job that is in the state.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/GetJob",
+            message,
+            GetJobResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_dead(
+        self,
+        message: "ListDeadRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListDeadResponse":
+        """
+        Extension. Lists dead letters, oldest death first, a page at a time.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/ListDead",
+            message,
+            ListDeadResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def redrive(
+        self,
+        message: "RedriveRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "RedriveResponse":
+        """
+        Extension. Puts dead letters back to ready with fresh attempts (all or none).
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/Redrive",
+            message,
+            RedriveResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def purge(
+        self,
+        message: "PurgeRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PurgeResponse":
+        """
+        Extension. Drops dead letters from the state into the archive (all or none).
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/Purge",
+            message,
+            PurgeResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class QueueServiceBase(betterproto2_grpclib.ServiceBase):
     async def push(self, message: "PushRequest") -> "PushResponse":
@@ -467,6 +1099,57 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
         """
         Extension. Reports queue sizes and which broker owns the state (for dashboards
         and discovery).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def claim_batch(self, message: "ClaimBatchRequest") -> "ClaimBatchResponse":
+        """
+        Extension. Leases up to max_jobs due jobs at once, best first.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def release(self, message: "ReleaseRequest") -> "ReleaseResponse":
+        """
+        Extension. Hands a held job back unstarted: it returns to its place in the queue
+        and this claim does not count as an attempt.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def cancel(self, message: "CancelRequest") -> "CancelResponse":
+        """
+        Extension. Cancels a job: a ready or delayed one at once; a claimed one is marked,
+        and its worker learns it from its next heartbeat.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_job(self, message: "GetJobRequest") -> "GetJobResponse":
+        """
+        Extension. Describes a job that is in the state.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_dead(self, message: "ListDeadRequest") -> "ListDeadResponse":
+        """
+        Extension. Lists dead letters, oldest death first, a page at a time.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def redrive(self, message: "RedriveRequest") -> "RedriveResponse":
+        """
+        Extension. Puts dead letters back to ready with fresh attempts (all or none).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def purge(self, message: "PurgeRequest") -> "PurgeResponse":
+        """
+        Extension. Drops dead letters from the state into the archive (all or none).
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -523,6 +1206,62 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.stats(request)
         await stream.send_message(response)
 
+    async def __rpc_claim_batch(
+        self, stream: "grpclib.server.Stream[ClaimBatchRequest, ClaimBatchResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.claim_batch(request)
+        await stream.send_message(response)
+
+    async def __rpc_release(
+        self, stream: "grpclib.server.Stream[ReleaseRequest, ReleaseResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.release(request)
+        await stream.send_message(response)
+
+    async def __rpc_cancel(
+        self, stream: "grpclib.server.Stream[CancelRequest, CancelResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.cancel(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_job(
+        self, stream: "grpclib.server.Stream[GetJobRequest, GetJobResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_job(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_dead(
+        self, stream: "grpclib.server.Stream[ListDeadRequest, ListDeadResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_dead(request)
+        await stream.send_message(response)
+
+    async def __rpc_redrive(
+        self, stream: "grpclib.server.Stream[RedriveRequest, RedriveResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.redrive(request)
+        await stream.send_message(response)
+
+    async def __rpc_purge(
+        self, stream: "grpclib.server.Stream[PurgeRequest, PurgeResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.purge(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/osqueue.v1.QueueService/Push": grpclib.const.Handler(
@@ -566,5 +1305,47 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 StatsRequest,
                 StatsResponse,
+            ),
+            "/osqueue.v1.QueueService/ClaimBatch": grpclib.const.Handler(
+                self.__rpc_claim_batch,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ClaimBatchRequest,
+                ClaimBatchResponse,
+            ),
+            "/osqueue.v1.QueueService/Release": grpclib.const.Handler(
+                self.__rpc_release,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ReleaseRequest,
+                ReleaseResponse,
+            ),
+            "/osqueue.v1.QueueService/Cancel": grpclib.const.Handler(
+                self.__rpc_cancel,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CancelRequest,
+                CancelResponse,
+            ),
+            "/osqueue.v1.QueueService/GetJob": grpclib.const.Handler(
+                self.__rpc_get_job,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetJobRequest,
+                GetJobResponse,
+            ),
+            "/osqueue.v1.QueueService/ListDead": grpclib.const.Handler(
+                self.__rpc_list_dead,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListDeadRequest,
+                ListDeadResponse,
+            ),
+            "/osqueue.v1.QueueService/Redrive": grpclib.const.Handler(
+                self.__rpc_redrive,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                RedriveRequest,
+                RedriveResponse,
+            ),
+            "/osqueue.v1.QueueService/Purge": grpclib.const.Handler(
+                self.__rpc_purge,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PurgeRequest,
+                PurgeResponse,
             ),
         }

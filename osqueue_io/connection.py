@@ -1,0 +1,487 @@
+"""The wire under the remote clients: one gRPC channel to a broker and its calls.
+
+:class:`BrokerConnection` makes each RPC of ``osqueue.v1.QueueService`` a method that
+takes plain values and returns osqueue's own (core results such as ``Pushed``,
+``Failed`` and ``JobInfo``, or :class:`RemoteJob` and :class:`QueueStats`), with a
+deadline on every call and every failure a typed :class:`~osqueue_core.OsqueueError`.
+It holds no worker identity and no policy: :class:`~osqueue_io.remote.Worker` (bytes,
+job ids) and :class:`~osqueue_io.remote.RemoteQueue` (typed items) are built on it.
+
+In the protocol's extension fields a zero value means "not given" (docs/protocol.md),
+so a value the wire cannot carry faithfully is refused here, before anything is sent,
+with the core's own check: a number outside its range (a negative delay, an attempt
+limit of 0) and an empty text where empty means "not given" (a queue name, a key).
+Everything else (a queue name with bad characters, an over-long key) is the broker's to
+refuse, and comes back as the same typed error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import betterproto2
+from grpclib import GRPCError
+from grpclib.client import Channel, Stream
+from grpclib.const import Cardinality
+from grpclib.exceptions import StreamTerminatedError
+from grpclib.metadata import decode_metadata
+
+from osqueue_core import (
+    DEFAULT_QUEUE,
+    MAX_ATTEMPTS,
+    MAX_CLAIM_COUNT,
+    MAX_DELAY,
+    MAX_PRIORITY,
+    BrokerNotRunning,
+    Cancelled,
+    DeadLetters,
+    Failed,
+    InvalidArgument,
+    JobInfo,
+    NewJob,
+    OsqueueError,
+    Pushed,
+    PushedBatch,
+    check_id,
+    check_key,
+    check_queue_name,
+    check_queues,
+)
+from osqueue_core.clock import MAX_WALL
+from osqueue_core.limits import check_int, check_seconds, check_wait
+from osqueue_io._proto.osqueue import v1 as pb
+from osqueue_io.address import split_host_port
+from osqueue_io.client import QueueInfo
+from osqueue_io.http2 import limit_closed_streams
+from osqueue_io.status import CallContext, error_from_status
+
+Reply = TypeVar("Reply", bound=betterproto2.Message)
+
+_SERVICE = "/osqueue.v1.QueueService/"
+#: Used when a broker does not say how long its leases last (the original's brokers).
+DEFAULT_LEASE_TIMEOUT = 30.0
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6 literals) -> (host, port)."""
+    parsed = split_host_port(address)
+    if parsed is None or not parsed[0]:
+        raise InvalidArgument(f"broker address {address!r} is not host:port")
+    return parsed
+
+
+@attrs.frozen
+class RemoteJob:
+    """A job this worker holds: process ``data``, then complete or fail it by ``id``."""
+
+    id: str
+    data: bytes = attrs.field(repr=False)
+    #: How many times the job has been claimed, this claim included (0: not reported).
+    attempts: int
+    #: Seconds the lease lasts without a heartbeat.
+    lease_timeout: float
+    #: ``time.monotonic()`` when the claim was sent: the lease cannot have started
+    #: earlier, so the background heartbeat counts the first lease from here.
+    claimed_at: float = attrs.field(default=0.0, repr=False)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    #: The most attempts the job gets (None: unlimited, or not reported).
+    max_attempts: int | None = None
+
+
+@attrs.frozen
+class QueueStats:
+    """What the broker reports about its queues and itself (the Stats RPC)."""
+
+    #: Jobs claimable now (delayed ones are counted in ``delayed``).
+    ready: int
+    claimed: int
+    completed_pending_archive: int
+    epoch: int
+    identity: str
+    revision: int
+    address: str
+    #: Claims waiting for a job (0 from brokers that do not report it).
+    waiting_claims: int = 0
+    #: Jobs not claimable yet (a delay, a run-at, a retry's backoff), and dead letters.
+    delayed: int = 0
+    dead: int = 0
+    #: Every queue with jobs, by name (empty from brokers that do not report it).
+    queues: tuple[QueueInfo, ...] = ()
+
+
+@attrs.frozen
+class LeaseRenewed:
+    """A heartbeat's answer: the lease lasts ``lease_timeout`` seconds from now;
+    ``cancel_requested``: the job was cancelled, stop working on it."""
+
+    lease_timeout: float
+    cancel_requested: bool = False
+
+
+# -- values the wire cannot carry ------------------------------------------------------
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def push_item(job: NewJob) -> pb.PushItem:
+    """``job`` as its wire fields (see the module docstring for what is checked)."""
+    if not isinstance(job.payload, bytes):
+        raise InvalidArgument(f"a job payload must be bytes, got {type(job.payload).__name__}")
+    if not isinstance(job.queue, str) or not job.queue:
+        check_queue_name(job.queue)  # raises: an empty name would mean "default"
+    if job.key is not None and (not isinstance(job.key, str) or not job.key):
+        check_key(job.key)  # raises: an empty key would mean "no key"
+    priority = check_int("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    delay = None if job.delay is None else check_seconds("delay", job.delay, MAX_DELAY)
+    run_at = None if job.run_at is None else check_seconds("run_at", job.run_at, MAX_WALL)
+    limit = job.max_attempts
+    if limit is not None:
+        check_int("max_attempts", limit, 1, MAX_ATTEMPTS)
+    return pb.PushItem(
+        data=job.payload,
+        queue="" if job.queue == DEFAULT_QUEUE else job.queue,
+        priority=priority,
+        delay_ms=0 if delay is None else _ms(delay),
+        run_at_ms=0 if run_at is None else _ms(run_at),
+        key=job.key or "",
+        max_attempts=limit or 0,
+    )
+
+
+def queue_names(queues: Sequence[str]) -> list[str]:
+    """A claim's queue names as sent: none for just the default queue, which is what
+    an empty list means (and what the original protocol's claims ask for)."""
+    if isinstance(queues, str) or not isinstance(queues, Sequence):
+        raise InvalidArgument("queues must be a list of queue names (not one name)")
+    names = list(queues)
+    if not names or not all(isinstance(name, str) for name in names):
+        check_queues(names)  # raises: no queue, or a name that is not text
+    return [] if names == [DEFAULT_QUEUE] else names
+
+
+def _optional_name(name: str | None, check: Any) -> str:
+    """A name that may be left out (None); an empty one would read as left out."""
+    if name is None:
+        return ""
+    if not isinstance(name, str) or not name:
+        check(name)  # raises
+    return name
+
+
+def _seconds(ms: int) -> float | None:
+    return ms / 1000 if ms else None
+
+
+def job_info(message: pb.JobInfo) -> JobInfo:
+    """A job's description as the broker sent it."""
+    return JobInfo(
+        id=message.job_id,
+        queue=message.queue,
+        priority=message.priority,
+        status=message.status,
+        attempts=message.attempts,
+        max_attempts=message.max_attempts or None,
+        created_at=message.created_at_ms / 1000,
+        run_at=_seconds(message.run_at_ms),
+        last_error=message.last_error,
+        holder=message.holder or None,
+        key=message.key,
+        cancel_requested=message.cancel_requested,
+        finished_at=_seconds(message.finished_at_ms),
+    )
+
+
+def _queue_info(message: pb.QueueCounts) -> QueueInfo:
+    age = message.oldest_ready_age_ms
+    return QueueInfo(
+        queue=message.queue,
+        ready=message.ready,
+        delayed=message.delayed,
+        claimed=message.claimed,
+        dead=message.dead,
+        oldest_ready_age=None if age is None else age / 1000,
+    )
+
+
+# -- the connection ----------------------------------------------------------------------
+
+
+class BrokerConnection:
+    """A gRPC channel to the broker at ``address``; ``timeout`` is each call's deadline
+    in seconds. ``owner`` names the client in errors (``use `async with Worker(...)```).
+    :meth:`open` before the first call, :meth:`close` at the end."""
+
+    def __init__(self, address: str, *, timeout: float, owner: str) -> None:
+        if not timeout > 0:
+            raise InvalidArgument("timeout must be positive")
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.timeout = timeout
+        self._owner = owner
+        self._channel: Channel | None = None
+
+    def open(self) -> None:
+        """Prepare the connection (made on the first call, remade after a failure)."""
+        if self._channel is not None:
+            raise RuntimeError(f"the {self._owner} is already open")
+        limit_closed_streams()  # ~12 MB per long-lived connection otherwise
+        self._channel = Channel(self.host, self.port)
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def push(self, job: NewJob) -> Pushed:
+        item = push_item(job)
+        request = pb.PushRequest(
+            data=item.data,
+            queue=item.queue,
+            priority=item.priority,
+            delay_ms=item.delay_ms,
+            run_at_ms=item.run_at_ms,
+            key=item.key,
+            max_attempts=item.max_attempts,
+        )
+        reply = await self.call("Push", request, pb.PushResponse)
+        return Pushed(reply.job_id, reply.existing)
+
+    async def push_batch(self, jobs: Sequence[bytes | NewJob]) -> PushedBatch:
+        """Push ``jobs`` in one write. Plain payloads (or jobs with every option at its
+        default) go as ``data``, as the original batch did; others as ``items``."""
+        new = [job if isinstance(job, NewJob) else NewJob(job) for job in jobs]
+        items = [push_item(job) for job in new]
+        if all(job == NewJob(job.payload) for job in new):
+            request = pb.PushBatchRequest(data=[item.data for item in items])
+        else:
+            request = pb.PushBatchRequest(items=items)
+        reply = await self.call("PushBatch", request, pb.PushBatchResponse)
+        return PushedBatch(tuple(reply.job_ids), tuple(reply.existing))
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], wait: float, count: int | None
+    ) -> list[RemoteJob]:
+        """Claim for ``worker_id``: one job with the Claim RPC (``count`` None, what
+        every broker serves), or up to ``count`` with ClaimBatch. Empty when none came
+        within ``wait`` seconds."""
+        wait = check_wait(wait)
+        names = queue_names(queues)
+        wait_ms = _ms(wait)
+        time_limit = self.timeout + wait
+        sent_at = time.monotonic()
+        if count is None:
+            request = pb.ClaimRequest(worker_id=worker_id, wait_ms=wait_ms, queues=names)
+            reply = await self.call("Claim", request, pb.ClaimResponse, time_limit=time_limit)
+            if reply.empty:
+                return []
+            leased = [
+                pb.LeasedJob(
+                    job_id=reply.job_id,
+                    data=reply.data,
+                    attempts=reply.attempts,
+                    queue=reply.queue,
+                    priority=reply.priority,
+                    max_attempts=reply.max_attempts,
+                )
+            ]
+            lease_ms = reply.lease_timeout_ms
+        else:
+            check_int("count", count, 1, MAX_CLAIM_COUNT)
+            batch = pb.ClaimBatchRequest(
+                worker_id=worker_id, queues=names, wait_ms=wait_ms, max_jobs=count
+            )
+            answer = await self.call(
+                "ClaimBatch", batch, pb.ClaimBatchResponse, time_limit=time_limit
+            )
+            leased, lease_ms = answer.jobs, answer.lease_timeout_ms
+        lease_timeout = lease_ms / 1000 or DEFAULT_LEASE_TIMEOUT
+        return [
+            RemoteJob(
+                job.job_id,
+                job.data,
+                job.attempts,
+                lease_timeout,
+                sent_at,
+                job.queue or DEFAULT_QUEUE,
+                job.priority,
+                job.max_attempts or None,
+            )
+            for job in leased
+        ]
+
+    async def heartbeat(
+        self, job_id: str, worker_id: str, *, time_limit: float | None = None
+    ) -> LeaseRenewed:
+        request = pb.HeartbeatRequest(job_id=check_id("job_id", job_id), worker_id=worker_id)
+        reply = await self.call("Heartbeat", request, pb.HeartbeatResponse, time_limit=time_limit)
+        lease_timeout = reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
+        return LeaseRenewed(lease_timeout, reply.cancel_requested)
+
+    async def complete(self, job_id: str, worker_id: str, result: bytes | None) -> None:
+        if result is not None and not isinstance(result, bytes):
+            raise InvalidArgument(f"a job result must be bytes, got {type(result).__name__}")
+        request = pb.CompleteRequest(
+            job_id=check_id("job_id", job_id), worker_id=worker_id, result=result
+        )
+        await self.call("Complete", request, pb.CompleteResponse)
+
+    async def fail(self, job_id: str, worker_id: str, error: str, requeue: bool) -> Failed:
+        """``error`` must be within ``MAX_ERROR_LENGTH`` (cut it with
+        ``clip_error_text``); the broker refuses a longer one."""
+        request = pb.FailRequest(
+            job_id=check_id("job_id", job_id), worker_id=worker_id, error=error, requeue=requeue
+        )
+        reply = await self.call("Fail", request, pb.FailResponse)
+        return Failed(job_id, reply.dead, _seconds(reply.retry_at_ms), reply.cancelled)
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        request = pb.ReleaseRequest(job_id=check_id("job_id", job_id), worker_id=worker_id)
+        await self.call("Release", request, pb.ReleaseResponse)
+
+    # -- operating -------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Cancelled:
+        request = pb.CancelRequest(job_id=check_id("job_id", job_id))
+        reply = await self.call("Cancel", request, pb.CancelResponse)
+        return Cancelled(job_id, reply.at_once)
+
+    async def get(self, job_id: str) -> JobInfo:
+        request = pb.GetJobRequest(job_id=check_id("job_id", job_id))
+        reply = await self.call("GetJob", request, pb.GetJobResponse)
+        if reply.job is None:
+            raise OsqueueError(f"GetJob: the broker at {self.address} described no job")
+        return job_info(reply.job)
+
+    async def list_dead(self, queue: str | None, limit: int, after: str | None) -> DeadLetters:
+        request = pb.ListDeadRequest(
+            queue=_optional_name(queue, check_queue_name),
+            limit=check_int("limit", limit, 1, 2**32 - 1),  # 0 would mean the default
+            after=_optional_name(after, lambda name: check_id("after", name)),
+        )
+        reply = await self.call("ListDead", request, pb.ListDeadResponse)
+        return DeadLetters(tuple(job_info(job) for job in reply.jobs), reply.more)
+
+    async def redrive(self, job_ids: Sequence[str], queue: str | None) -> list[str]:
+        request = pb.RedriveRequest(
+            job_ids=self._ids(job_ids), queue=_optional_name(queue, check_queue_name)
+        )
+        return list((await self.call("Redrive", request, pb.RedriveResponse)).job_ids)
+
+    async def purge(self, job_ids: Sequence[str], queue: str | None) -> list[str]:
+        request = pb.PurgeRequest(
+            job_ids=self._ids(job_ids), queue=_optional_name(queue, check_queue_name)
+        )
+        return list((await self.call("Purge", request, pb.PurgeResponse)).job_ids)
+
+    @staticmethod
+    def _ids(job_ids: Sequence[str]) -> list[str]:
+        if isinstance(job_ids, str) or not isinstance(job_ids, Sequence):
+            raise InvalidArgument("job_ids must be a list of job ids (not one id)")
+        return [check_id("job_id", job_id) for job_id in job_ids]
+
+    async def stats(self) -> QueueStats:
+        reply = await self.call("Stats", pb.StatsRequest(), pb.StatsResponse)
+        return QueueStats(
+            ready=reply.ready,
+            claimed=reply.claimed,
+            completed_pending_archive=reply.completed_pending_archive,
+            epoch=reply.epoch,
+            identity=reply.identity,
+            revision=reply.revision,
+            address=reply.address,
+            waiting_claims=reply.waiting_claims,
+            delayed=reply.delayed,
+            dead=reply.dead,
+            queues=tuple(_queue_info(queue) for queue in reply.queues),
+        )
+
+    # -- the wire --------------------------------------------------------------------
+
+    async def call(
+        self,
+        rpc: str,
+        request: betterproto2.Message,
+        reply_type: type[Reply],
+        *,
+        time_limit: float | None = None,
+    ) -> Reply:
+        """One unary call with a deadline; every failure becomes a typed error."""
+        if self._channel is None:
+            name = self._owner
+            raise BrokerNotRunning(f"the {name} is not open: use `async with {name}(...)`")
+        stream = self._channel.request(
+            _SERVICE + rpc,
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply_type,
+            timeout=self.timeout if time_limit is None else time_limit,
+        )
+        try:
+            async with stream:
+                await stream.send_message(request, end=True)
+                reply = await stream.recv_message()
+        except GRPCError as error:
+            context = CallContext(
+                rpc,
+                job_id=getattr(request, "job_id", ""),
+                worker_id=getattr(request, "worker_id", ""),
+            )
+            raise error_from_status(
+                error.status, error.message, _trailers(stream), context
+            ) from error
+        except (OSError, StreamTerminatedError) as error:
+            # Refused, reset, or no answer in time (TimeoutError is an OSError): the
+            # broker may be restarting. The request may or may not have been applied.
+            reason = "no reply in time" if isinstance(error, TimeoutError) else repr(error)
+            raise BrokerNotRunning(
+                f"{rpc} to the broker at {self.address} failed ({reason}); "
+                "retry, the connection is re-established by itself"
+            ) from error
+        except AttributeError as error:
+            if not _raised_by_grpclib(error):
+                raise
+            # grpclib 0.4 can hand out a connection that the broker already closed
+            # (it died with connections still queued): the stream then fails before
+            # anything was sent. Seen by the crash soak about once per 100 kills.
+            raise BrokerNotRunning(
+                f"{rpc} to the broker at {self.address} failed (the connection was closed "
+                "before the call was sent); retry, the connection is re-established by itself"
+            ) from error
+        if reply is None:
+            raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
+        return reply
+
+
+def _raised_by_grpclib(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside grpclib (not by a bug of ours)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").startswith("grpclib")
+
+
+def _trailers(stream: Stream[Any, Any]) -> Mapping[str, object] | None:
+    """The trailing metadata of a failed call, where the typed error is named.
+
+    grpclib sets ``trailing_metadata`` only when it read the answer itself. When the
+    broker answers while the request is still being sent (it refuses a large request
+    from its length prefix, then resets the stream), grpclib raises the status from the
+    HTTP/2 stream's headers and leaves ``trailing_metadata`` unset. Those headers are a
+    grpclib internal (``Stream._stream.headers``); if they move, the status code alone
+    decides, and tests/io/distributed/test_hostile_requests.py fails (an ``Overloaded``
+    refusal would read as ``PayloadTooLarge``).
+    """
+    if stream.trailing_metadata is not None:
+        return stream.trailing_metadata
+    headers = getattr(getattr(stream, "_stream", None), "headers", None)
+    return decode_metadata(headers) if headers else None
