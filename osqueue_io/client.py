@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 import attrs
 
-from osqueue_core import DEFAULT_QUEUE, JobInfo
+from osqueue_core import DEFAULT_QUEUE, InvalidArgument, JobInfo
 from osqueue_io.keepalive import Lease
 
 T = TypeVar("T")
@@ -29,6 +29,14 @@ def default_worker_id() -> str:
     """``host:pid:random``: unique per client, readable in the state object (a host
     name is at most 253 characters, so the id stays within ``MAX_ID_LENGTH``)."""
     return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def claim_queues(queues: Sequence[str]) -> tuple[str, ...]:
+    """A claim's ``queues`` as a tuple, refusing one name given bare (a string is a
+    sequence too: ``"emails"`` would claim from six one-letter queues)."""
+    if isinstance(queues, str) or not isinstance(queues, Sequence):
+        raise InvalidArgument("queues must be a list of queue names (not one name)")
+    return tuple(queues)
 
 
 @attrs.frozen

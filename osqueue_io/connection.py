@@ -54,7 +54,7 @@ from osqueue_core.clock import MAX_WALL
 from osqueue_core.limits import check_int, check_seconds, check_wait
 from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
-from osqueue_io.client import QueueInfo
+from osqueue_io.client import QueueInfo, claim_queues
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.status import CallContext, error_from_status
 
@@ -157,9 +157,7 @@ def push_item(job: NewJob) -> pb.PushItem:
 def queue_names(queues: Sequence[str]) -> list[str]:
     """A claim's queue names as sent: none for just the default queue, which is what
     an empty list means (and what the original protocol's claims ask for)."""
-    if isinstance(queues, str) or not isinstance(queues, Sequence):
-        raise InvalidArgument("queues must be a list of queue names (not one name)")
-    names = list(queues)
+    names = list(claim_queues(queues))
     if not names or not all(isinstance(name, str) for name in names):
         check_queues(names)  # raises: no queue, or a name that is not text
     return [] if names == [DEFAULT_QUEUE] else names

@@ -64,7 +64,7 @@ from osqueue_core import (
     check_id,
     clip_error_text,
 )
-from osqueue_io.client import ClaimedJob, QueueInfo, default_worker_id
+from osqueue_io.client import ClaimedJob, QueueInfo, claim_queues, default_worker_id
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
 from osqueue_io.resource import AsyncResource
@@ -246,14 +246,14 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         """Take the best due job of ``queues`` (priority, then FIFO), waiting up to
         ``wait`` seconds for one; None when none came. ``worker_id`` overrides the
         queue's own for this claim."""
-        jobs = await self._claim(worker_id or self._worker_id, tuple(queues), 1, wait)
+        jobs = await self._claim(worker_id or self._worker_id, claim_queues(queues), 1, wait)
         return jobs[0] if jobs else None
 
     async def claim_many(
         self, count: int, *, queues: Sequence[str] = (DEFAULT_QUEUE,), wait: float = 0.0
     ) -> list[ClaimedJob[T]]:
         """Up to ``count`` due jobs in one request (empty when none came in ``wait``)."""
-        return await self._claim(self._worker_id, tuple(queues), count, wait)
+        return await self._claim(self._worker_id, claim_queues(queues), count, wait)
 
     async def _claim(
         self, worker_id: str, queues: tuple[str, ...], count: int, wait: float
