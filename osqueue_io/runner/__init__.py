@@ -1,0 +1,12 @@
+"""The worker runner: claim jobs and run a handler on each, with heartbeats, retries and
+a graceful stop.
+
+In a program, :func:`run_worker` (``osqueue_io.run_worker``) drives any
+:class:`~osqueue_io.client.JobQueue`; on the command line, ``python -m osqueue_io.runner
+module:function --data URL`` (or ``--broker HOST:PORT``) runs one
+(:mod:`osqueue_io.runner.cli`). docs/lifecycle.md, "The worker runner", describes both.
+"""
+
+from osqueue_io.runner.run import MAX_GRACE, Handler, RunSummary, job_result, run_worker
+
+__all__ = ["MAX_GRACE", "Handler", "RunSummary", "job_result", "run_worker"]
