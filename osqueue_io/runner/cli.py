@@ -42,7 +42,8 @@ from osqueue_core import (
 from osqueue_io.address import split_host_port
 from osqueue_io.client import JobQueue
 from osqueue_io.embedded import EmbeddedQueue
-from osqueue_io.runner.run import MAX_GRACE, Handler, run_worker
+from osqueue_io.runner.handler import Handler
+from osqueue_io.runner.run import MAX_GRACE, run_worker
 from osqueue_io.server.cli import parse_duration
 from osqueue_io.storage import ObjectStore, StorageConfigError, open_store
 

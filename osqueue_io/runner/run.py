@@ -4,11 +4,12 @@ Theory of operation. One task claims: it asks for as many jobs as there are free
 (``claim_many(free, queues=..., wait=poll)``) and starts one task per job. A job task
 runs the handler under ``queue.keep_alive(job)`` (heartbeats in the background; the
 handler is cancelled when the lease is lost or the job cancelled) and then records the
-outcome itself: ``complete(job, result)`` on return, ``fail(job, error text)`` on an
-exception, ``fail(job, "cancelled", retry=False)`` on ``JobCancelled`` (the rules of
-``JobQueue.processing``, which cannot pass a result). A slot is free again when its job
-task ends; a plain function's slot only when its thread has returned, so a worker never
-runs more than ``concurrency`` handlers, even when it had to give up on one.
+outcome (:mod:`osqueue_io.runner.outcomes`): ``complete(job, result)`` on return,
+``fail(job, error text)`` on an exception, ``fail(job, "cancelled", retry=False)`` on
+``JobCancelled`` (the rules of ``JobQueue.processing``, which cannot pass a result). A
+slot is free again when its job task ends; a plain function's slot only when its thread
+has returned, so a worker never runs more than ``concurrency`` handlers, even when it
+had to give up on one.
 
 Stopping (``stop`` set) goes in order: the claim in flight is cancelled (the broker
 hands back whatever it granted to it); a job claimed but not started is released; the
@@ -23,11 +24,10 @@ lease runs out, so the job is retried (which counts an attempt).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeAlias, TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -40,23 +40,19 @@ from osqueue_core import (
     MAX_CLAIM_WAIT,
     InvalidArgument,
     JobCancelled,
-    JobNotFound,
     LeaseLost,
     OsqueueError,
     check_queues,
-    clip_error_text,
 )
-from osqueue_io.client import ClaimedJob, JobQueue
+from osqueue_io.client import ClaimedJob, JobQueue, claim_queues
+from osqueue_io.runner.handler import Handler, is_async_handler
+from osqueue_io.runner.outcomes import Outcomes, RunSummary
 
-__all__ = ["MAX_GRACE", "Handler", "RunSummary", "job_result", "run_worker"]
+__all__ = ["MAX_GRACE", "run_worker"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("osqueue.runner")
-
-#: A job handler: ``async def handler(job) -> bytes | None``, or a plain function with
-#: the same signature (run in a worker thread). Its return value is the job's result.
-Handler: TypeAlias = Callable[[ClaimedJob[T]], Awaitable[bytes | None] | bytes | None]
 
 #: The longest grace period ``run_worker`` accepts (a day), in seconds.
 MAX_GRACE = 86400.0
@@ -66,30 +62,6 @@ CLAIM_RETRY_CAP = 5.0
 #: How long a release may take when ``run_worker`` itself is cancelled: it runs shielded
 #: from that cancellation, so it needs its own bound.
 RELEASE_TIMEOUT = 10.0
-
-
-@attrs.frozen
-class RunSummary:
-    """What one ``run_worker`` call did with the jobs it claimed; each job counts once."""
-
-    #: The handler returned and the job was completed (with its result, if any).
-    completed: int = 0
-    #: The handler raised (or returned something other than bytes or None) and the
-    #: failure was recorded: the job is retried per its queue's policy, or dead.
-    failed: int = 0
-    #: The job was cancelled while its handler ran; it ends cancelled.
-    cancelled: int = 0
-    #: Handed back without counting an attempt: claimed but not started when the stop
-    #: came, or (see ``interrupted``) still running when the grace period ended.
-    released: int = 0
-    #: Of ``released``: handlers still running when the grace period ended.
-    interrupted: int = 0
-    #: Jobs whose outcome could not be recorded (the lease was lost, or the broker could
-    #: not be reached): each was logged; its lease runs out and it is retried.
-    lost: int = 0
-    #: Plain handlers still running in their threads when ``run_worker`` returned
-    #: (their jobs released, their outcome ignored).
-    threads_left_running: int = 0
 
 
 async def run_worker(
@@ -143,35 +115,6 @@ async def run_worker(
     return await runner.run()
 
 
-def job_result(value: object) -> bytes | None:
-    """The job result a handler's return ``value`` stands for: ``bytes`` as they are
-    (``bytearray`` and ``memoryview`` copied into bytes), None for none. Anything else
-    raises ``TypeError`` with what to do instead."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()  # never awaited: say so here rather than in a warning at exit
-        raise TypeError(
-            "the handler is a plain function that returned an awaitable: declare it "
-            "`async def` so that it runs on the event loop"
-        )
-    raise TypeError(
-        f"the handler returned {type(value).__name__}: return bytes or None "
-        "(encode other results yourself, e.g. json.dumps(result).encode())"
-    )
-
-
-def is_async_handler(handler: Callable[..., object]) -> bool:
-    """Whether ``handler`` is an ``async def`` function (or ``functools.partial`` of one,
-    or an object whose class's ``__call__`` is one): those run on the event loop."""
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        type(handler).__call__
-    )
-
-
 # -- checks ----------------------------------------------------------------------------
 
 
@@ -184,10 +127,7 @@ def _check_concurrency(value: object) -> int:
 
 
 def _check_queue_names(value: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        # A lone name would be taken as a sequence of one-letter queue names.
-        raise InvalidArgument(f"queues is a list of names: write queues=[{value!r}]")
-    return tuple(dict.fromkeys(check_queues(tuple(value))))
+    return tuple(dict.fromkeys(check_queues(claim_queues(value))))
 
 
 def _check_seconds(
@@ -209,25 +149,7 @@ def _transient(error: Exception) -> bool:
     return isinstance(error, OSError)
 
 
-def _error_text(error: BaseException) -> str:
-    # The same text as JobQueue.processing records, so both read alike in last_error.
-    return clip_error_text(f"{type(error).__name__}: {error}")
-
-
 # -- the run ---------------------------------------------------------------------------
-
-
-@attrs.define
-class _Tally:
-    """RunSummary's counters while the run goes on."""
-
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    released: int = 0
-    interrupted: int = 0
-    lost: int = 0
-    threads_left_running: int = 0
 
 
 @attrs.define(eq=False)
@@ -256,7 +178,7 @@ class _Running(Generic[T]):
     #: Around waiting for the thread of a plain handler whose job already has its
     #: outcome: cancelled at the same time.
     linger_scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
-    #: An outcome was recorded or given up on: nothing to release when cancelled.
+    #: Its outcome was recorded (or logged as lost): nothing to release if cancelled.
     settled: bool = False
 
     def interrupt(self) -> None:
@@ -300,7 +222,7 @@ class _Runner(Generic[T]):
         self._threads: TaskGroup | None = None
         self._threads_running = 0
         self._thread_limiter = anyio.CapacityLimiter(concurrency)
-        self._tally = _Tally()
+        self._outcomes = Outcomes(queue)
 
     def _should_stop(self) -> bool:
         # The events themselves, not only _stopping: the task relaying them may not
@@ -333,9 +255,8 @@ class _Runner(Generic[T]):
                 await self._drain()
                 relays.cancel_scope.cancel()
             # Every job task has ended; what is left are threads nobody waits for.
-            self._tally.threads_left_running = self._threads_running
+            summary = self._outcomes.summary(threads_left_running=self._threads_running)
             threads.cancel_scope.cancel()
-        summary = RunSummary(**attrs.asdict(self._tally))
         log.info(
             "worker %s stopped: %d completed, %d failed, %d cancelled, %d released "
             "(%d interrupted), %d lost, %d threads left running",
@@ -427,15 +348,15 @@ class _Runner(Generic[T]):
         self._running.add(running)
         try:
             if self._should_stop():
-                await self._release(running, "claimed, not started before the stop")
+                await self._outcomes.release(job, "claimed, not started before the stop")
             else:
                 await self._process(running)
         except anyio.get_cancelled_exc_class():
             # run_worker itself is being cancelled (a stop never cancels this task):
-            # hand the job back before going.
+            # hand the job back before going, unless it already has its outcome.
             if not running.settled:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                    await self._release(running, "the worker was cancelled")
+                    await self._outcomes.release(job, "the worker was cancelled")
             raise
         finally:
             self._running.discard(running)
@@ -444,6 +365,7 @@ class _Runner(Generic[T]):
 
     async def _process(self, running: _Running[T]) -> None:
         job = running.job
+        outcomes = self._outcomes
         thread = None if self._is_async else self._start_thread(job)
         value: object = None
         log.debug("job %s: started (attempt %d)", job.id, job.attempts)
@@ -455,17 +377,18 @@ class _Runner(Generic[T]):
                     else:
                         value = await thread.outcome()
         except JobCancelled:
-            await self._cancelled(running, in_thread=thread is not None)
+            await outcomes.cancel(job, in_thread=thread is not None)
         except LeaseLost as error:
-            self._lost(running, "its lease was lost while its handler ran", error)
+            outcomes.lose(job, "its lease was lost while its handler ran", error)
         except Exception as error:
-            await self._fail(running, error, retry=True)
+            await outcomes.fail(job, error, retry=True)
         else:
             if running.handler_scope.cancelled_caught:
-                self._tally.interrupted += 1
-                await self._release(running, self._interrupting or "interrupted")
+                why = self._interrupting or "interrupted"
+                await outcomes.release(job, why, interrupted=True)
             else:
-                await self._complete(running, value)
+                await outcomes.complete(job, value)
+        running.settled = True
         if thread is not None and not thread.done.is_set() and not self._interrupting:
             # The job has its outcome, but the thread runs on: its slot stays taken
             # until it returns (or the grace period ends), so threads never outnumber
@@ -493,90 +416,3 @@ class _Runner(Generic[T]):
         finally:
             self._threads_running -= 1
             call.done.set()
-
-    # -- outcomes --------------------------------------------------------------------
-
-    async def _complete(self, running: _Running[T], value: object) -> None:
-        job = running.job
-        try:
-            result = job_result(value)
-        except TypeError as error:
-            # The same code would return the same thing again: no retry.
-            await self._fail(running, error, retry=False)
-            return
-        try:
-            await self._queue.complete(job, result)
-        except (LeaseLost, JobNotFound) as error:
-            self._lost(running, "it could not be completed", error)
-            return
-        except OsqueueError as error:
-            if error.retryable:
-                self._lost(running, "it could not be completed", error)
-            else:
-                # The broker refused the result itself (too large, say): it always would.
-                await self._fail(running, error, retry=False)
-            return
-        except Exception as error:
-            self._lost(running, "it could not be completed", error)
-            return
-        running.settled = True
-        self._tally.completed += 1
-        log.info("job %s: completed", job.id)
-
-    async def _fail(self, running: _Running[T], error: BaseException, *, retry: bool) -> None:
-        job = running.job
-        text = _error_text(error)
-        try:
-            dead = await self._queue.fail(job, text, retry=retry)
-        except Exception as failure:
-            self._lost(running, f"its failure ({text}) could not be recorded", failure)
-            return
-        running.settled = True
-        self._tally.failed += 1
-        log.warning(
-            "job %s: attempt %d failed: %s; %s",
-            job.id,
-            job.attempts,
-            text,
-            "it is dead" if dead else "it will be retried",
-            exc_info=error if retry else None,
-        )
-
-    async def _cancelled(self, running: _Running[T], *, in_thread: bool) -> None:
-        job = running.job
-        running.settled = True
-        self._tally.cancelled += 1
-        if in_thread:
-            log.info("job %s: cancelled; its thread runs on, its outcome ignored", job.id)
-        else:
-            log.info("job %s: cancelled; its handler was stopped", job.id)
-        try:
-            await self._queue.fail(job, "cancelled", retry=False)
-        except Exception as failure:
-            log.error(
-                "job %s: recording its cancellation failed: %s; it ends cancelled when its "
-                "lease runs out",
-                job.id,
-                failure,
-            )
-
-    async def _release(self, running: _Running[T], why: str) -> None:
-        job = running.job
-        try:
-            await self._queue.release(job)
-        except Exception as error:
-            self._lost(running, f"it could not be released ({why})", error)
-            return
-        running.settled = True
-        self._tally.released += 1
-        log.info("job %s: released: %s", job.id, why)
-
-    def _lost(self, running: _Running[T], what: str, error: BaseException) -> None:
-        running.settled = True
-        self._tally.lost += 1
-        log.error(
-            "job %s: %s: %s; it runs again once its lease has run out (an attempt counted)",
-            running.job.id,
-            what,
-            error,
-        )

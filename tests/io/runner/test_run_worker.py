@@ -627,7 +627,7 @@ async def _noop(job: ClaimedJob[bytes]) -> None:
         ({"concurrency": 0}, "concurrency must be between 1 and 1000"),
         ({"concurrency": 1001}, "concurrency must be between 1 and 1000"),
         ({"concurrency": 2.0}, "concurrency must be a whole number"),
-        ({"queues": "default"}, "queues is a list of names"),
+        ({"queues": "default"}, "queues must be a list of queue names"),
         ({"queues": []}, "a claim names 1 to 64 queues"),
         ({"queues": ["bad name"]}, "queue name"),
         ({"grace": -1}, "grace must be between 0 and 86400 seconds"),
