@@ -42,6 +42,7 @@ from osqueue_core import (
 from osqueue_io.address import split_host_port
 from osqueue_io.client import JobQueue
 from osqueue_io.embedded import EmbeddedQueue
+from osqueue_io.remote import RemoteQueue
 from osqueue_io.runner.handler import Handler
 from osqueue_io.runner.run import MAX_GRACE, run_worker
 from osqueue_io.server.cli import parse_duration
@@ -307,14 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HandlerNotFound as error:
         parser.error(f"argument MODULE:FUNCTION: {error}")
     store: ObjectStore | None = None
-    if args.broker is not None:
-        try:
-            importlib.import_module("osqueue_io.remote")
-        except ModuleNotFoundError as error:
-            if error.name != "osqueue_io.remote":
-                raise
-            parser.error("argument --broker: this osqueue lacks the gRPC client; use --data")
-    else:
+    if args.data is not None:
         try:
             store = open_store(args.data)
         except (ValueError, StorageConfigError) as error:
@@ -329,12 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def open_queue() -> AbstractAsyncContextManager[JobQueue[bytes]]:
         if store is not None:
             return EmbeddedQueue(store, bytes, worker_id=args.worker_id)
-        # Imported here: the gRPC client lives in its own module, loaded only when used.
-        remote = importlib.import_module("osqueue_io.remote")
-        queue: AbstractAsyncContextManager[JobQueue[bytes]] = remote.RemoteQueue(
-            args.broker, bytes, worker_id=args.worker_id
-        )
-        return queue
+        return RemoteQueue(args.broker, bytes, worker_id=args.worker_id)
 
     async def run() -> int:
         try:

@@ -22,10 +22,10 @@ import anyio
 import pytest
 
 from osqueue_core import JobInfo, JobNotFound
-from osqueue_io import EmbeddedQueue
+from osqueue_io import EmbeddedQueue, RemoteQueue
 from osqueue_io.runner.cli import build_parser, main
 from tests.io.archive import archived_records
-from tests.io.distributed.conftest import REPO_ROOT, ChildProcess
+from tests.io.distributed.conftest import REPO_ROOT, BrokerProcess, ChildProcess
 
 HANDLERS = "tests.io.runner.handlers"
 #: Bound on every wait for a process or a file (a hang fails, it does not block).
@@ -123,19 +123,20 @@ def test_durations_are_accepted_the_way_the_broker_takes_them() -> None:
 
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., ChildProcess]]:
-    """Call it with a handler name from handlers.py, the --data directory and more flags
-    to start ``python -m osqueue_io.runner``; every one still running is killed at the end."""
+    """Call it with a handler name from handlers.py, the --data directory (or None, then
+    give --broker) and more flags to start ``python -m osqueue_io.runner``; every one
+    still running is killed at the end."""
     started: list[ChildProcess] = []
 
-    def start(handler: str, data: Path, *flags: str) -> ChildProcess:
+    def start(handler: str, data: Path | None, *flags: str) -> ChildProcess:
+        source = [] if data is None else ["--data", str(data)]
         child = ChildProcess(
             [
                 sys.executable,
                 "-m",
                 "osqueue_io.runner",
                 f"{HANDLERS}:{handler}",
-                "--data",
-                str(data),
+                *source,
                 "--poll",
                 "1",
                 *flags,
@@ -149,6 +150,22 @@ def start_worker() -> Iterator[Callable[..., ChildProcess]]:
     yield start
     for child in started:
         child.kill()
+
+
+@pytest.fixture
+def start_broker() -> Iterator[Callable[[Path], BrokerProcess]]:
+    """Call it with a --data directory to start ``python -m osqueue_io.server`` on it;
+    killed at the end if still running."""
+    started: list[BrokerProcess] = []
+
+    def start(data: Path) -> BrokerProcess:
+        broker = BrokerProcess(str(data), env={"PYTHONPATH": str(REPO_ROOT)})
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.kill()
 
 
 def push_jobs(data: Path, control: Path, count: int) -> list[str]:
@@ -232,6 +249,64 @@ def test_sigterm_mid_work_lets_handlers_finish_and_loses_nothing(
         assert base64.b64decode(archived[job_id]["result"]) == f"done {job_id}".encode()
     assert set(live) == set(job_ids) - running
     assert_ready_and_unattempted(live, set(live))
+
+
+def test_sigterm_mid_work_against_a_grpc_broker_loses_nothing(
+    tmp_path: Path,
+    start_worker: Callable[..., ChildProcess],
+    start_broker: Callable[[Path], BrokerProcess],
+) -> None:
+    data, control = tmp_path / "queue", tmp_path / "control"
+    control.mkdir()
+    job_ids = push_jobs(data, control, 6)
+    broker = start_broker(data)
+    worker = start_worker("wait_for_go", None, "--broker", broker.address, "--concurrency", "3")
+    running = wait_for_files(control, "started", 3, worker)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait_for_line("SIGTERM: stopping", TIMEOUT)
+    (control / "go").touch()
+    assert worker.wait(TIMEOUT) == 0, worker.text
+    assert broker.terminate() == 0, broker.text
+    assert marked(control, "started") == running
+    assert "3 completed, 0 failed, 0 cancelled, 0 released" in worker.text
+
+    live, archived, claimed = reopen(data, job_ids)
+    assert claimed == 0
+    assert set(archived) == running
+    for job_id in running:
+        assert base64.b64decode(archived[job_id]["result"]) == f"done {job_id}".encode()
+    assert set(live) == set(job_ids) - running
+    assert_ready_and_unattempted(live, set(live))
+
+
+def test_sigterm_cancels_the_claim_an_idle_worker_has_waiting_at_the_broker(
+    tmp_path: Path,
+    start_worker: Callable[..., ChildProcess],
+    start_broker: Callable[[Path], BrokerProcess],
+) -> None:
+    broker = start_broker(tmp_path / "queue")
+
+    async def waiting_claims() -> int:
+        async with RemoteQueue(broker.address, bytes) as queue:
+            return (await queue.stats()).waiting_claims
+
+    # A claim that would wait ten minutes for a job.
+    worker = start_worker("wait_for_go", None, "--broker", broker.address, "--poll", "600")
+    deadline = time.monotonic() + TIMEOUT
+    while anyio.run(waiting_claims) != 1:
+        assert worker.process.poll() is None, worker.text
+        assert time.monotonic() < deadline, "the worker's claim never reached the broker"
+        time.sleep(0.02)  # polling the broker's count of waiting claims
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(TIMEOUT) == 0, worker.text
+
+    async def push_after_the_worker_left() -> JobInfo:
+        async with RemoteQueue(broker.address, bytes) as queue:
+            assert (await queue.stats()).waiting_claims == 0
+            return await queue.get(await queue.push(str(tmp_path).encode()))
+
+    info = anyio.run(push_after_the_worker_left)
+    assert (info.status, info.attempts, info.holder) == ("ready", 0, None)
 
 
 @pytest.mark.parametrize("handler", ["never_finishes", "never_finishes_in_a_thread"])
