@@ -60,6 +60,7 @@ EXIT_USAGE = 2
 #: The longest --data URL accepted (longer ones are surely a mistake).
 MAX_URL_LENGTH = 4096
 
+#: The command's name in usage and error lines (another entry point passes its own).
 PROG = "python -m osqueue_io.runner"
 
 
@@ -163,9 +164,9 @@ def parse_worker_id(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description=(
             "Run a worker: claim jobs and call HANDLER (module:function, importable from "
             "the current directory) on each, CONCURRENCY at a time, with heartbeats. A "
@@ -295,10 +296,10 @@ class _Settings:
     poll: float
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Run a worker as the command line says; returns the exit status (argparse exits
-    with 2 itself for a bad command line)."""
-    parser = build_parser()
+    with 2 itself for a bad command line). ``prog`` names the command in its usage."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     queues = tuple(dict.fromkeys(args.queue or [DEFAULT_QUEUE]))
     if len(queues) > MAX_QUEUES_PER_CLAIM:

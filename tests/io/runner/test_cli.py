@@ -102,6 +102,13 @@ def test_a_bad_command_line_is_one_clear_error_and_status_2(
     assert "w" * 257 not in error, "an over-long value is not echoed back"
 
 
+def test_another_entry_point_names_itself_in_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([f"{HANDLERS}:wait_for_go"], prog="python -m osqueue_io.worker")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("python -m osqueue_io.worker: error: ")
+
+
 def test_too_many_queues_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     queues = [arg for n in range(65) for arg in ("--queue", f"q{n}")]
     with pytest.raises(SystemExit) as exit:
