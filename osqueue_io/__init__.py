@@ -5,7 +5,7 @@ Start with :class:`EmbeddedQueue` (async) or :class:`osqueue_io.sync.EmbeddedQue
 broker (``python -m osqueue_io.server``) and connect with :class:`RemoteQueue` (or
 :class:`osqueue_io.sync.RemoteQueue`), which has the embedded queue's API
 (:class:`JobQueue`); :class:`Worker` is its bytes-typed form. :func:`run_worker` runs a
-handler on every job of either (``python -m osqueue_io.runner`` on the command line).
+handler on every job of either (``python -m osqueue_io.worker`` on the command line).
 """
 
 from osqueue_io.client import ClaimedJob, JobQueue, QueueInfo

@@ -61,7 +61,7 @@ EXIT_USAGE = 2
 MAX_URL_LENGTH = 4096
 
 #: The command's name in usage and error lines (another entry point passes its own).
-PROG = "python -m osqueue_io.runner"
+PROG = "python -m osqueue_io.worker"
 
 
 class HandlerNotFound(Exception):

@@ -1,4 +1,4 @@
-"""Job handlers for the runner's process tests, run as ``python -m osqueue_io.runner
+"""Job handlers for the runner's process tests, run as ``python -m osqueue_io.worker
 tests.io.runner.handlers:NAME``, and steered through files.
 
 A job's payload is the path of a control directory (bytes: ``job.item.decode()``). Each

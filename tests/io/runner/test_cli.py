@@ -1,4 +1,4 @@
-"""``python -m osqueue_io.runner``: refusing bad command lines, and real worker processes
+"""``python -m osqueue_io.worker``: refusing bad command lines, and real worker processes
 stopped with signals mid-work.
 
 The process tests push jobs into a local directory with an embedded queue, close it
@@ -97,16 +97,16 @@ def test_a_bad_command_line_is_one_clear_error_and_status_2(
         main(argv)
     assert exit.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("python -m osqueue_io.runner: error: ")
+    assert error.startswith("python -m osqueue_io.worker: error: ")
     assert message in error
     assert "w" * 257 not in error, "an over-long value is not echoed back"
 
 
 def test_another_entry_point_names_itself_in_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main([f"{HANDLERS}:wait_for_go"], prog="python -m osqueue_io.worker")
+        main([f"{HANDLERS}:wait_for_go"], prog="my-worker")
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("python -m osqueue_io.worker: error: ")
+    assert error.startswith("my-worker: error: ")
 
 
 def test_too_many_queues_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,7 +131,7 @@ def test_durations_are_accepted_the_way_the_broker_takes_them() -> None:
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., ChildProcess]]:
     """Call it with a handler name from handlers.py, the --data directory (or None, then
-    give --broker) and more flags to start ``python -m osqueue_io.runner``; every one
+    give --broker) and more flags to start ``python -m osqueue_io.worker``; every one
     still running is killed at the end."""
     started: list[ChildProcess] = []
 
@@ -141,7 +141,7 @@ def start_worker() -> Iterator[Callable[..., ChildProcess]]:
             [
                 sys.executable,
                 "-m",
-                "osqueue_io.runner",
+                "osqueue_io.worker",
                 f"{HANDLERS}:{handler}",
                 *source,
                 "--poll",
