@@ -358,7 +358,6 @@ class JobRules:
         if job.status is JobStatus.CLAIMED:
             reason = command.error or "failed by worker"
             outcome = self.moves.give_up(job, reason, command.requeue, batch, *self._key(ctx))
-            self._serve_waiters((job.queue,), batch, ctx)
             if not outcome.dead:
                 # Retried: the job stays in the state, but this worker no longer holds
                 # it, so a repeat must be recognised from memory.
@@ -367,7 +366,10 @@ class JobRules:
             outcome = Failed(job.id, True, None, job.status is JobStatus.CANCELLED)
         else:
             raise LeaseLost(job.id, command.worker_id)
+        # Answered before a waiting claim is served the job: replies come out in the
+        # order their changes took effect.
         batch.hold(Reply(command.request_id, outcome))
+        self._serve_waiters((job.queue,), batch, ctx)
 
     def _own_job(
         self, job_id: str, worker_id: str, kind: type[Completed] | type[Failed]

@@ -539,3 +539,21 @@ def test_a_takeover_does_at_once_what_is_already_due() -> None:
     deadline = successor.broker.next_deadline()
     assert deadline is None or deadline > successor.now
     assert claim(successor).job_id == later
+
+
+@pytest.mark.parametrize("give_back", ["release", "fail"])
+def test_a_job_given_back_is_answered_before_the_claim_it_serves(give_back: str) -> None:
+    """Found by the model test: a release (or a retried fail with no backoff) served a
+    waiting claim before its own reply was held, so the new holder heard of the job
+    before the old one heard it was given back."""
+    h = started()
+    job_id = push(h)
+    claim(h)
+    waiting = Claim(h.request_id(), "w2", wait=5.0)
+    assert h.submit(waiting) is None
+    give = Release if give_back == "release" else Fail
+    command = give(h.request_id(), job_id, "w1")
+    ok(h.submit(command))
+    assert ok(h.replies[waiting.request_id]).job_id == job_id
+    order = list(h.replies)
+    assert order.index(command.request_id) < order.index(waiting.request_id)
