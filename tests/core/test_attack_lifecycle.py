@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from osqueue_core import (
+    Cancel,
     Claim,
     Claimed,
     Complete,
     Fail,
     InvalidArgument,
+    JobStatus,
     NewJob,
+    NothingToClaim,
     Push,
     PushBatch,
     RetryPolicy,
@@ -168,3 +171,33 @@ def test_a_batch_serves_the_earliest_claim_on_each_queue() -> None:
         f"the later one got {h.replies[second.request_id].result}"
     )
     assert isinstance(served.result, Claimed)
+
+
+# -- cancel racing a claim ------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="take_back restores only jobs unchanged since the grant; a cancel in between "
+    "changes the job (cancel_requested), so a claim answered NothingToClaim leaves it "
+    "claimed by a worker that never got it for the whole lease (attempt counted)",
+)
+def test_a_job_cancelled_under_a_withdrawn_claim_is_not_left_held() -> None:
+    h = started()
+    job_id = push(h, b"a")
+    h.auto = False
+    h.submit(Push(h.request_id(), b"b"))  # a write in flight: the grant waits for it
+    grant = Claim(h.request_id(), "w1")
+    h.submit(grant)  # grants a in the open batch
+    cancel = Cancel(h.request_id(), job_id)
+    h.submit(cancel)  # cancelled while the grant is not durable
+    h.broker.cancel_claim(grant.request_id, h.now)  # the claimer leaves
+    h.flush()
+    h.auto = True
+    h.deliver_all()
+    assert h.replies[grant.request_id].result == NothingToClaim()
+    job = h.broker.job(job_id)
+    assert job is None or job.status is not JobStatus.CLAIMED, (
+        f"held by {job.claimed_by!r} (attempts {job.attempts}) after its claim was answered "
+        f"NothingToClaim; cancel answered {h.replies[cancel.request_id].result}"
+    )
