@@ -26,6 +26,8 @@ def check_time(now: object, wall: object) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidArgument(f"{name} must be a number of seconds, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > MAX_WALL:
+            raise InvalidArgument(f"{name} must be a number of seconds below {MAX_WALL:g}")
         if not math.isfinite(value):
             raise InvalidArgument(f"{name} must be finite, got {value!r}")
     if wall is not None and not 0 <= wall <= MAX_WALL:  # type: ignore[operator]

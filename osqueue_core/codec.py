@@ -44,7 +44,7 @@ from osqueue_core.limits import (
 )
 from osqueue_core.owner import Owner
 from osqueue_core.quoting import quote
-from osqueue_core.remembered import RememberedKey
+from osqueue_core.remembered import RememberedKey, encode_remembered
 from osqueue_core.retry import MAX_ATTEMPTS
 
 #: The newest state layout this code reads and the one it writes.
@@ -143,9 +143,19 @@ def encode_job(job: Job) -> bytes:
     return orjson.dumps(_converter.unstructure(job, Job))
 
 
-def encode_state(header: StateHeader, job_fragments: Iterable[bytes]) -> bytes:
-    """The state object from its header and the already-encoded jobs, in order."""
-    head = orjson.dumps(_converter.unstructure(header, StateHeader))
+def encode_state(
+    header: StateHeader, job_fragments: Iterable[bytes], encoded_keys: bytes | None = None
+) -> bytes:
+    """The state object from its header and the already-encoded jobs, in order.
+
+    ``encoded_keys``, when given, replaces ``header.keys``: the remembered keys already
+    encoded and comma-joined (:meth:`RememberedKeys.encoded`), so a write does not
+    re-encode them."""
+    if encoded_keys is None:
+        encoded_keys = b",".join(encode_remembered(entry) for entry in header.keys)
+    head = orjson.dumps(_converter.unstructure(attrs.evolve(header, keys=()), StateHeader))
+    if encoded_keys:
+        head = b"".join((head[:-1], b',"keys":[', encoded_keys, b"]}"))
     return _with_jobs(head, job_fragments)
 
 

@@ -228,10 +228,8 @@ class CommitProtocol:
         assert self.owner is not None
         owner = attrs.evolve(self.owner, released=True) if release else self.owner
         rules = self._rules
-        header = StateHeader(
-            SCHEMA_VERSION, self.revision + 1, owner, rules.table.next_seq, rules.remembered_keys()
-        )
-        data = encode_state(header, self._rules.table.encoded_chunks())
+        header = StateHeader(SCHEMA_VERSION, self.revision + 1, owner, rules.table.next_seq)
+        data = encode_state(header, rules.table.encoded_chunks(), rules.encoded_keys())
         write = PendingWrite(header.revision, data, self.open, release=release)
         self.pending_write = write
         self.open = Batch()

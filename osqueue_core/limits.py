@@ -96,13 +96,7 @@ def clip_error_text(text: str) -> str:
 
 def check_wait(value: object) -> float:
     """A claim's wait in seconds: a finite number in ``[0, MAX_CLAIM_WAIT]``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(f"wait must be a number of seconds, got {type(value).__name__}")
-    if not math.isfinite(value) or not 0 <= value <= MAX_CLAIM_WAIT:
-        raise InvalidArgument(
-            f"wait must be between 0 and {MAX_CLAIM_WAIT:g} seconds, got {quote(value)}"
-        )
-    return float(value)
+    return check_seconds("wait", value, MAX_CLAIM_WAIT)
 
 
 def check_queue_name(value: object) -> str:
@@ -156,6 +150,7 @@ def check_seconds(name: str, value: object, high: float) -> float:
     """A finite number of seconds in ``[0, high]``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not math.isfinite(value) or not 0 <= value <= high:
+    # Compared before any float conversion: an int such as 10**400 has no float.
+    if not 0 <= value <= high or not math.isfinite(value):
         raise InvalidArgument(f"{name} must be between 0 and {high:g} seconds, got {quote(value)}")
     return float(value)

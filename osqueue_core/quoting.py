@@ -15,7 +15,10 @@ def quote(value: object, limit: int = QUOTE_LENGTH) -> str:
     """``repr`` of ``value``, cut to ``limit`` characters with the length of what was cut."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}… ({len(value)} characters)"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit limit on int-to-text
+        text = f"<{type(value).__name__} too large to show>"
     if len(text) > limit:
         return f"{text[:limit]}… ({len(text)} characters)"
     return text

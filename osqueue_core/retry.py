@@ -21,8 +21,12 @@ import attrs
 def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{attribute.name} must be a number of seconds")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and not negative")
+    if not (0 <= value <= MAX_SECONDS and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be finite, not negative, at most a year")
+
+
+#: The longest base or cap a policy may have (a year).
+MAX_SECONDS = 366 * 86400.0
 
 
 @attrs.frozen

@@ -309,16 +309,18 @@ class JobRules:
         return Claimed(job.id, job.payload, job.attempts, deadline, job.queue, job.priority, limit)
 
     def _serve_waiters(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
-        """Hand jobs that became due in ``queues`` to the claims waiting for them."""
+        """Hand jobs that became due in ``queues`` to the claims waiting for them, the
+        longest-waiting claim first."""
         if not len(self.waiters):
             return
-        for queue in sorted(queues):
-            while self.table.has_ready(queue):
-                waiter = self.waiters.pop_first(queue)
-                if waiter is None:
-                    break
-                taken = self._take(waiter.queues, waiter.count, waiter.worker_id, batch)
-                self._grant(taken, waiter.request_id, waiter.count > 1, batch)
+        due = {queue for queue in queues if self.table.has_ready(queue)}
+        while due:
+            waiter = self.waiters.pop_earliest(due)
+            if waiter is None:
+                return
+            taken = self._take(waiter.queues, waiter.count, waiter.worker_id, batch)
+            self._grant(taken, waiter.request_id, waiter.count > 1, batch)
+            due = {queue for queue in due if self.table.has_ready(queue)}
 
     # -- working on a claimed job ------------------------------------------------------
 
@@ -476,10 +478,11 @@ class JobRules:
         self.table = self.moves.table = JobTable(self._clock, jobs, next_seq)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
 
-    def remembered_keys(self) -> tuple[RememberedKey, ...]:
-        """The remembered keys to write with the state (expired ones dropped)."""
+    def encoded_keys(self) -> bytes:
+        """The remembered keys to write with the state, encoded (expired ones
+        dropped)."""
         self.remembered.forget_expired(self._clock.wall)
-        return self.remembered.entries()
+        return self.remembered.encoded()
 
     def start_leases(self) -> None:
         """After a takeover: every claimed job gets a full fresh lease from now (leases
@@ -491,12 +494,18 @@ class JobRules:
 
     def take_back(self, grant: Grant, batch: Batch, ctx: CommitContext) -> bool:
         """Undo a grant whose caller left or was answered an error: each job returns to
-        its place, as it was (this claim does not count). A job that changed since the
-        grant (expired, completed...) is left alone; False if every job had."""
+        its place, as it was (this claim does not count); a job cancelled since the
+        grant ends cancelled (nobody holds it). A job that changed otherwise (expired,
+        completed...) is left alone; False if every job had."""
         restored = False
         for before, after in grant.jobs:
-            if self.table.get(after.id) is after:
+            current = self.table.get(after.id)
+            if current is after:
                 self.table.replace(before)
+                restored = True
+            elif current is not None and current == attrs.evolve(after, cancel_requested=True):
+                reason = "cancelled (its claim was withdrawn)"
+                self.moves.finish(current, JobStatus.CANCELLED, reason, batch, *self._key(ctx))
                 restored = True
         if restored:
             batch.changed(self._clock.now)

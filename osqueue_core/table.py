@@ -52,7 +52,8 @@ class _Queue:
     """One queue's indexes."""
 
     def __init__(self) -> None:
-        self.ready_ids: set[str] = set()
+        #: Due jobs -> since when they are ready (what the ``oldest`` entries must match).
+        self.ready_ids: dict[str, float] = {}
         self.ready: list[tuple[int, int, str]] = []  # (-priority, seq, id)
         self.oldest: list[tuple[float, int, str]] = []  # (ready since, seq, id)
         self.delayed = 0
@@ -139,7 +140,7 @@ class JobTable:
         return [self._counts(name, q) for name, q in sorted(self._queues.items())]
 
     def _counts(self, name: str, q: _Queue) -> QueueCounts:
-        while q.oldest and q.oldest[0][2] not in q.ready_ids:
+        while q.oldest and q.ready_ids.get(q.oldest[0][2]) != q.oldest[0][0]:
             heapq.heappop(q.oldest)
         since = q.oldest[0][0] if q.oldest else None
         return QueueCounts(name, len(q.ready_ids), q.delayed, q.claimed, len(q.dead), since)
@@ -305,11 +306,13 @@ class JobTable:
 
     def _make_due(self, job: Job, q: _Queue) -> None:
         # Lazy deletion leaves stale entries behind; rebuild when they dominate.
-        if len(q.ready) > 2 * len(q.ready_ids) + 64:
+        live = len(q.ready_ids)
+        if len(q.ready) > 2 * live + 64 or len(q.oldest) > 2 * live + 64:
             self._rebuild(q)
-        q.ready_ids.add(job.id)
+        since = _ready_since(job)
+        q.ready_ids[job.id] = since
         heapq.heappush(q.ready, (-job.priority, job.seq, job.id))
-        heapq.heappush(q.oldest, (_ready_since(job), job.seq, job.id))
+        heapq.heappush(q.oldest, (since, job.seq, job.id))
         self._ready_total += 1
 
     def _index(self, job: Job) -> None:
@@ -349,7 +352,7 @@ class JobTable:
         q = self._queues[job.queue]
         if job.status is JobStatus.READY:
             if job.id in q.ready_ids:
-                q.ready_ids.discard(job.id)
+                del q.ready_ids[job.id]
                 self._ready_total -= 1
             elif self._delayed_at.pop(job.id, None) is not None:
                 q.delayed -= 1
@@ -365,7 +368,7 @@ class JobTable:
     def _rebuild(self, q: _Queue) -> None:
         jobs = [self._jobs[i] for i in q.ready_ids]
         q.ready = [(-j.priority, j.seq, j.id) for j in jobs]
-        q.oldest = [(_ready_since(j), j.seq, j.id) for j in jobs]
+        q.oldest = [(q.ready_ids[j.id], j.seq, j.id) for j in jobs]
         heapq.heapify(q.ready)
         heapq.heapify(q.oldest)
 

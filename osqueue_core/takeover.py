@@ -284,10 +284,9 @@ class Takeover:
         keys = decoded.header.keys if decoded is not None else ()
         self._rules.load(jobs, next_seq, keys)
         owner = Owner(self._me.identity, self._me.incarnation, self._reserved, self._me.address)
-        header = StateHeader(
-            SCHEMA_VERSION, revision + 1, owner, next_seq, self._rules.remembered_keys()
-        )
-        data = encode_state(header, self._rules.table.encoded_chunks())
+        header = StateHeader(SCHEMA_VERSION, revision + 1, owner, next_seq)
+        rules = self._rules
+        data = encode_state(header, rules.table.encoded_chunks(), rules.encoded_keys())
         write = PendingWrite(revision + 1, data, Batch(), takeover=True)
         self._pending = write
         key = self._config.state_key

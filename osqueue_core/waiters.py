@@ -1,10 +1,10 @@
-"""Claims waiting for a job: first come, first served per queue, each until its own
-deadline."""
+"""Claims waiting for a job: first come, first served, each until its own deadline."""
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
 
 import attrs
 
@@ -38,6 +38,9 @@ class WaitingClaims:
         self._lines: dict[str, deque[tuple[int, RequestId]]] = {}
         self._deadlines: list[tuple[float, int, RequestId]] = []
         self._arrivals = 0
+        # Entries in all lines, and those of them that belong to waiting claims.
+        self._entries = 0
+        self._live = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -48,6 +51,9 @@ class WaitingClaims:
         self._waiting[waiter.request_id] = (arrival, waiter)
         for queue in dict.fromkeys(waiter.queues):
             self._lines.setdefault(queue, deque()).append((arrival, waiter.request_id))
+        lines = _lines_of(waiter)
+        self._entries += lines
+        self._live += lines
         heapq.heappush(self._deadlines, (waiter.deadline, arrival, waiter.request_id))
         if len(self._deadlines) > 2 * len(self._waiting) + 64:
             self._deadlines = [
@@ -55,39 +61,54 @@ class WaitingClaims:
             ]
             heapq.heapify(self._deadlines)
 
-    def _live(self, arrival: int, request_id: RequestId) -> bool:
+    def _is_live(self, arrival: int, request_id: RequestId) -> bool:
         current = self._waiting.get(request_id)
         return current is not None and current[0] == arrival
 
-    def pop_first(self, queue: str) -> Waiter | None:
-        """The longest-waiting claim on ``queue``, removed; None if there is none."""
-        line = self._lines.get(queue)
-        while line:
-            arrival, request_id = line.popleft()
-            if self._live(arrival, request_id):
-                if not line:
-                    del self._lines[queue]
-                return self._waiting.pop(request_id)[1]
-        self._lines.pop(queue, None)
-        return None
+    def pop_earliest(self, queues: Iterable[str]) -> Waiter | None:
+        """The longest-waiting claim on any of ``queues``, removed; None if none."""
+        best: tuple[int, str] | None = None
+        for queue in queues:
+            line = self._lines.get(queue)
+            while line and not self._is_live(*line[0]):
+                line.popleft()
+                self._entries -= 1
+            if not line:
+                self._lines.pop(queue, None)
+                continue
+            if best is None or line[0][0] < best[0]:
+                best = (line[0][0], queue)
+        if best is None:
+            return None
+        line = self._lines[best[1]]
+        _, request_id = line.popleft()
+        self._entries -= 1
+        if not line:
+            del self._lines[best[1]]
+        waiter = self._waiting.pop(request_id)[1]
+        self._gone(waiter)
+        return waiter
 
     def withdraw(self, request_id: RequestId) -> bool:
         """Remove a waiting claim; False if it was not waiting."""
-        return self._waiting.pop(request_id, None) is not None
+        entry = self._waiting.pop(request_id, None)
+        if entry is None:
+            return False
+        self._gone(entry[1])
+        return True
 
     def expire(self, now: float) -> list[RequestId]:
         """Remove and return the claims whose deadline is at or before ``now``."""
         expired = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, arrival, request_id = heapq.heappop(self._deadlines)
-            if self._live(arrival, request_id):
-                del self._waiting[request_id]
+            if self._is_live(arrival, request_id):
+                self._gone(self._waiting.pop(request_id)[1])
                 expired.append(request_id)
-        self._compact()
         return expired
 
     def next_deadline(self) -> float | None:
-        while self._deadlines and not self._live(*self._deadlines[0][1:]):
+        while self._deadlines and not self._is_live(*self._deadlines[0][1:]):
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
 
@@ -97,16 +118,24 @@ class WaitingClaims:
         self._waiting.clear()
         self._lines.clear()
         self._deadlines.clear()
+        self._entries = self._live = 0
         return request_ids
 
-    def _compact(self) -> None:
-        # Expired and withdrawn claims stay in their lines until served past; drop the
-        # lines' stale entries when they dominate so memory tracks the live claims.
-        stale = sum(len(line) for line in self._lines.values())
-        if stale > 2 * len(self._waiting) * max(1, len(self._lines)) + 64:
+    def _gone(self, waiter: Waiter) -> None:
+        """``waiter`` left (served, withdrawn, expired): its other line entries are
+        stale now. Drop every stale entry once they outnumber the live ones, so memory
+        and work track the claims actually waiting."""
+        self._live -= _lines_of(waiter)
+        if self._entries - self._live > 2 * self._live + 64:
             for queue in list(self._lines):
-                line = deque(e for e in self._lines[queue] if self._live(*e))
+                line = deque(e for e in self._lines[queue] if self._is_live(*e))
                 if line:
                     self._lines[queue] = line
                 else:
                     del self._lines[queue]
+            self._entries = self._live
+
+
+def _lines_of(waiter: Waiter) -> int:
+    """How many lines (distinct queues) ``waiter`` stands in."""
+    return len(set(waiter.queues))

@@ -267,6 +267,13 @@ class BrokerRuntime(AsyncResource):
         """A snapshot of the broker. Call it from the runtime's event loop."""
         return self._broker.stats()
 
+    async def wait_for_phase(self, *phases: Phase) -> Phase:
+        """Wait until the broker is in one of ``phases`` (cheap: it reads the phase, not
+        the stats, after every step)."""
+        while (phase := self._broker.phase) not in phases:
+            await self._progress.wait()
+        return phase
+
     async def wait_until(self, predicate: Callable[[BrokerStats], bool]) -> BrokerStats:
         """Wait until the broker's stats satisfy ``predicate`` (checked after every
         step of the broker), e.g. ``lambda s: s.finished_pending_archive == 0``."""

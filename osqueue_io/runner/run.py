@@ -382,6 +382,15 @@ class _Runner(Generic[T]):
             outcomes.lose(job, "its lease was lost while its handler ran", error)
         except Exception as error:
             await outcomes.fail(job, error, retry=True)
+        except anyio.get_cancelled_exc_class():
+            raise  # run_worker's own cancellation: it releases what it holds
+        except BaseException:
+            # SystemExit, KeyboardInterrupt, a custom BaseException from the handler:
+            # the job goes back (not counted) before the error goes on up.
+            running.settled = True
+            with anyio.CancelScope(shield=True):
+                await outcomes.release(job, "its handler raised a BaseException")
+            raise
         else:
             if running.handler_scope.cancelled_caught:
                 why = self._interrupting or "interrupted"

@@ -36,6 +36,7 @@ from grpclib.events import SendTrailingMetadata, listen
 from grpclib.server import Server
 
 from osqueue_core import (
+    MAX_QUEUES_PER_CLAIM,
     BrokerConfig,
     BrokerReplaced,
     BrokerStopping,
@@ -165,7 +166,9 @@ class BrokerServer:
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             self.config, max_message_bytes, max_request_bytes_in_flight
         )
-        self._codec = StrictProtoCodec(max_message_bytes)
+        self._codec = StrictProtoCodec(
+            max_message_bytes, max(self.config.max_batch_ops, MAX_QUEUES_PER_CLAIM)
+        )
         self._admission = Admission(
             max_concurrent_calls=max_concurrent_calls,
             max_request_bytes_in_flight=max_request_bytes_in_flight,
@@ -335,7 +338,7 @@ class BrokerServer:
     async def _watch_failure(self, runtime: BrokerRuntime) -> None:
         """Stop as soon as the broker fails (replaced, found at its next operation or
         ownership check), even if no call is there to notice."""
-        await runtime.wait_until(lambda stats: stats.phase is Phase.FAILED)
+        await runtime.wait_for_phase(Phase.FAILED)
         failure = runtime.failure
         assert failure is not None
         self._broker_failed(failure)

@@ -33,6 +33,7 @@ from grpclib.encoding.proto import ProtoCodec
 from osqueue_core import (
     MAX_KEY_LENGTH,
     MAX_QUEUE_NAME_LENGTH,
+    MAX_QUEUES_PER_CLAIM,
     BrokerConfig,
     InvalidArgument,
     PayloadTooLarge,
@@ -89,6 +90,12 @@ def default_max_message_bytes(config: BrokerConfig) -> int:
     return payload_bytes + framing + REQUEST_SLACK_BYTES
 
 
+#: Most entries a repeated request field may carry: the largest batch (PushBatch items,
+#: Redrive and Purge ids) or list of a claim's queues the core accepts. Beyond it the
+#: request is refused while it is being checked, before it is parsed.
+DEFAULT_MAX_REPEATED = max(BrokerConfig().max_batch_ops, MAX_QUEUES_PER_CLAIM)
+
+
 class MalformedMessage(ValueError):
     """The bytes are not a valid encoding of the expected message."""
 
@@ -109,10 +116,10 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 @cache
 def _fields(
     message_type: type[betterproto2.Message],
-) -> dict[int, tuple[str, type[betterproto2.Message] | None]]:
-    """Field number -> (proto type, message class of a message field) of
+) -> dict[int, tuple[str, type[betterproto2.Message] | None, bool]]:
+    """Field number -> (proto type, message class of a message field, repeated) of
     ``message_type``, checked once per type."""
-    fields: dict[int, tuple[str, type[betterproto2.Message] | None]] = {}
+    fields: dict[int, tuple[str, type[betterproto2.Message] | None, bool]] = {}
     for field in dataclasses.fields(message_type):  # type: ignore[arg-type]
         meta = betterproto2.FieldMetadata.get(field)
         supported = meta.proto_type in _WIRE_TYPES and meta.map_meta is None
@@ -131,17 +138,23 @@ def _fields(
                 raise TypeError(f"{message_type.__name__}.{field.name}: not a message type")
             nested = found
             _fields(nested)  # its fields are checked now too
-        fields[meta.number] = (meta.proto_type, nested)
+        fields[meta.number] = (meta.proto_type, nested, bool(meta.repeated))
     return fields
 
 
 def check_wire_format(
-    data: bytes, message_type: type[betterproto2.Message], depth: int = 0
+    data: bytes,
+    message_type: type[betterproto2.Message],
+    depth: int = 0,
+    max_repeated: int = DEFAULT_MAX_REPEATED,
 ) -> None:
-    """Raise :class:`MalformedMessage` unless ``data`` is a valid ``message_type``."""
+    """Raise :class:`MalformedMessage` unless ``data`` is a valid ``message_type`` with
+    at most ``max_repeated`` entries in each repeated field (counted as they are read,
+    so a request of millions of tiny entries costs no more than its first few)."""
     if depth > MAX_NESTING:
         raise MalformedMessage(f"messages nested more than {MAX_NESTING} deep")
     fields = _fields(message_type)
+    counts: dict[int, int] = {}
     pos = 0
     while pos < len(data):
         key, pos = _varint(data, pos)
@@ -166,7 +179,13 @@ def check_wire_format(
         known = fields.get(number)
         if known is None:
             continue  # an unknown field (a newer client): skipped, as protobuf does
-        proto_type, nested = known
+        proto_type, nested, repeated = known
+        if repeated:
+            counts[number] = count = counts.get(number, 0) + 1
+            if count > max_repeated:
+                raise MalformedMessage(
+                    f"field {number}: more than {max_repeated} entries (the broker's limit)"
+                )
         if _WIRE_TYPES[proto_type] != wire_type:
             raise MalformedMessage(f"field {number}: wire type {wire_type} for a {proto_type}")
         if proto_type == betterproto2.TYPE_STRING:
@@ -178,7 +197,7 @@ def check_wire_format(
         if nested is not None:
             assert isinstance(value, bytes)
             try:
-                check_wire_format(value, nested, depth + 1)
+                check_wire_format(value, nested, depth + 1, max_repeated)
             except MalformedMessage as error:
                 raise MalformedMessage(f"field {number}: {error}") from None
         maximum = _MAXIMUM.get(proto_type)
@@ -189,12 +208,18 @@ def check_wire_format(
 class StrictProtoCodec(ProtoCodec):
     """grpclib's protobuf codec, refusing what :func:`check_wire_format` refuses."""
 
-    def __init__(self, max_message_bytes: int | None = None) -> None:
+    def __init__(
+        self, max_message_bytes: int | None = None, max_repeated: int | None = None
+    ) -> None:
+        config = BrokerConfig()
         if max_message_bytes is None:
-            max_message_bytes = default_max_message_bytes(BrokerConfig())
-        if max_message_bytes < 1:
-            raise ValueError("max_message_bytes must be positive")
+            max_message_bytes = default_max_message_bytes(config)
+        if max_repeated is None:
+            max_repeated = max(config.max_batch_ops, MAX_QUEUES_PER_CLAIM)
+        if max_message_bytes < 1 or max_repeated < 1:
+            raise ValueError("max_message_bytes and max_repeated must be positive")
         self.max_message_bytes = max_message_bytes
+        self.max_repeated = max_repeated
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = getattr(message_type, "__name__", "message")
@@ -206,7 +231,7 @@ class StrictProtoCodec(ProtoCodec):
                 )
             )
         try:
-            check_wire_format(data, message_type)
+            check_wire_format(data, message_type, max_repeated=self.max_repeated)
         except MalformedMessage as error:
             raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
         try:

@@ -1,6 +1,5 @@
 """Attacks on the job lifecycle's rules and indexes (issue 9), each the smallest
-reproduction of something that broke. Every test is marked xfail(strict=True) until
-the core is fixed: the mark comes off with the fix.
+reproduction of something that broke, kept as a regression test.
 
 Memory is measured with tracemalloc, filtered to the file that allocates it, so the
 harness's own growth (replies, archive objects) does not count.
@@ -48,12 +47,6 @@ def allocated_by(path_glob: str, action: Callable[[], None]) -> int:
 # -- huge integers where seconds are expected ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_seconds/check_wait call math.isfinite on an int: 10**400 raises "
-    "OverflowError, an untyped error out of Broker.submit (it kills an embedded "
-    "broker's core task)",
-)
 @pytest.mark.parametrize(
     "make",
     [
@@ -82,12 +75,6 @@ def _expired_claims_on_fresh_queues(h: Harness, claims: int) -> None:
         h.advance(1)  # its wait runs out: answered NothingToClaim
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WaitingClaims._compact lets stale line entries reach 2 * waiting * lines: "
-    "with one claim still waiting, every queue name an expired claim named keeps a "
-    "line forever (memory, and a sum over all lines at every input)",
-)
 def test_expired_claims_leave_no_lines_behind_while_another_claim_waits() -> None:
     h = started()
     h.submit(Claim(h.request_id(), "patient", wait=3600))  # keeps one claim waiting
@@ -102,12 +89,6 @@ def test_expired_claims_leave_no_lines_behind_while_another_claim_waits() -> Non
 # -- the "oldest ready" heap ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobTable's per-queue `oldest` heap gets an entry each time a job becomes "
-    "due and loses them only at stats or when the queue empties: a queue that never "
-    "empties grows it by one tuple per claim, forever",
-)
 def test_the_oldest_ready_index_does_not_grow_with_every_claim() -> None:
     h = started()
     push(h, b"anchor", delay=10**6)  # the queue never empties (a backlog would do too)
@@ -124,12 +105,6 @@ def test_the_oldest_ready_index_does_not_grow_with_every_claim() -> None:
     assert grown < 100_000, f"table.py holds {grown} more bytes after 3000 push/claim/complete"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stale `oldest` entry of a job that became ready again is taken for live "
-    "(only its id is checked): a retried job's ready-since is its created_at, not the "
-    "end of its backoff",
-)
 def test_a_retried_jobs_ready_age_counts_from_its_retry() -> None:
     h = started(retry=RetryPolicy(base=10, cap=10, max_attempts=5))
     job_id = push(h, b"a")
@@ -151,12 +126,6 @@ def test_a_retried_jobs_ready_age_counts_from_its_retry() -> None:
 # -- serving waiting claims -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_serve_waiters walks queues by name, not by claim arrival: a later claim on "
-    "(a, b) takes b's job before the earlier claim waiting on b alone, and a's job "
-    "stays ready while the earlier claim keeps waiting",
-)
 def test_a_batch_serves_the_earliest_claim_on_each_queue() -> None:
     h = started()
     first = Claim(h.request_id(), "w1", wait=60, queues=("b",))
@@ -176,12 +145,6 @@ def test_a_batch_serves_the_earliest_claim_on_each_queue() -> None:
 # -- cancel racing a claim ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="take_back restores only jobs unchanged since the grant; a cancel in between "
-    "changes the job (cancel_requested), so a claim answered NothingToClaim leaves it "
-    "claimed by a worker that never got it for the whole lease (attempt counted)",
-)
 def test_a_job_cancelled_under_a_withdrawn_claim_is_not_left_held() -> None:
     h = started()
     job_id = push(h, b"a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import orjson
 import pytest
 
@@ -154,3 +155,18 @@ def test_a_schema_1_job_with_schema_2_fields_is_corrupt(job: bytes) -> None:
     state = V1_STATE.replace(b'{"id":"a","seq":0,"data":"eA==","created_at":1.5}', job)
     with pytest.raises(CorruptState):
         decode_state(state)
+
+
+def test_remembered_keys_round_trip_and_are_canonical() -> None:
+    from osqueue_core import RememberedKey
+
+    keys = (RememberedKey("default", "k1", "a", 5.5), RememberedKey("mail", "k2", "b", 7.0))
+    header = attrs.evolve(HEADER, keys=keys)
+    data = encode_state(header, [encode_job(j) for j in JOBS])
+    raw = orjson.loads(data)
+    assert list(raw) == ["schema_version", "revision", "owner", "next_seq", "keys", "jobs"]
+    assert raw["keys"][1] == {"queue": "mail", "key": "k2", "job_id": "b", "until": 7.0}
+    decoded = decode_state(data)
+    assert decoded.header == header
+    assert decode_header(data) == header
+    assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data

@@ -35,12 +35,6 @@ def repeated(field_number: int, count: int) -> bytes:
     return bytes([field_number << 3 | 2, 0]) * count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the strict codec counts no repeated entries: 4M empty queue names (8 MB, "
-    "under the 9.6 MB limit) take ~16 s of the broker's event loop to check and "
-    "parse, during which no call is served and leases run out",
-)
 @pytest.mark.parametrize(
     ("message_type", "field_number"),
     [
@@ -62,12 +56,6 @@ def test_the_codec_refuses_repeated_fields_beyond_their_limit(
     assert refused.value.status is Status.INVALID_ARGUMENT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BrokerServer._watch_failure waits with runtime.wait_until, which calls "
-    "Broker.stats() after every step of the core loop; stats sorts and counts every "
-    "queue (26 ms with 10k queues), so each push pays for every queue",
-)
 async def test_the_server_does_not_compute_stats_at_every_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1,5 +1,4 @@
-"""Attacks on ``run_worker`` (issue 9): handlers that misbehave. Each test is marked
-xfail(strict=True) until it is fixed."""
+"""Attacks on ``run_worker`` (issue 9): handlers that misbehave."""
 
 from __future__ import annotations
 
@@ -13,13 +12,6 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = 10.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an async handler that raises a BaseException that is not an Exception "
-    "(SystemExit from sys.exit(), a custom BaseException) escapes _process unrecorded: "
-    "run_worker raises, the other jobs are released, but this one stays claimed until "
-    "its lease runs out (an attempt counted)",
-)
 async def test_a_handler_raising_system_exit_leaves_no_job_claimed() -> None:
     async with EmbeddedQueue("memory://", bytes, worker_id="w") as queue:
         job_id = await queue.push(b"exit")
