@@ -100,6 +100,11 @@ class MalformedMessage(ValueError):
     """The bytes are not a valid encoding of the expected message."""
 
 
+class TooManyEntries(MalformedMessage):
+    """A repeated field has more entries than the broker accepts (like a batch over
+    ``max_batch_ops``: refused as too large, not as malformed)."""
+
+
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     result = 0
     for shift in range(0, 70, 7):
@@ -183,8 +188,9 @@ def check_wire_format(
         if repeated:
             counts[number] = count = counts.get(number, 0) + 1
             if count > max_repeated:
-                raise MalformedMessage(
-                    f"field {number}: more than {max_repeated} entries (the broker's limit)"
+                raise TooManyEntries(
+                    f"field {number} has more than {max_repeated} entries (the broker's "
+                    "limit): split the request"
                 )
         if _WIRE_TYPES[proto_type] != wire_type:
             raise MalformedMessage(f"field {number}: wire type {wire_type} for a {proto_type}")
@@ -232,6 +238,8 @@ class StrictProtoCodec(ProtoCodec):
             )
         try:
             check_wire_format(data, message_type, max_repeated=self.max_repeated)
+        except TooManyEntries as error:
+            raise to_grpc_error(PayloadTooLarge(f"{name}: {error}")) from None
         except MalformedMessage as error:
             raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
         try:
