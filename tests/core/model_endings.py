@@ -146,7 +146,10 @@ def check_info(ref: Reference, command: GetJob, info: JobInfo, submitted: int) -
     fresh = ref.fresh.get(job_id)
     if fresh is not None and fresh.since < submitted:
         assert info.status == "ready", f"ready {job_id} is {info.status}"
-        assert info.attempts == fresh.attempts
+        assert info.attempts == fresh.attempts, (
+            f"ready {job_id} has {info.attempts} attempts, expected {fresh.attempts} (a "
+            "release counted, or a claim did not)"
+        )
     if info.cancel_requested:
         assert job_id in ref.cancels
 

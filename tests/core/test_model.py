@@ -42,11 +42,15 @@ Invariants:
 * ``next_deadline()`` is never in the past (a runtime would spin);
 * the stored state always parses and re-encodes to the same bytes.
 
+Open core bugs the model found are excluded where they would fire, each with a comment
+naming its test in tests/core/test_lifecycle_found.py.
+
 ``HYPOTHESIS_PROFILE=long`` (tests/conftest.py) runs many more examples locally.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import attrs
@@ -67,6 +71,7 @@ from osqueue_core import (
     Claim,
     Command,
     Complete,
+    CorruptState,
     Effect,
     Fail,
     GetJob,
@@ -262,7 +267,12 @@ class QueueModel(RuleBasedStateMachine):
 
     def _stored_state(self) -> list[Job]:
         data = self.store.get(self.config.state_key)
-        return decode_state(data).jobs if data is not None else []
+        if data is None:
+            return []
+        try:
+            return decode_state(data).jobs
+        except CorruptState as error:
+            raise AssertionError(f"the stored state does not parse: {error}") from error
 
     # -- rules: clients --------------------------------------------------------------
 
@@ -379,14 +389,7 @@ class QueueModel(RuleBasedStateMachine):
         self.ref.complete_sent(job_id, result)
         self._submit(slot, lambda rid: Complete(rid, job_id, worker, result), settle)
 
-    @precondition(_holding)
-    @rule(
-        settle=SETTLE,
-        slot=st.integers(0, 1),
-        pick=st.integers(0, 100),
-        requeue=st.booleans(),
-    )
-    def fail(self, slot: int, settle: bool, pick: int, requeue: bool) -> None:
+    def _fail(self, slot: int, settle: bool, pick: int, requeue: bool) -> None:
         job_id, worker = self.ref.held(pick)
         self.ref.relinquishing(job_id, worker)
 
@@ -395,6 +398,18 @@ class QueueModel(RuleBasedStateMachine):
             return Fail(rid, job_id, worker, "boom", requeue)
 
         self._submit(slot, make, settle)
+
+    @precondition(_holding)
+    @rule(settle=SETTLE, slot=st.integers(0, 1), pick=st.integers(0, 100))
+    def fail(self, slot: int, settle: bool, pick: int) -> None:
+        """This attempt failed: retry after the backoff (or dead, out of attempts)."""
+        self._fail(slot, settle, pick, requeue=True)
+
+    @precondition(_holding)
+    @rule(settle=SETTLE, slot=st.integers(0, 1), pick=st.integers(0, 100))
+    def give_up(self, slot: int, settle: bool, pick: int) -> None:
+        """Fail without retry: a dead letter at once (or cancelled, if asked)."""
+        self._fail(slot, settle, pick, requeue=False)
 
     @precondition(_holding)
     @rule(settle=SETTLE, slot=st.integers(0, 1), pick=st.integers(0, 100))
@@ -582,6 +597,7 @@ class QueueModel(RuleBasedStateMachine):
         data = self.store.get(self.config.state_key)
         if data is None:
             return
+        self._stored_state()  # parses, or fails saying why
         decoded = decode_state(data)
         assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data
 
@@ -597,6 +613,10 @@ class QueueModel(RuleBasedStateMachine):
         """Let the dust settle: every request answered unless its broker crashed; then,
         on a fresh broker, every acknowledged ending archived exactly once, and every
         change in the state's history allowed."""
+        if sys.exc_info()[0] is not None:
+            # A check failed (Hypothesis tears down in a ``finally``): replies after it
+            # were lost, so settling would only fail again and hide the first failure.
+            return
 
         def unanswered() -> list[int]:
             return [
