@@ -26,6 +26,7 @@ from osqueue_core import (
     SCHEMA_VERSION,
     BrokerConfig,
     Job,
+    JobStatus,
     RetryPolicy,
     decode_state,
 )
@@ -117,10 +118,30 @@ def seq_of(job_id: str) -> int:
     return int(job_id.split("-")[0])
 
 
+# What a stored job's fields mean (docs/lifecycle.md), computed here rather than with the
+# core's properties: a mutant that breaks those must not fool the model.
+
+
+def ready_at(job: Job) -> float | None:
+    """When a ready job becomes claimable: its retry's run-at after a failure, else the
+    run-at it was born with (None: at once)."""
+    return job.retry_at if job.retry_at is not None else job.born.run_at
+
+
+def leaving(job: Job) -> bool:
+    """Finished, with the archive object it is on its way to."""
+    return job.archive_key is not None
+
+
+def dead_letter(job: Job) -> bool:
+    """Dead and kept in the state: listable, redrivable, purgeable."""
+    return job.status is JobStatus.DEAD and not leaving(job)
+
+
 def limit_of(config: BrokerConfig, job: Job) -> int | None:
     if job.born.max_attempts is not None:
         return job.born.max_attempts
-    return policy_of(config, job.queue).max_attempts
+    return policy_of(config, job.born.queue).max_attempts
 
 
 @attrs.define

@@ -25,7 +25,7 @@ import attrs
 
 from osqueue_core import BrokerConfig, Job, JobStatus, Purge, Redrive, decode_state
 
-from .model_basics import EPSILON, Timeline, limit_of
+from .model_basics import EPSILON, Timeline, dead_letter, leaving, limit_of, ready_at
 
 
 @attrs.frozen
@@ -62,7 +62,7 @@ class Asked:
             assert isinstance(command, Redrive | Purge)
             if entry.submitted > until or entry.rid in self.not_applied:
                 continue
-            if job.id in command.job_ids or command.queue == job.queue:
+            if job.id in command.job_ids or command.queue == job.born.queue:
                 return True
         return False
 
@@ -95,7 +95,7 @@ def audit_history(states: list[tuple[int, bytes]], asked: Asked) -> dict[str, Jo
         for job_id, before in previous.items():
             after = jobs.get(job_id)
             if after is None:
-                assert before.leaving, f"{job_id} left the state without being archived"
+                assert leaving(before), f"{job_id} left the state without being archived"
                 continue
             promoted = asked.timeline.highest(unchanged_since[job_id], landed)
             _audit_job(before, after, asked, landed, highest, promoted, deaths)
@@ -126,15 +126,15 @@ def _audit_job(
     latest since ``before`` came to be as it is."""
     job_id = before.id
     assert after.born == before.born, f"{job_id} changed what it was born with"
-    if before.leaving:
+    if leaving(before):
         assert attrs.evolve(after, archive_key=before.archive_key) == before, (
             f"{job_id} changed on its way to the archive"
         )
         return
-    if before.dead_letter and after != before:
+    if dead_letter(before) and after != before:
         purged = (
             after.status is JobStatus.DEAD
-            and after.leaving
+            and leaving(after)
             and (after.attempts, after.finished_at) == (before.attempts, before.finished_at)
         )
         if purged:
@@ -155,10 +155,11 @@ def _audit_job(
         )
         if after.status is JobStatus.READY:
             claimed = True  # nothing but a claim changes a ready job and leaves it ready
-        if claimed and before.ready_at is not None:
-            assert before.ready_at <= promoted + EPSILON, (
-                f"{job_id} was claimed before its run-at {before.ready_at} (the wall clock "
-                f"reached at most {promoted})"
+        due = ready_at(before)
+        if claimed and due is not None:
+            assert due <= promoted + EPSILON, (
+                f"{job_id} was claimed before its run-at {due} (the wall clock reached at "
+                f"most {promoted})"
             )
     newly_cancelled = after.status is JobStatus.CANCELLED and before.status is not after.status
     if newly_cancelled or (after.cancel_requested and not before.cancel_requested):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from osqueue_core import Job, JobStatus, PushBatch
 
-from .model_basics import EPSILON, Spec, limit_of
+from .model_basics import EPSILON, Spec, leaving, limit_of
 from .model_history import Asked, audit_history
 
 if TYPE_CHECKING:
@@ -28,11 +28,13 @@ def check_storage(ref: Reference, state: list[Job]) -> None:
     by_payload: dict[bytes, str] = {}
     by_key: dict[tuple[str, str], str] = {}
     for job_id, job in jobs.items():
-        spec = ref.specs.get(job.payload)
+        spec = ref.specs.get(job.born.payload)
         assert spec is not None, f"{job_id} holds a payload nobody pushed"
-        assert job.payload not in by_payload, f"{job_id} and {by_payload[job.payload]}: one push"
-        by_payload[job.payload] = job_id
-        ref.payload_of.setdefault(job_id, job.payload)
+        assert job.born.payload not in by_payload, (
+            f"{job_id} and {by_payload[job.born.payload]}: one push"
+        )
+        by_payload[job.born.payload] = job_id
+        ref.payload_of.setdefault(job_id, job.born.payload)
         _check_born(ref, job, spec)
         if spec.identity is not None:
             other = by_key.setdefault(spec.identity, job_id)
@@ -41,10 +43,10 @@ def check_storage(ref: Reference, state: list[Job]) -> None:
         assert limit is None or job.attempts <= limit, f"{job_id}: attempts past {limit}"
     for job_id, payload in ref.created.items():
         assert job_id in jobs, f"acknowledged push {job_id} lost"
-        assert jobs[job_id].payload == payload, f"{job_id} holds another payload"
+        assert jobs[job_id].born.payload == payload, f"{job_id} holds another payload"
     for job_id, identity in ref.existing.items():
         assert job_id in jobs, f"acknowledged (existing) {job_id} lost"
-        assert ref.specs[jobs[job_id].payload].identity == identity
+        assert ref.specs[jobs[job_id].born.payload].identity == identity
     for rid, (command, _) in ref.requests.items():
         if isinstance(command, PushBatch) and command.payloads:
             _check_batch_whole(ref, rid, command, by_payload, by_key)
@@ -97,13 +99,13 @@ def check_endings_stay(ref: Reference, state: list[Job]) -> None:
             assert job.status is JobStatus.CANCELLED
         if job.id in ref.known_purged:
             assert job.status is JobStatus.DEAD
-            assert job.leaving
+            assert leaving(job)
 
 
 def check_archived(ref: Reference, remaining: list[Job]) -> None:
     """Once everything settled: every acknowledged ending archived with its status
     (and result), and the whole history of the state allowed."""
-    assert not [j.id for j in remaining if j.leaving], "finished jobs never archived"
+    assert not [j.id for j in remaining if leaving(j)], "finished jobs never archived"
     archived = {job.id: job for job in ref.archives.jobs(ref.store)}
     endings = [
         (ref.acked_completions, {JobStatus.COMPLETED}),

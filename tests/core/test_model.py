@@ -96,7 +96,7 @@ from osqueue_core import (
 )
 
 from .harness import Outcome
-from .model_basics import RecordingStore, Timeline
+from .model_basics import RecordingStore, Timeline, dead_letter, leaving
 from .model_reference import Reference
 from .model_storage import check_archived, check_endings_stay, check_storage
 
@@ -587,7 +587,7 @@ class QueueModel(RuleBasedStateMachine):
         retention = self.config.dead_retention
         latest = self.timeline.highest(0)  # (the broker's wall is that of its last input)
         return any(
-            job.dead_letter and (job.finished_at or 0.0) + retention <= latest
+            dead_letter(job) and (job.finished_at or 0.0) + retention <= latest
             for job in self._stored_state()
         )
 
@@ -652,7 +652,7 @@ class QueueModel(RuleBasedStateMachine):
             self._settle(slot)
             stats = slot.broker.stats()
             stored = self._stored_state()
-            busy = any(job.leaving or job.status is JobStatus.CLAIMED for job in stored)
+            busy = any(leaving(job) or job.status is JobStatus.CLAIMED for job in stored)
             if not (slot.pending or stats.claimed or stats.finished_pending_archive or busy):
                 break
             if not any(isinstance(e, WriteObject | ReadObject) for e in slot.pending):
