@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import pytest
 
-from osqueue_core import BrokerConfig, Claim, Claimed, Phase, Release, RetryPolicy
+from osqueue_core import (
+    Broker,
+    BrokerConfig,
+    Claim,
+    Claimed,
+    Phase,
+    Push,
+    Release,
+    RetryPolicy,
+    WriteObject,
+)
 
 from .harness import Harness, SimStore
 
@@ -24,10 +34,10 @@ CONFIG = BrokerConfig(
 def test_a_takeover_expires_old_dead_letters_at_once() -> None:
     """A successor takes over a state holding a dead letter older than
     ``dead_retention``. Expiry runs at the start of each input, before the takeover
-    loads the jobs, so nothing archives the old dead letter until the next input:
-    ``next_deadline()`` returns ``now`` itself. Every other due thing (leases, delayed
-    jobs, waiting claims) is done within the input that makes it due, and
-    ``next_deadline()`` is otherwise always in the future."""
+    lands, so nothing archives the old dead letter until the next input:
+    ``next_deadline()`` returns ``now`` itself. Every other due thing is done within the
+    input that makes it due, and ``next_deadline()`` is otherwise always in the future.
+    (Likely fix: expire once more when a takeover lands.)"""
     store = SimStore()
     first = Harness.started(store, CONFIG)
     job_id = first.push().result.job_id  # type: ignore[union-attr]
@@ -42,6 +52,37 @@ def test_a_takeover_expires_old_dead_letters_at_once() -> None:
     assert successor.broker.stats().dead == 1  # past its retention, still a dead letter
     deadline = successor.broker.next_deadline()
     assert deadline is None or deadline > successor.now, (deadline, successor.now)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
+def test_a_takeover_promotes_jobs_that_fell_due_while_it_was_written() -> None:
+    """The same cause as above, seen from a delayed job: a takeover loads the jobs when
+    it issues its write, and a job that falls due before the write lands stays
+    delayed until the next input (``next_deadline()`` is ``now`` meanwhile)."""
+    store = SimStore()
+    first = Harness.started(store, CONFIG)
+    first.submit(Push(first.request_id(), b"job", delay=0.5))
+    first.broker.stop(first.now)
+    first.flush()
+    assert first.broker.phase is Phase.STOPPED
+
+    successor = Harness(
+        Broker(CONFIG, identity="broker-b", incarnation="broker-b-1"),
+        store,
+        now=first.now,
+        auto=False,
+    )
+    successor.broker.start(successor.now)
+    successor.flush()
+    while successor.pending:
+        effect = successor.pending[0]
+        if isinstance(effect, WriteObject) and effect.key == CONFIG.state_key:
+            successor.now += 1.0  # the takeover write lands after the job fell due
+        successor.deliver(0)
+    assert successor.broker.phase is Phase.RUNNING
+    deadline = successor.broker.next_deadline()
+    assert deadline is None or deadline > successor.now, (deadline, successor.now)
+    assert successor.broker.stats().delayed == 0
 
 
 @pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
