@@ -1,14 +1,24 @@
 """The model test catches the bugs it is for: it is run against deliberately broken
-brokers, each built from the public API only, and must fail on every one.
+brokers and must fail on every one, with the assertion meant for that bug.
 
-Before (hardening item 12): a change that added an extra, unacknowledged job on every
-push passed the model test; only unit tests caught it.
+Two kinds of mutants:
+
+* brokers built from the public API only, which add or split work behind the model's
+  back (before hardening item 12, a change that added an extra, unacknowledged job on
+  every push passed the model test; only unit tests caught it);
+* one lifecycle rule of the core replaced for the duration of the test (pytest's
+  ``monkeypatch``), each the smallest change that breaks one rule of
+  docs/lifecycle.md: priorities ignored, run-at ignored, backoff ignored, a key not
+  honoured, a release counted as an attempt, a purge by queue taking every queue's
+  dead letters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -17,17 +27,21 @@ from osqueue_core import (
     Broker,
     BrokerNotRunning,
     Effect,
+    Job,
     Push,
     PushBatch,
     PushedBatch,
     Reply,
+    RetryPolicy,
 )
+from osqueue_core.rules import JobRules
+from osqueue_core.table import JobTable
 
 from .test_model import QueueModel
 
 QUICK = settings(
     max_examples=300,
-    stateful_step_count=40,
+    stateful_step_count=80,
     phases=[Phase.generate],  # a failure is enough; no need to shrink it
     database=None,
     deadline=None,
@@ -52,7 +66,9 @@ class DoubleApply(Mutant):
     def submit(self, command: Any, now: float, wall: float | None = None) -> None:
         super().submit(command, now, wall)
         if isinstance(command, Push):
-            super().submit(Push(("again", command.request_id), command.payload), now, wall)
+            super().submit(
+                attrs.evolve(command, request_id=("again", command.request_id)), now, wall
+            )
 
 
 class HalfBatch(Mutant):
@@ -61,7 +77,7 @@ class HalfBatch(Mutant):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.first_halves: dict[object, tuple[str, ...] | None] = {}
+        self.first_halves: dict[object, PushedBatch | None] = {}
 
     def submit(self, command: Any, now: float, wall: float | None = None) -> None:
         if isinstance(command, PushBatch) and len(command.payloads) > 1:
@@ -79,22 +95,148 @@ class HalfBatch(Mutant):
                 effects.append(effect)
             elif isinstance(effect.request_id, tuple):
                 result = effect.result
-                ids = result.job_ids if isinstance(result, PushedBatch) else None
-                self.first_halves[effect.request_id[1]] = ids
+                first = result if isinstance(result, PushedBatch) else None
+                self.first_halves[effect.request_id[1]] = first
             elif effect.request_id in self.first_halves and isinstance(effect.result, PushedBatch):
                 first = self.first_halves.pop(effect.request_id)
                 if first is None:  # the first half failed: so does the whole, to its caller
                     effects.append(Reply(effect.request_id, error=BrokerNotRunning("mutant")))
                 else:
-                    ids = first + effect.result.job_ids
-                    effects.append(Reply(effect.request_id, PushedBatch(ids)))
+                    effects.append(Reply(effect.request_id, _joined(first, effect.result)))
             else:
                 effects.append(effect)
         return effects
 
 
-@pytest.mark.parametrize("mutant", [DoubleApply, HalfBatch])
-def test_the_model_test_fails_on_a_broken_broker(mutant: type[Broker]) -> None:
+def _joined(first: PushedBatch, second: PushedBatch) -> PushedBatch:
+    """One reply for both halves, as if they had been one batch."""
+    existing = [
+        *(first.existing or (False,) * len(first.job_ids)),
+        *(second.existing or (False,) * len(second.job_ids)),
+    ]
+    flags = tuple(existing) if any(existing) else ()
+    return PushedBatch(first.job_ids + second.job_ids, flags)
+
+
+@pytest.mark.parametrize(
+    ("mutant", "catches"),
+    [
+        (DoubleApply, r"one push"),
+        # A half batch in storage; or its reply misnaming jobs; or its first half
+        # handed out (to a waiting claim) before anybody was told it exists, which the
+        # order checks see: they know the job as ready from the (late) reply.
+        (HalfBatch, r"landed in part|holds (a|another) payload|for two pushes|were due"),
+    ],
+)
+def test_the_model_test_fails_on_a_broken_broker(mutant: type[Broker], catches: str) -> None:
     machine = type(f"{mutant.__name__}Model", (QueueModel,), {"broker_class": mutant})
-    with pytest.raises(AssertionError, match=r"one push|landed in part|holds a payload"):
+    with pytest.raises(AssertionError, match=catches):
         run_state_machine_as_test(machine, settings=QUICK)
+
+
+# -- lifecycle rules broken one at a time ------------------------------------------------
+
+
+def _oldest_due(self: JobTable, queues: Iterable[str]) -> Job | None:
+    """``JobTable.best_ready`` without priorities: the oldest due job of the queues."""
+    due = [
+        self._jobs[job_id]
+        for name in queues
+        if (queue := self._queues.get(name)) is not None
+        for job_id in queue.ready_ids
+    ]
+    return min(due, key=lambda job: job.seq, default=None)
+
+
+def _release_counting(
+    original: Callable[..., None],
+) -> Callable[..., None]:
+    """``JobRules._requeue`` keeping the attempts it is asked to take back (only a
+    release asks): the released claim counts."""
+
+    def requeue(self: JobRules, job: Job, attempts: int, *args: Any, **kwargs: Any) -> None:
+        original(self, job, job.attempts, *args, **kwargs)
+
+    return requeue
+
+
+def _purge_every_queue(
+    original: Callable[..., list[Job]],
+) -> Callable[..., list[Job]]:
+    """``JobRules._select_dead`` ignoring the queue it is given: a purge (or redrive) of
+    one queue takes every queue's dead letters."""
+
+    def select(self: JobRules, job_ids: tuple[str, ...], queue: str | None) -> list[Job]:
+        if queue is None:
+            return original(self, job_ids, queue)
+        return list(self.table.dead_letters(None))
+
+    return select
+
+
+@attrs.frozen
+class RuleMutant:
+    """``target.attribute`` replaced by ``replace(original)``; the model must fail with
+    an assertion matching ``catches``."""
+
+    name: str
+    target: type
+    attribute: str
+    replace: Callable[[Any], Any]
+    catches: str
+
+
+RULE_MUTANTS = [
+    RuleMutant(
+        "priority ignored",
+        JobTable,
+        "best_ready",
+        lambda _: _oldest_due,
+        r"while better .* were due|not best first",
+    ),
+    RuleMutant(
+        "run-at ignored",
+        Job,
+        "ready_at",
+        lambda _: property(lambda job: job.retry_at),
+        r"claimed before its run-at",
+    ),
+    RuleMutant(
+        "backoff ignored",
+        RetryPolicy,
+        "delay",
+        lambda _: lambda policy, job_id, attempts: 0.0,
+        r"retried at .*: not a wall clock",
+    ),
+    RuleMutant(
+        "key not honoured",
+        JobTable,
+        "by_key",
+        lambda _: lambda table, queue, key: None,
+        r"two jobs with key|made a second job|its key is also another job's",
+    ),
+    RuleMutant(
+        "release counts an attempt",
+        JobRules,
+        "_requeue",
+        _release_counting,
+        r"a release counted|claimed for attempt",
+    ),
+    RuleMutant(
+        "purge by queue takes every queue",
+        JobRules,
+        "_select_dead",
+        _purge_every_queue,
+        r"of queue .* took",
+    ),
+]
+
+
+@pytest.mark.parametrize("mutant", RULE_MUTANTS, ids=lambda m: m.name)
+def test_the_model_test_fails_on_a_broken_rule(
+    mutant: RuleMutant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = getattr(mutant.target, mutant.attribute)
+    monkeypatch.setattr(mutant.target, mutant.attribute, mutant.replace(original))
+    with pytest.raises(AssertionError, match=mutant.catches):
+        run_state_machine_as_test(QueueModel, settings=QUICK)

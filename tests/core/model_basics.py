@@ -1,0 +1,193 @@
+"""What the model test (tests/core/test_model.py) knows about time, about what each push
+asked for and about what storage holds, written from docs/lifecycle.md, not with
+``osqueue_core``'s rules.
+
+* :class:`Timeline`: the wall clock the model gave the brokers, step by step. A command
+  applied "somewhere between two steps" saw a wall clock between the lowest and the
+  highest wall of those steps: that is all the model may assume.
+* :class:`Spec`: what one pushed item asked for (queue, priority, delay or run-at, key,
+  attempt limit); its payload is unique, so every stored job is traced to its push.
+* :func:`backoff`: the documented retry formula, computed here, not with
+  ``RetryPolicy.delay``.
+* :class:`RecordingStore`: every version of the state object that landed, in order
+  (tests/core/model_history.py audits them); :class:`ArchiveReader`: the archived jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+
+import attrs
+import orjson
+
+from osqueue_core import (
+    SCHEMA_VERSION,
+    BrokerConfig,
+    Job,
+    JobStatus,
+    RetryPolicy,
+    decode_state,
+)
+
+from .harness import SimStore
+
+#: How far two computations of the same wall time may differ.
+EPSILON = 1e-6
+
+
+@attrs.define
+class Timeline:
+    """The wall clock at every step of the model (a step: an input given to a broker,
+    or the wall clock stepping)."""
+
+    walls: list[float]
+
+    @property
+    def step(self) -> int:
+        return len(self.walls) - 1
+
+    def tick(self, wall: float) -> int:
+        self.walls.append(wall)
+        return self.step
+
+    def highest(self, since: int, until: int | None = None) -> float:
+        """The latest wall clock any broker saw from step ``since`` to ``until``."""
+        return max(self.walls[since : None if until is None else until + 1])
+
+    def lowest(self, since: int, until: int | None = None) -> float:
+        return min(self.walls[since : None if until is None else until + 1])
+
+
+@attrs.frozen
+class Spec:
+    """What one pushed item asked for, and when (the step its request was sent)."""
+
+    rid: int
+    submitted: int
+    queue: str = "default"
+    priority: int = 0
+    delay: float | None = None
+    run_at: float | None = None
+    key: str | None = None
+    max_attempts: int | None = None
+
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        """What idempotency matches on: (queue, key), if keyed."""
+        return None if self.key is None else (self.queue, self.key)
+
+    def limit(self, config: BrokerConfig) -> int | None:
+        """The attempts its job gets: its own limit, else its queue's policy's."""
+        if self.max_attempts is not None:
+            return self.max_attempts
+        return policy_of(config, self.queue).max_attempts
+
+    def run_at_bounds(self, timeline: Timeline, until: int | None = None) -> tuple[float, float]:
+        """Bounds on the run-at its job was born with (-inf, -inf: none), for a push
+        applied between its submission and step ``until``."""
+        if self.delay is not None:
+            if self.delay == 0:
+                return -math.inf, -math.inf
+            return (
+                timeline.lowest(self.submitted, until) + self.delay,
+                timeline.highest(self.submitted, until) + self.delay,
+            )
+        if self.run_at is not None:
+            return self.run_at, self.run_at
+        return -math.inf, -math.inf
+
+
+def policy_of(config: BrokerConfig, queue: str) -> RetryPolicy:
+    return config.queue_retry.get(queue, config.retry)
+
+
+def backoff(config: BrokerConfig, queue: str, job_id: str, attempts: int) -> float:
+    """docs/lifecycle.md: ``min(cap, base * 2 ** (n - 1)) * (0.5 + 0.5 * h(job_id, n))``."""
+    policy = policy_of(config, queue)
+    if policy.base == 0:
+        return 0.0
+    digest = hashlib.blake2b(f"{attempts}:{job_id}".encode(), digest_size=8).digest()
+    jitter = int.from_bytes(digest, "big") / 2**64
+    return min(policy.cap, policy.base * 2.0 ** (attempts - 1)) * (0.5 + 0.5 * jitter)
+
+
+def seq_of(job_id: str) -> int:
+    """The FIFO place in a default job id (``<seq>-<epoch>``)."""
+    return int(job_id.split("-")[0])
+
+
+# What a stored job's fields mean (docs/lifecycle.md), computed here rather than with the
+# core's properties: a mutant that breaks those must not fool the model.
+
+
+def ready_at(job: Job) -> float | None:
+    """When a ready job becomes claimable: its retry's run-at after a failure, else the
+    run-at it was born with (None: at once)."""
+    return job.retry_at if job.retry_at is not None else job.born.run_at
+
+
+def leaving(job: Job) -> bool:
+    """Finished, with the archive object it is on its way to."""
+    return job.archive_key is not None
+
+
+def dead_letter(job: Job) -> bool:
+    """Dead and kept in the state: listable, redrivable, purgeable."""
+    return job.status is JobStatus.DEAD and not leaving(job)
+
+
+def limit_of(config: BrokerConfig, job: Job) -> int | None:
+    if job.born.max_attempts is not None:
+        return job.born.max_attempts
+    return policy_of(config, job.born.queue).max_attempts
+
+
+@attrs.define
+class RecordingStore(SimStore):
+    """A SimStore that keeps every version of the state object, with the step at which
+    it landed (``moment`` tells the model's current step)."""
+
+    moment: Callable[[], int] = lambda: 0
+    states: list[tuple[int, bytes]] = attrs.Factory(list)
+    state_key: str = "state.json"
+
+    def put(self, key: str, data: bytes) -> int:
+        version = super().put(key, data)
+        if key == self.state_key and (not self.states or self.states[-1][1] != data):
+            self.states.append((self.moment(), data))
+        return version
+
+
+@attrs.define
+class ArchiveReader:
+    """The jobs of every archive object, decoded once per object."""
+
+    _cache: dict[str, tuple[bytes, list[Job]]] = attrs.Factory(dict)
+
+    def jobs(self, store: SimStore, prefix: str = "archive/") -> list[Job]:
+        found: list[Job] = []
+        for key in store.keys(prefix):
+            data = store.get(key)
+            assert data is not None
+            cached = self._cache.get(key)
+            if cached is None or cached[0] != data:
+                cached = (data, decode_archive(data))
+                self._cache[key] = cached
+            found.extend(cached[1])
+        return found
+
+
+def decode_archive(data: bytes) -> list[Job]:
+    """An archive object's jobs, parsed and validated like a state object's."""
+    raw = orjson.loads(data)
+    jobs = raw["jobs"]
+    wrapped = {
+        "schema_version": SCHEMA_VERSION,
+        "revision": 1,
+        "owner": {"identity": "archive", "incarnation": "archive", "epoch": 1},
+        "next_seq": max((job["seq"] for job in jobs), default=0) + 1,
+        "jobs": jobs,
+    }
+    return decode_state(orjson.dumps(wrapped)).jobs

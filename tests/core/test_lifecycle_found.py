@@ -1,0 +1,108 @@
+"""Core bugs found by the model test (tests/core/test_model.py) in the job lifecycle
+rules, each reduced to its smallest example.
+
+FOUND BY THE MODEL, NOT FIXED YET: each test is marked ``xfail(strict=True)`` so the
+suite stays green while the bug is open, and turns red (XPASS) once the core is
+fixed; then drop the marker. The model excludes each path meanwhile, with a comment
+naming the test here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from osqueue_core import (
+    Broker,
+    BrokerConfig,
+    Claim,
+    Claimed,
+    Phase,
+    Push,
+    Release,
+    RetryPolicy,
+    WriteObject,
+)
+
+from .harness import Harness, SimStore
+
+CONFIG = BrokerConfig(
+    heartbeat_timeout=10.0, retry=RetryPolicy(base=0.5, max_attempts=1), dead_retention=60.0
+)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
+def test_a_takeover_expires_old_dead_letters_at_once() -> None:
+    """A successor takes over a state holding a dead letter older than
+    ``dead_retention``. Expiry runs at the start of each input, before the takeover
+    lands, so nothing archives the old dead letter until the next input:
+    ``next_deadline()`` returns ``now`` itself. Every other due thing is done within the
+    input that makes it due, and ``next_deadline()`` is otherwise always in the future.
+    (Likely fix: expire once more when a takeover lands.)"""
+    store = SimStore()
+    first = Harness.started(store, CONFIG)
+    job_id = first.push().result.job_id  # type: ignore[union-attr]
+    first.claim()
+    first.fail(job_id, requeue=False)  # a dead letter, finished at 1000
+    first.broker.stop(first.now)
+    first.flush()
+    assert first.broker.phase is Phase.STOPPED
+
+    successor = Harness.started(store, CONFIG, identity="broker-b", now=first.now + 61)
+    assert successor.broker.phase is Phase.RUNNING
+    assert successor.broker.stats().dead == 1  # past its retention, still a dead letter
+    deadline = successor.broker.next_deadline()
+    assert deadline is None or deadline > successor.now, (deadline, successor.now)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
+def test_a_takeover_promotes_jobs_that_fell_due_while_it_was_written() -> None:
+    """The same cause as above, seen from a delayed job: a takeover loads the jobs when
+    it issues its write, and a job that falls due before the write lands stays
+    delayed until the next input (``next_deadline()`` is ``now`` meanwhile)."""
+    store = SimStore()
+    first = Harness.started(store, CONFIG)
+    first.submit(Push(first.request_id(), b"job", delay=0.5))
+    first.broker.stop(first.now)
+    first.flush()
+    assert first.broker.phase is Phase.STOPPED
+
+    successor = Harness(
+        Broker(CONFIG, identity="broker-b", incarnation="broker-b-1"),
+        store,
+        now=first.now,
+        auto=False,
+    )
+    successor.broker.start(successor.now)
+    successor.flush()
+    while successor.pending:
+        effect = successor.pending[0]
+        if isinstance(effect, WriteObject) and effect.key == CONFIG.state_key:
+            successor.now += 1.0  # the takeover write lands after the job fell due
+        successor.deliver(0)
+    assert successor.broker.phase is Phase.RUNNING
+    deadline = successor.broker.next_deadline()
+    assert deadline is None or deadline > successor.now, (deadline, successor.now)
+    assert successor.broker.stats().delayed == 0
+
+
+@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
+def test_a_release_is_answered_before_the_claim_it_serves() -> None:
+    """A release hands its job to a claim that was waiting for one. ``_release``
+    requeues the job (serving the waiting claim, whose reply is held first) and only
+    then holds the ``Released`` reply: the new holder hears of the job before the old
+    one hears it was given back. Replies otherwise come out in the order their commands
+    took effect (pushes were fixed for this: "push replies held before waiting claims
+    are served"). With one worker id for both, a client sees "claimed J", then
+    "released J", and may drop the job it now holds."""
+    h = Harness.started(config=CONFIG)
+    job_id = h.push().result.job_id  # type: ignore[union-attr]
+    h.claim("w1")
+    waiting = Claim(h.request_id(), "w1", wait=5.0)
+    h.submit(waiting)
+    release = Release(h.request_id(), job_id, "w1")
+    h.submit(release)
+    served = h.replies[waiting.request_id].result
+    assert isinstance(served, Claimed)
+    assert served.job_id == job_id  # the release served the waiting claim
+    order = list(h.replies)  # in the order the broker gave them
+    assert order.index(release.request_id) < order.index(waiting.request_id)
