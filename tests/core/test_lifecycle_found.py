@@ -1,15 +1,7 @@
-"""Core bugs found by the model test (tests/core/test_model.py) in the job lifecycle
-rules, each reduced to its smallest example.
-
-FOUND BY THE MODEL, NOT FIXED YET: each test is marked ``xfail(strict=True)`` so the
-suite stays green while the bug is open, and turns red (XPASS) once the core is
-fixed; then drop the marker. The model excludes each path meanwhile, with a comment
-naming the test here.
-"""
+"""Core bugs the model test (tests/core/test_model.py) found in the job lifecycle
+rules, each reduced to its smallest example and kept as a regression test."""
 
 from __future__ import annotations
-
-import pytest
 
 from osqueue_core import (
     Broker,
@@ -30,7 +22,6 @@ CONFIG = BrokerConfig(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
 def test_a_takeover_expires_old_dead_letters_at_once() -> None:
     """A successor takes over a state holding a dead letter older than
     ``dead_retention``. Expiry runs at the start of each input, before the takeover
@@ -49,12 +40,11 @@ def test_a_takeover_expires_old_dead_letters_at_once() -> None:
 
     successor = Harness.started(store, CONFIG, identity="broker-b", now=first.now + 61)
     assert successor.broker.phase is Phase.RUNNING
-    assert successor.broker.stats().dead == 1  # past its retention, still a dead letter
+    assert successor.broker.stats().dead == 0  # past its retention: archived at once
     deadline = successor.broker.next_deadline()
     assert deadline is None or deadline > successor.now, (deadline, successor.now)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
 def test_a_takeover_promotes_jobs_that_fell_due_while_it_was_written() -> None:
     """The same cause as above, seen from a delayed job: a takeover loads the jobs when
     it issues its write, and a job that falls due before the write lands stays
@@ -85,7 +75,6 @@ def test_a_takeover_promotes_jobs_that_fell_due_while_it_was_written() -> None:
     assert successor.broker.stats().delayed == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
 def test_a_release_is_answered_before_the_claim_it_serves() -> None:
     """A release hands its job to a claim that was waiting for one. ``_release``
     requeues the job (serving the waiting claim, whose reply is held first) and only

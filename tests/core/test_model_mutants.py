@@ -33,9 +33,10 @@ from osqueue_core import (
     PushedBatch,
     Reply,
     RetryPolicy,
+    rules,
 )
-from osqueue_core.rules import JobRules
 from osqueue_core.table import JobTable
+from osqueue_core.transitions import Transitions
 
 from .test_model import QueueModel
 
@@ -151,10 +152,10 @@ def _oldest_due(self: JobTable, queues: Iterable[str]) -> Job | None:
 def _release_counting(
     original: Callable[..., None],
 ) -> Callable[..., None]:
-    """``JobRules._requeue`` keeping the attempts it is asked to take back (only a
+    """``Transitions.requeue`` keeping the attempts it is asked to take back (only a
     release asks): the released claim counts."""
 
-    def requeue(self: JobRules, job: Job, attempts: int, *args: Any, **kwargs: Any) -> None:
+    def requeue(self: Transitions, job: Job, attempts: int, *args: Any, **kwargs: Any) -> None:
         original(self, job, job.attempts, *args, **kwargs)
 
     return requeue
@@ -163,13 +164,13 @@ def _release_counting(
 def _purge_every_queue(
     original: Callable[..., list[Job]],
 ) -> Callable[..., list[Job]]:
-    """``JobRules._select_dead`` ignoring the queue it is given: a purge (or redrive) of
-    one queue takes every queue's dead letters."""
+    """``select_dead`` (as the rules call it) ignoring the queue it is given: a purge
+    (or redrive) of one queue takes every queue's dead letters."""
 
-    def select(self: JobRules, job_ids: tuple[str, ...], queue: str | None) -> list[Job]:
+    def select(table: JobTable, job_ids: tuple[str, ...], queue: str | None) -> list[Job]:
         if queue is None:
-            return original(self, job_ids, queue)
-        return list(self.table.dead_letters(None))
+            return original(table, job_ids, queue)
+        return list(table.dead_letters(None))
 
     return select
 
@@ -180,7 +181,7 @@ class RuleMutant:
     an assertion matching ``catches``."""
 
     name: str
-    target: type
+    target: object
     attribute: str
     replace: Callable[[Any], Any]
     catches: str
@@ -217,15 +218,15 @@ RULE_MUTANTS = [
     ),
     RuleMutant(
         "release counts an attempt",
-        JobRules,
-        "_requeue",
+        Transitions,
+        "requeue",
         _release_counting,
         r"a release counted|claimed for attempt",
     ),
     RuleMutant(
         "purge by queue takes every queue",
-        JobRules,
-        "_select_dead",
+        rules,
+        "select_dead",
         _purge_every_queue,
         r"of queue .* took",
     ),
