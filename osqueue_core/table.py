@@ -44,7 +44,9 @@ class QueueCounts:
     delayed: int
     claimed: int
     dead: int
-    #: Wall time since which the oldest due job has waited (None: none is due).
+    #: Wall time since which the oldest due job has waited (None: none is due): its
+    #: push, or the run-at or retry time it waited for. A job released, or retried at
+    #: once (a zero backoff), keeps the time it first became ready.
     oldest_ready_since: float | None
 
 
