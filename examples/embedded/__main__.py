@@ -30,8 +30,8 @@ async def main(storage: str) -> None:
         # One job by hand: claim, heartbeat, complete.
         job = await queue.claim("worker-1")
         assert job is not None
-        deadline = await queue.heartbeat(job)
-        print(f"worker-1 claimed {job.id} ({job.item.name}); lease extended to {deadline:.0f}")
+        lasts = await queue.heartbeat(job)
+        print(f"worker-1 claimed {job.id} ({job.item.name}); lease renewed for {lasts:.0f} s")
         await queue.complete(job)
         print(f"worker-1 completed {job.id}")
 
