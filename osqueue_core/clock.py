@@ -1,11 +1,13 @@
 """The two times every input carries, as the core's parts see them.
 
-``now`` drives every timer (leases, waits, retries, linger, stall detection): any clock
-that never jumps, such as ``time.monotonic()``. ``wall`` (UNIX seconds) only stamps jobs
-(``created_at``, ``claimed_at``, ``finished_at``) and picks archive buckets, so a wall
-clock stepped by NTP or by hand can move stamps but never expires a lease early or
-stalls a retry. A runtime that passes no ``wall`` gets ``wall = now`` (fine when ``now``
-is wall-clock time and nothing else is available).
+``now`` drives every timer (leases, waits, storage retries, linger, stall detection):
+any clock that never jumps, such as ``time.monotonic()``. ``wall`` (UNIX seconds) stamps
+jobs (``created_at``, ``claimed_at``, ``finished_at``), picks archive buckets, and
+judges the due times a successor must read alike (a job's run-at, a retry's backoff, a
+dead letter's retention), so a wall clock stepped by NTP or by hand can move those but
+never expires a lease early or stalls a storage retry. A runtime that passes no
+``wall`` gets ``wall = now`` (fine when ``now`` is wall-clock time and nothing else is
+available).
 """
 
 from __future__ import annotations

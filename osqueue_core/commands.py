@@ -67,8 +67,9 @@ class PushBatch:
     """Add several jobs at once, in order: all of them in one write, or none.
 
     Each item is a payload (pushed with the defaults) or a :class:`NewJob`. Refused
-    whole (``PayloadTooLarge``) if any payload is too large, or if the batch has more
-    than ``max_batch_ops`` items or ``max_batch_bytes`` bytes.
+    whole, nothing pushed: ``PayloadTooLarge`` if any payload is too large or the batch
+    has more than ``max_batch_ops`` items or ``max_batch_bytes`` bytes;
+    ``InvalidArgument`` if any item's options are invalid.
     """
 
     request_id: RequestId

@@ -25,7 +25,8 @@ def default_job_id(epoch: int, seq: int) -> str:
 class BrokerConfig:
     """Configuration of one :class:`~osqueue_core.Broker`. Times are seconds."""
 
-    #: A claimed job whose worker sends no heartbeat for this long goes back to the queue.
+    #: A claimed job whose worker sends no heartbeat for this long loses its lease: the
+    #: attempt counts as failed (retried after the queue's backoff, or dead).
     heartbeat_timeout: float = 30.0
     #: Group commit: at most this many requests in one state write (a PushBatch is one
     #: request of up to this many jobs) ...

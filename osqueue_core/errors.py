@@ -49,7 +49,8 @@ class JobNotFound(OsqueueError):
 class LeaseLost(OsqueueError):
     """The worker no longer holds the job: its lease expired or another worker has it.
 
-    Stop working on the job; it has gone (or will go) back to the queue.
+    Stop working on the job; it has gone (or will go) back to the queue after its
+    backoff, or become a dead letter.
     """
 
     grpc_status = "FAILED_PRECONDITION"

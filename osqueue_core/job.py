@@ -40,10 +40,6 @@ class JobStatus(enum.Enum):
     CANCELLED = "cancelled"
 
 
-#: Statuses of jobs that will never run again unless redriven.
-FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.CANCELLED})
-
-
 @attrs.frozen
 class JobSpec:
     """What a job is born with. Never changes after the push."""
@@ -111,7 +107,8 @@ class Job:
 
     @property
     def ready_at(self) -> float | None:
-        """Wall time before which a READY job is not claimable (None: claimable now)."""
+        """Wall time before which a READY job is not claimable (None: no such time; a
+        time already past may remain, from its run-at or its last backoff)."""
         return self.retry_at if self.retry_at is not None else self.born.run_at
 
     @property

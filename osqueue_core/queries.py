@@ -13,8 +13,9 @@ from osqueue_core.table import JobTable
 from osqueue_core.transitions import max_attempts
 
 
-def job_info(job: Job, config: BrokerConfig) -> JobInfo:
-    """What a client is told about ``job``."""
+def job_info(job: Job, config: BrokerConfig, wall: float) -> JobInfo:
+    """What a client is told about ``job`` at wall time ``wall``."""
+    due_at = job.ready_at if job.status is JobStatus.READY else None
     return JobInfo(
         id=job.id,
         queue=job.queue,
@@ -23,7 +24,7 @@ def job_info(job: Job, config: BrokerConfig) -> JobInfo:
         attempts=job.attempts,
         max_attempts=max_attempts(job, config),
         created_at=job.created_at,
-        run_at=job.ready_at if job.status is JobStatus.READY else None,
+        run_at=due_at if due_at is not None and due_at > wall else None,
         last_error=job.last_error,
         holder=job.claimed_by if job.status is JobStatus.CLAIMED else None,
         key=job.born.key,
@@ -32,7 +33,7 @@ def job_info(job: Job, config: BrokerConfig) -> JobInfo:
     )
 
 
-def list_dead(table: JobTable, config: BrokerConfig, command: ListDead) -> DeadLetters:
+def list_dead(table: JobTable, config: BrokerConfig, command: ListDead, wall: float) -> DeadLetters:
     """A page of dead letters, oldest death first. Raises ``JobNotFound`` when
     ``command.after`` is not a dead letter (any more)."""
     jobs = table.dead_letters(command.queue)
@@ -47,7 +48,7 @@ def list_dead(table: JobTable, config: BrokerConfig, command: ListDead) -> DeadL
     for job in jobs:
         if len(page) == command.limit:
             return DeadLetters(tuple(page), more=True)
-        page.append(job_info(job, config))
+        page.append(job_info(job, config, wall))
     return DeadLetters(tuple(page))
 
 

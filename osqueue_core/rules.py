@@ -158,9 +158,10 @@ class JobRules:
                     self._cancel(command, batch, ctx)
                 case GetJob():
                     job = self._get(command.job_id)
-                    batch.hold(Reply(command.request_id, job_info(job, self.config)))
+                    info = job_info(job, self.config, self._clock.wall)
+                    batch.hold(Reply(command.request_id, info))
                 case ListDead():
-                    answer = list_dead(self.table, self.config, command)
+                    answer = list_dead(self.table, self.config, command, self._clock.wall)
                     batch.hold(Reply(command.request_id, answer))
                 case Redrive():
                     self._redrive(command, batch, ctx)

@@ -50,7 +50,8 @@ class ClaimedJob(Generic[T]):
     attempts: int
     #: Seconds a lease lasts without a heartbeat.
     lease_timeout: float
-    #: ``time.monotonic()`` by which the current lease runs out without a heartbeat.
+    #: ``time.monotonic()`` by which the lease granted with the claim runs out (the
+    #: keep-alive counts later leases from its own heartbeats).
     expires_at: float
     queue: str = DEFAULT_QUEUE
     priority: int = 0

@@ -2,7 +2,7 @@
 a graceful stop.
 
 In a program, :func:`run_worker` (``osqueue_io.run_worker``) drives any
-:class:`~osqueue_io.client.JobQueue`; on the command line, ``python -m osqueue_io.runner
+:class:`~osqueue_io.client.JobQueue`; on the command line, ``python -m osqueue_io.worker
 module:function --data URL`` (or ``--broker HOST:PORT``) runs one
 (:mod:`osqueue_io.runner.cli`). docs/lifecycle.md, "The worker runner", describes both.
 """

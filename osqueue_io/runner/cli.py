@@ -1,6 +1,6 @@
-"""``python -m osqueue_io.runner``: the worker runner's command line.
+"""``python -m osqueue_io.worker``: the worker runner's command line.
 
-``python -m osqueue_io.runner tasks:handle --data ./queue-data --concurrency 4`` imports
+``python -m osqueue_io.worker tasks:handle --data ./queue-data --concurrency 4`` imports
 ``handle`` from ``tasks`` (the current directory is on the import path) and runs
 :func:`~osqueue_io.runner.run_worker` with it, against an embedded broker on the
 storage ``--data`` names, or against a gRPC broker (``--broker HOST:PORT``). Items are

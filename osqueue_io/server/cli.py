@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default="30s",
         metavar="DURATION",
-        help="a claimed job whose worker sends no heartbeat for this long goes back to "
-        "the queue (default: 30s)",
+        help="a claimed job whose worker sends no heartbeat for this long loses its "
+        "lease: the attempt counts as failed (retried after the backoff, or dead when out "
+        "of attempts) (default: 30s)",
     )
     parser.add_argument(
         "--heartbeat-check",

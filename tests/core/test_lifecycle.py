@@ -557,3 +557,11 @@ def test_a_job_given_back_is_answered_before_the_claim_it_serves(give_back: str)
     assert ok(h.replies[waiting.request_id]).job_id == job_id
     order = list(h.replies)
     assert order.index(command.request_id) < order.index(waiting.request_id)
+
+
+def test_get_reports_a_run_at_only_while_it_is_ahead() -> None:
+    h = started()
+    job = push(h, delay=2.0)
+    assert ok(h.submit(GetJob(h.request_id(), job))).run_at == h.wall + 2.0
+    h.advance(2.0)
+    assert ok(h.submit(GetJob(h.request_id(), job))).run_at is None
