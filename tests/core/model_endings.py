@@ -69,14 +69,6 @@ def _check_backoff(ref: Reference, job_id: str, retry_at: float, first_rid: int)
 
 
 def acked_release(ref: Reference, command: Release, job_id: str, rid: int, submitted: int) -> None:
-    if ref.granted_step.get(job_id, -1) > submitted:
-        # Open core bug: the release served a waiting claim, whose reply came first
-        # (tests/core/test_lifecycle_found.py::
-        # test_a_release_is_answered_before_the_claim_it_serves). The job is held
-        # by that claim now, or (if that grant came before the release) ready.
-        ref.relinquished.add((job_id, command.worker_id))
-        ref.fresh.pop(job_id, None)
-        return
     hold = ref.holds.pop(job_id, None)
     marked = ref.cancel_marked.get(job_id)
     if marked is not None and marked < submitted:

@@ -41,7 +41,7 @@ from osqueue_core.transitions import Transitions
 from .test_model import QueueModel
 
 QUICK = settings(
-    max_examples=300,
+    max_examples=1000,  # a run stops at its first failure: this costs only when one is slow
     stateful_step_count=80,
     phases=[Phase.generate],  # a failure is enough; no need to shrink it
     database=None,
@@ -119,14 +119,19 @@ def _joined(first: PushedBatch, second: PushedBatch) -> PushedBatch:
     return PushedBatch(first.job_ids + second.job_ids, flags)
 
 
+#: The checks of jobs known ready (acknowledged, never handed out since): a job handed
+#: out before anybody was told it exists breaks what they know.
+KNOWN_READY = r"were due|^ready |a release counted"
+
+
 @pytest.mark.parametrize(
     ("mutant", "catches"),
     [
         (DoubleApply, r"one push"),
         # A half batch in storage; or its reply misnaming jobs; or its first half
-        # handed out (to a waiting claim) before anybody was told it exists, which the
-        # order checks see: they know the job as ready from the (late) reply.
-        (HalfBatch, r"landed in part|holds (a|another) payload|for two pushes|were due"),
+        # handed out (to a waiting claim) before the batch's reply: the model then knows
+        # it as ready although it was claimed, failed, even dead.
+        (HalfBatch, r"landed in part|holds (a|another) payload|for two pushes|" + KNOWN_READY),
     ],
 )
 def test_the_model_test_fails_on_a_broken_broker(mutant: type[Broker], catches: str) -> None:
