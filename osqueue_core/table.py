@@ -91,6 +91,8 @@ class JobTable:
         self._lease_heap: list[tuple[float, str]] = []
         self._archive: dict[str, set[str]] = {}
         self._dead: dict[str, None] = {}  # every dead letter, in death order
+        # Dead letters by (finished_at, seq): the one whose retention ends first.
+        self._dead_heap: list[tuple[float, int, str]] = []
         self._keys: dict[tuple[str, str], str] = {}
         self._ready_total = 0
         self._claimed_total = 0
@@ -157,7 +159,16 @@ class JobTable:
         return (self._jobs[i] for i in ids)
 
     def oldest_dead(self) -> Job | None:
-        return self._jobs[next(iter(self._dead))] if self._dead else None
+        """The dead letter that died first by the wall clock (a clock stepped back can
+        make it differ from the first in death order): the first to leave."""
+        heap = self._dead_heap
+        while heap and not self._live_dead(heap[0]):
+            heapq.heappop(heap)
+        return self._jobs[heap[0][2]] if heap else None
+
+    def _live_dead(self, entry: tuple[float, int, str]) -> bool:
+        job = self._jobs.get(entry[2]) if entry[2] in self._dead else None
+        return job is not None and (job.finished_at or 0.0) == entry[0]
 
     def best_ready(self, queues: Iterable[str]) -> Job | None:
         """The due job a claim on ``queues`` gets: highest priority, then lowest seq.
@@ -341,6 +352,10 @@ class JobTable:
         elif job.status is JobStatus.DEAD:
             q.dead[job.id] = None
             self._dead[job.id] = None
+            if len(self._dead_heap) > 2 * len(self._dead) + 64:
+                self._dead_heap = [e for e in self._dead_heap if self._live_dead(e)]
+                heapq.heapify(self._dead_heap)
+            heapq.heappush(self._dead_heap, (job.finished_at or 0.0, job.seq, job.id))
 
     def _unindex(self, job: Job) -> None:
         if job.born.key is not None and self._keys.get((job.queue, job.born.key)) == job.id:

@@ -1,14 +1,10 @@
 """Core bugs the model test (tests/core/test_model.py) found in the job lifecycle
 rules, each reduced to its smallest example and kept as a regression test.
 
-A bug still open is marked ``xfail(strict=True)``: the suite stays green while it is
-open and turns red (XPASS) once the core is fixed; then drop the marker. The model
-excludes its path meanwhile, with a comment naming the test.
+All of them are fixed.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from osqueue_core import (
     Broker,
@@ -105,16 +101,13 @@ def test_a_release_is_answered_before_the_claim_it_serves() -> None:
     assert order.index(release.request_id) < order.index(waiting.request_id)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug found by the model test (open)")
 def test_a_dead_letter_past_its_retention_is_archived_once_it_is_the_oldest() -> None:
-    """Dead letters leave in death order, and expiry stops at the first one not yet
-    too old. With the wall clock stepped back between two deaths, the later death has
-    the earlier ``finished_at``: it is past its retention while hidden behind the
-    older one. When an action removes the older one (a purge here; a redrive, or an
-    eviction past ``max_dead`` when another job dies, do the same), the hidden one is
-    the oldest and already due, but nothing archives it until the next input:
-    ``next_deadline()`` is ``now`` meanwhile (with a write lingering, or nothing else
-    to do, no input may come soon)."""
+    """Dead letters used to leave in death order, expiry stopping at the first one not
+    yet too old. With the wall clock stepped back between two deaths, the later death
+    has the earlier ``finished_at``: it was past its retention while hidden behind the
+    older one, and once an action removed the older one (a purge, a redrive, an
+    eviction past ``max_dead``) it was due with nothing to archive it until the next
+    input: ``next_deadline()`` was ``now``. Now they leave by ``finished_at``."""
     h = Harness.started(config=CONFIG)
     h.wall = 1_795_000_000.0
     first = h.push(b"first").result.job_id  # type: ignore[union-attr]
@@ -126,7 +119,9 @@ def test_a_dead_letter_past_its_retention_is_archived_once_it_is_the_oldest() ->
     h.fail(second, requeue=False)  # dead at W - 1 day
     h.wall += 86_400.0 + 1  # ... and forward again: the second is past its retention
     h.advance(0.0)
-    assert h.broker.stats().dead == 2  # hidden behind the first, which is not
+    # Dead letters leave in wall-clock order of death: the second goes at once,
+    # though it died after the first.
+    assert h.broker.stats().dead == 1
     h.auto = False  # look before anything is delivered (a lingering write, say)
     h.submit(Purge(h.request_id(), (first,)))
     deadline = h.broker.next_deadline()

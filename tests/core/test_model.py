@@ -96,7 +96,7 @@ from osqueue_core import (
 )
 
 from .harness import Outcome
-from .model_basics import RecordingStore, Timeline, dead_letter, leaving
+from .model_basics import RecordingStore, Timeline, leaving
 from .model_reference import Reference
 from .model_storage import check_archived, check_endings_stay, check_storage
 
@@ -576,21 +576,7 @@ class QueueModel(RuleBasedStateMachine):
     def deadlines_are_never_in_the_past(self) -> None:
         for slot in self.slots:
             deadline = slot.broker.next_deadline()
-            if deadline == self.now and self._old_dead_letter():
-                # Open core bug: a dead letter past its retention, hidden behind an older
-                # death, waits for the next input once an action makes it the oldest
-                # (tests/core/test_lifecycle_found.py::
-                # test_a_dead_letter_past_its_retention_is_archived_once_it_is_the_oldest).
-                continue
             assert deadline is None or deadline > self.now, (deadline, self.now)
-
-    def _old_dead_letter(self) -> bool:
-        retention = self.config.dead_retention
-        latest = self.timeline.highest(0)  # (the broker's wall is that of its last input)
-        return any(
-            dead_letter(job) and (job.finished_at or 0.0) + retention <= latest
-            for job in self._stored_state()
-        )
 
     @invariant()
     def stored_state_parses_and_round_trips(self) -> None:
