@@ -13,21 +13,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from osqueue_core import DEFAULT_QUEUE, BrokerStats, JobInfo
-from osqueue_io.client import ClaimedJob, QueueInfo
+from osqueue_core import DEFAULT_QUEUE, BrokerStats
+from osqueue_io.client import ClaimedJob
 from osqueue_io.embedded import EmbeddedQueue as AsyncEmbeddedQueue
-from osqueue_io.keepalive import Lease
 from osqueue_io.storage import ObjectStore
-from osqueue_io.sync.portal import PortalShell
+from osqueue_io.sync.queue import BlockingQueue
 
 T = TypeVar("T")
 
 
-class EmbeddedQueue(PortalShell, Generic[T]):
+class EmbeddedQueue(BlockingQueue[T, AsyncEmbeddedQueue[T]]):
     """Blocking twin of :class:`osqueue_io.EmbeddedQueue`; same arguments, same methods
     (the ``JobQueue`` API without ``await``).
 
@@ -37,64 +35,13 @@ class EmbeddedQueue(PortalShell, Generic[T]):
     def __init__(
         self, storage: str | os.PathLike[str] | ObjectStore, item_type: type[T], **options: Any
     ) -> None:
-        self.async_queue: AsyncEmbeddedQueue[T] = AsyncEmbeddedQueue(storage, item_type, **options)
-        super().__init__(self.async_queue)
-
-    @property
-    def worker_id(self) -> str:
-        return self.async_queue.worker_id
+        super().__init__(AsyncEmbeddedQueue(storage, item_type, **options))
 
     def stats(self) -> BrokerStats:
         # Read on the event loop's thread: the broker is only ever touched there.
         return self.portal.call(self.async_queue.stats)
 
-    def push(
-        self,
-        item: T,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-        delay: float | None = None,
-        run_at: float | None = None,
-        key: str | None = None,
-        max_attempts: int | None = None,
-    ) -> str:
-        return self.portal.call(
-            lambda: self.async_queue.push(
-                item,
-                queue=queue,
-                priority=priority,
-                delay=delay,
-                run_at=run_at,
-                key=key,
-                max_attempts=max_attempts,
-            )
-        )
-
-    def push_many(
-        self,
-        items: Sequence[T],
-        *,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-        delay: float | None = None,
-        run_at: float | None = None,
-        keys: Sequence[str | None] | None = None,
-        max_attempts: int | None = None,
-    ) -> list[str]:
-        return self.portal.call(
-            lambda: self.async_queue.push_many(
-                items,
-                queue=queue,
-                priority=priority,
-                delay=delay,
-                run_at=run_at,
-                keys=keys,
-                max_attempts=max_attempts,
-            )
-        )
-
-    def claim(
+    def claim(  # one more (optional) parameter first: still a valid override
         self,
         worker_id: str | None = None,
         *,
@@ -102,58 +49,3 @@ class EmbeddedQueue(PortalShell, Generic[T]):
         wait: float = 0.0,
     ) -> ClaimedJob[T] | None:
         return self.portal.call(lambda: self.async_queue.claim(worker_id, queues=queues, wait=wait))
-
-    def claim_many(
-        self, count: int, *, queues: Sequence[str] = (DEFAULT_QUEUE,), wait: float = 0.0
-    ) -> list[ClaimedJob[T]]:
-        return self.portal.call(
-            lambda: self.async_queue.claim_many(count, queues=queues, wait=wait)
-        )
-
-    def heartbeat(self, job: ClaimedJob[T]) -> float:
-        return self.portal.call(self.async_queue.heartbeat, job)
-
-    def complete(self, job: ClaimedJob[T], result: bytes | None = None) -> None:
-        self.portal.call(self.async_queue.complete, job, result)
-
-    def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:
-        return self.portal.call(lambda: self.async_queue.fail(job, error, retry=retry))
-
-    def release(self, job: ClaimedJob[T]) -> None:
-        self.portal.call(self.async_queue.release, job)
-
-    def cancel(self, job_id: str) -> bool:
-        return self.portal.call(self.async_queue.cancel, job_id)
-
-    def get(self, job_id: str) -> JobInfo:
-        return self.portal.call(self.async_queue.get, job_id)
-
-    def dead_letters(
-        self, *, queue: str | None = None, limit: int = 100, after: str | None = None
-    ) -> list[JobInfo]:
-        return self.portal.call(
-            lambda: self.async_queue.dead_letters(queue=queue, limit=limit, after=after)
-        )
-
-    def redrive(self, job_ids: Sequence[str] = (), *, queue: str | None = None) -> list[str]:
-        return self.portal.call(lambda: self.async_queue.redrive(job_ids, queue=queue))
-
-    def purge(self, job_ids: Sequence[str] = (), *, queue: str | None = None) -> list[str]:
-        return self.portal.call(lambda: self.async_queue.purge(job_ids, queue=queue))
-
-    def queue_stats(self) -> list[QueueInfo]:
-        return self.portal.call(self.async_queue.queue_stats)
-
-    def keep_alive(self, job: ClaimedJob[T]) -> AbstractContextManager[Lease]:
-        """Heartbeat in the background while the block runs. A blocking block cannot be
-        cancelled: check ``lease.lost`` (or ``lease.check()``) in long loops; on exit
-        ``LeaseLost`` (or ``JobCancelled``) is raised if the lease was lost (or the job
-        cancelled)."""
-        return self.portal.wrap_async_context_manager(self.async_queue.keep_alive(job))
-
-    @contextmanager
-    def processing(self, job: ClaimedJob[T], *, retry_on_error: bool = True) -> Iterator[Lease]:
-        """Like the async ``processing``: complete on success, fail on error."""
-        manager = self.async_queue.processing(job, retry_on_error=retry_on_error)
-        with self.portal.wrap_async_context_manager(manager) as lease:
-            yield lease
