@@ -39,6 +39,16 @@ def claim_queues(queues: Sequence[str]) -> tuple[str, ...]:
     return tuple(queues)
 
 
+def item_keys(keys: Sequence[str | None] | None, count: int) -> list[str | None]:
+    """``push_many``'s ``keys``, one per item (None: no keys), refusing a list of the
+    wrong length or one string given bare (it would be split into characters)."""
+    if keys is None:
+        return [None] * count
+    if isinstance(keys, str) or len(keys) != count:
+        raise InvalidArgument("keys must be a list with one key (or None) per item")
+    return list(keys)
+
+
 @attrs.frozen
 class ClaimedJob(Generic[T]):
     """A job held by ``worker_id``: process ``item``, then complete, fail or release it."""

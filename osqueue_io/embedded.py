@@ -45,7 +45,6 @@ from osqueue_core import (
     Failed,
     GetJob,
     Heartbeat,
-    InvalidArgument,
     JobCancelled,
     JobInfo,
     LeaseExtended,
@@ -64,7 +63,13 @@ from osqueue_core import (
     check_id,
     clip_error_text,
 )
-from osqueue_io.client import ClaimedJob, QueueInfo, claim_queues, default_worker_id
+from osqueue_io.client import (
+    ClaimedJob,
+    QueueInfo,
+    claim_queues,
+    default_worker_id,
+    item_keys,
+)
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
 from osqueue_io.resource import AsyncResource
@@ -216,19 +221,9 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         max_attempts: int | None = None,
     ) -> list[str]:
         """Add ``items`` in order, all in one write (all or none); returns their ids."""
-        if keys is not None and len(keys) != len(items):
-            raise InvalidArgument(f"{len(keys)} keys for {len(items)} items: give one per item")
         jobs = tuple(
-            NewJob(
-                self.codec.encode(item),
-                queue,
-                priority,
-                delay,
-                run_at,
-                None if keys is None else keys[index],
-                max_attempts,
-            )
-            for index, item in enumerate(items)
+            NewJob(self.codec.encode(item), queue, priority, delay, run_at, key, max_attempts)
+            for item, key in zip(items, item_keys(keys, len(items)), strict=True)
         )
         result = await self._request(PushBatch(self._id(), jobs))
         assert isinstance(result, PushedBatch)

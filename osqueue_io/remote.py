@@ -51,7 +51,7 @@ from osqueue_core import (
     clip_error_text,
 )
 from osqueue_core.limits import check_wait
-from osqueue_io.client import ClaimedJob, QueueInfo, default_worker_id
+from osqueue_io.client import ClaimedJob, QueueInfo, default_worker_id, item_keys
 from osqueue_io.connection import (
     DEFAULT_LEASE_TIMEOUT,
     BrokerConnection,
@@ -370,10 +370,7 @@ class RemoteQueue(AsyncResource, Generic[T]):
     ) -> list[str]:
         """Add ``items`` in one write (all or none), with the same options; ``keys``
         gives each item its own key (same length as ``items``)."""
-        if keys is None:
-            keys = [None] * len(items)
-        elif isinstance(keys, str) or len(keys) != len(items):
-            raise InvalidArgument("keys must be a list with one key (or None) per item")
+        keys = item_keys(keys, len(items))
         jobs = [
             NewJob(self.codec.encode(item), queue, priority, delay, run_at, key, max_attempts)
             for item, key in zip(items, keys, strict=True)

@@ -225,6 +225,8 @@ async def test_complete_with_a_result_and_claim_many(
         (lambda c: c.push(b"x", delay=1, run_at=time.time()), InvalidArgument),
         (lambda c: c.claim(queues=["bad/name"]), InvalidArgument),
         (lambda c: c.claim(queues="emails"), InvalidArgument),
+        (lambda c: c.push_many([b"a", b"b"], keys="ab"), InvalidArgument),
+        (lambda c: c.push_many([b"a", b"b"], keys=["a"]), InvalidArgument),
         (lambda c: c.claim_many(0), InvalidArgument),
         (lambda c: c.dead_letters(limit=0), InvalidArgument),
     ],
