@@ -49,6 +49,7 @@ from osqueue_core.events import (
     VersionRead,
     WriteConflicted,
 )
+from osqueue_core.gather import Gather
 from osqueue_core.limits import quote
 from osqueue_core.markers import decode_takeover_request
 from osqueue_core.outbox import Outbox
@@ -98,6 +99,8 @@ class CommitProtocol:
         self.archiver = Archiver(config, clock, outbox, rules, lambda: self.open, self.context)
         self.takeover = Takeover(config, clock, outbox, self.slot, rules, me, self._took_over)
         self.counters = CommitCounters()
+        self.gather = Gather(config.gather, config.gather_max)
+        self._write_issued_at = -math.inf
         self._confirmed_at = -math.inf
         self._stalled = False
         # Owner side of takeover requests.
@@ -177,13 +180,7 @@ class CommitProtocol:
             # ownership (a landed write also confirms any held heartbeat replies).
             self._write_batch(release=True)
         elif batch.dirty:
-            lingering = (
-                rules.lingers
-                and self.has_room()
-                and batch.first_change_at is not None
-                and now < batch.first_change_at + self.config.linger
-            )
-            if not lingering:
+            if not (rules.lingers and self.has_room() and now < self._write_due(batch)):
                 self._write_batch()
         elif batch.replies:
             self._confirm(batch)
@@ -214,8 +211,8 @@ class CommitProtocol:
             if self._clock.now < self._yield_until:
                 if wants_operation:
                     candidates.append(self._yield_until)
-            elif batch.dirty and batch.first_change_at is not None:
-                candidates.append(batch.first_change_at + self.config.linger)
+            elif batch.dirty and rules.lingers and self.has_room():
+                candidates.append(self._write_due(batch))
             check = self.config.ownership_check
             if check is not None and rules.checks_ownership and not wants_operation:
                 candidates.append(max(self._confirmed_at + check, self._yield_until))
@@ -223,6 +220,14 @@ class CommitProtocol:
         return None if deadline == math.inf else deadline
 
     # -- writing batches ---------------------------------------------------------------
+
+    def _write_due(self, batch: Batch) -> float:
+        """When a dirty batch with room goes out: ``linger`` after its first change, and
+        once the callers the last write released came back (or waited long enough)."""
+        lingered = -math.inf
+        if batch.first_change_at is not None:
+            lingered = batch.first_change_at + self.config.linger
+        return max(lingered, self.gather.deadline(len(batch.replies)))
 
     def _write_batch(self, *, release: bool = False) -> None:
         assert self.owner is not None
@@ -234,6 +239,7 @@ class CommitProtocol:
         self.pending_write = write
         self.open = Batch()
         self.counters.writes += 1
+        self._write_issued_at = self._clock.now
         self._issue_write(write)
 
     def _issue_write(self, write: PendingWrite) -> None:
@@ -307,6 +313,8 @@ class CommitProtocol:
         batch = write.batch
         for reply in batch.replies:
             self._out.reply(reply)
+        now = self._clock.now
+        self.gather.landed(self._write_issued_at, now, len(batch.replies), len(self.open.replies))
         handed_back = False
         for grant in batch.abandoned:
             # Its caller left after the batch went out: hand the job back now.

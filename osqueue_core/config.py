@@ -35,6 +35,12 @@ class BrokerConfig:
     max_batch_bytes: int = 8 * MiB
     #: Wait this long after the first change before writing, to gather a bigger batch.
     linger: float = 0.0
+    #: Gather after release: after a write lands, a dirty batch that is not full waits
+    #: until as many requests arrived as that write released (its callers came back),
+    #: at most ``gather`` times the measured write latency and ``gather_max`` seconds.
+    #: 0 turns it off (the next write leaves as soon as the previous one landed).
+    gather: float = 0.5
+    gather_max: float = 0.05
     #: Pushes with a larger payload are refused with PayloadTooLarge.
     max_payload_bytes: int = 1 * MiB
     #: How failed jobs are retried (backoff, attempts), for every queue ...
@@ -134,6 +140,8 @@ class BrokerConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.linger < 0:
             raise ValueError("linger must not be negative")
+        if not (0 <= self.gather <= 10 and 0 <= self.gather_max <= 60):
+            raise ValueError("need 0 <= gather <= 10 and 0 <= gather_max <= 60")
         if self.max_result_bytes < 0:
             raise ValueError("max_result_bytes must not be negative")
         for name, policy in self.queue_retry.items():
