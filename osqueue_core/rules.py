@@ -71,7 +71,8 @@ from osqueue_core.results import (
     Redriven,
     Released,
 )
-from osqueue_core.table import JobTable
+from osqueue_core.segment_refs import SegmentRef
+from osqueue_core.table import JobTable, SegmentNeeded
 from osqueue_core.transitions import Transitions, max_attempts
 from osqueue_core.waiters import Waiter, WaitingClaims
 
@@ -113,7 +114,9 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock)
+        self.table = JobTable(clock, spill=config.spills)
+        #: The first epoch of this queue's life (written with every state).
+        self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
         self.waiters = WaitingClaims()
         self.recent = RecentOutcomes(config.reply_memory, config.reply_memory_size)
@@ -122,6 +125,27 @@ class JobRules:
     def check(self, command: object) -> None:
         """Refuse a malformed command before anything is done with it."""
         check_command(self.config, command)
+
+    def segment_needed(self, command: Command) -> str | None:
+        """The segment that must be loaded before ``command`` can be applied (a claim
+        whose best job is in it, a command naming an untouched job), or None. Checked
+        before applying, so a command never waits half applied."""
+        table = self.table
+        if not table.segments.total:
+            return None
+        needed: SegmentNeeded | None = None
+        match command:
+            case Claim():
+                needed = table.peek_ready(command.queues)
+            case Heartbeat() | Complete() | Fail() | Release() | Cancel() | GetJob():
+                needed = table.segment_for(command.job_id)
+            case Redrive() | Purge() if command.queue is None:
+                for job_id in command.job_ids:
+                    needed = needed or table.segment_for(job_id)
+        if needed is None:
+            return None
+        table.segments.demanded[needed.key] = None
+        return needed.key
 
     # -- applying ----------------------------------------------------------------------
 
@@ -178,7 +202,7 @@ class JobRules:
         return ctx.epoch, ctx.commit_revision
 
     def _get(self, job_id: str) -> Job:
-        job = self.table.get(job_id)
+        job = self.table.lookup(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -262,6 +286,7 @@ class JobRules:
         if taken:
             self._grant(taken, command.request_id, command.count > 1, batch)
         elif command.wait > 0 and ctx.waiting_allowed:
+            assert self.table.peek_ready(command.queues) is None, "claim applied too early"
             if len(self.waiters) >= self.config.max_waiting_claims:
                 raise Overloaded(
                     f"{len(self.waiters)} claims are already waiting for a job (the "
@@ -284,12 +309,16 @@ class JobRules:
         self, queues: Iterable[str], count: int, worker_id: str, batch: Batch
     ) -> list[tuple[Job, Job]]:
         """Claim up to ``count`` due jobs of ``queues`` for ``worker_id``, best first;
-        returns (before, after) of each."""
+        returns (before, after) of each. Stops at a job whose segment is not loaded
+        (and asks for it)."""
         taken: list[tuple[Job, Job]] = []
         queues = tuple(queues)
         deadline = self._clock.now + self.config.heartbeat_timeout
         while len(taken) < count:
             job = self.table.best_ready(queues)
+            if isinstance(job, SegmentNeeded):
+                self.table.segments.demanded[job.key] = None
+                break
             if job is None:
                 break
             taken.append((job, self.moves.claim(job, worker_id, deadline, batch)))
@@ -320,6 +349,12 @@ class JobRules:
             if waiter is None:
                 return
             taken = self._take(waiter.queues, waiter.count, waiter.worker_id, batch)
+            if not taken:
+                # Its best job is in a segment being read: it waits on, and is served
+                # when that segment is loaded.
+                self.waiters.add(waiter)
+                due -= set(waiter.queues)
+                continue
             self._grant(taken, waiter.request_id, waiter.count > 1, batch)
             due = {queue for queue in due if self.table.has_ready(queue)}
 
@@ -379,7 +414,7 @@ class JobRules:
     ) -> Job | None:
         """The job ``worker_id`` holds (or finished), or None when it is a repeat of an
         answer of ``kind`` given earlier. Raises JobNotFound / LeaseLost otherwise."""
-        job = self.table.get(job_id)
+        job = self.table.lookup(job_id)
         if job is not None and job.claimed_by == worker_id:
             return job
         remembered = self.recent.recall(job_id, worker_id, self._clock.now)
@@ -408,6 +443,7 @@ class JobRules:
         if job.leaving and job.status is JobStatus.CANCELLED:
             at_once = True
         elif job.status is JobStatus.READY:
+            self.table.bring_inline(job)  # an untouched job leaves its segment
             self.moves.finish(job, JobStatus.CANCELLED, job.last_error, batch, *self._key(ctx))
             at_once = True
         elif job.status is JobStatus.CLAIMED:
@@ -474,10 +510,40 @@ class JobRules:
 
     # -- for the commit protocol -------------------------------------------------------
 
-    def load(self, jobs: list[Job], next_seq: int, keys: Iterable[RememberedKey] = ()) -> None:
-        """Replace the head state with a state read from storage (at takeover)."""
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq)
+    def load(
+        self,
+        jobs: list[Job],
+        next_seq: int,
+        keys: Iterable[RememberedKey] = (),
+        refs: Iterable[SegmentRef] = (),
+        segment_floor: int = 1,
+    ) -> None:
+        """Replace the head state with a state read from storage (at takeover). Its
+        segments are not read: their references are enough to serve."""
+        spill = self.config.spills
+        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
+        self.segment_floor = segment_floor
+
+    def attach_segment(self, ref: SegmentRef, picked: list[Job], batch: Batch) -> int:
+        """A spilled segment is durable: every picked job that is still exactly the
+        object picked leaves the inline jobs (untouched there from now on); one that
+        changed since stays inline, its position left. Committed with ``batch``;
+        returns how many jobs moved."""
+        table = self.table
+        left = [i for i, job in enumerate(picked) if table.get(job.id) is not job]
+        if len(left) == len(picked):
+            return 0  # all changed: the object is never referenced
+        for job in picked:
+            if table.get(job.id) is job:
+                table.remove(job.id)
+        table.segments.attach(ref, picked, left)
+        batch.changed(self._clock.now)
+        return len(picked) - len(left)
+
+    def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
+        """A segment was read: claims waiting for its jobs can be served now."""
+        self._serve_waiters(queues, batch, ctx)
 
     def encoded_keys(self) -> bytes:
         """The remembered keys to write with the state, encoded (expired ones
