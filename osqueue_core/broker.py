@@ -47,6 +47,7 @@ from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, next_phase
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import JobRules, payload_bytes
+from osqueue_core.segment_waits import segment_needed
 from osqueue_core.table import QueueCounts
 
 
@@ -329,7 +330,7 @@ class Broker:
             admission is Admission.QUEUE
             or self._inbox
             or not self._commit.has_room()
-            or self._rules.segment_needed(command) is not None
+            or segment_needed(self._rules.table, command) is not None
         ):
             # Behind the others (commands apply in arrival order), or waiting for a
             # segment read before it is applied.
@@ -359,7 +360,7 @@ class Broker:
         if not self._commit.established or not RULES[self._phase].applies_queued:
             return
         while self._inbox and self._commit.has_room():
-            if self._rules.segment_needed(self._inbox[0]) is not None:
+            if segment_needed(self._rules.table, self._inbox[0]) is not None:
                 # Its segment is being read; everything behind waits with it, so
                 # commands still apply in arrival order.
                 if self._blocked_since is None:

@@ -126,27 +126,6 @@ class JobRules:
         """Refuse a malformed command before anything is done with it."""
         check_command(self.config, command)
 
-    def segment_needed(self, command: Command) -> str | None:
-        """The segment that must be loaded before ``command`` can be applied (a claim
-        whose best job is in it, a command naming an untouched job), or None. Checked
-        before applying, so a command never waits half applied."""
-        table = self.table
-        if not table.segments.total:
-            return None
-        needed: SegmentNeeded | None = None
-        match command:
-            case Claim():
-                needed = table.peek_ready(command.queues)
-            case Heartbeat() | Complete() | Fail() | Release() | Cancel() | GetJob():
-                needed = table.segment_for(command.job_id)
-            case Redrive() | Purge() if command.queue is None:
-                for job_id in command.job_ids:
-                    needed = needed or table.segment_for(job_id)
-        if needed is None:
-            return None
-        table.segments.demanded[needed.key] = None
-        return needed.key
-
     # -- applying ----------------------------------------------------------------------
 
     def apply(self, command: Command, batch: Batch, ctx: CommitContext) -> None:
@@ -524,22 +503,6 @@ class JobRules:
         self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
         self.segment_floor = segment_floor
-
-    def attach_segment(self, ref: SegmentRef, picked: list[Job], batch: Batch) -> int:
-        """A spilled segment is durable: every picked job that is still exactly the
-        object picked leaves the inline jobs (untouched there from now on); one that
-        changed since stays inline, its position left. Committed with ``batch``;
-        returns how many jobs moved."""
-        table = self.table
-        left = [i for i, job in enumerate(picked) if table.get(job.id) is not job]
-        if len(left) == len(picked):
-            return 0  # all changed: the object is never referenced
-        for job in picked:
-            if table.get(job.id) is job:
-                table.remove(job.id)
-        table.segments.attach(ref, picked, left)
-        batch.changed(self._clock.now)
-        return len(picked) - len(left)
 
     def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
         """A segment was read: claims waiting for its jobs can be served now."""

@@ -68,7 +68,9 @@ class SegmentReader:
         keep = set(wanted) | set(index.demanded)
         for key in wanted:
             segment = index.get(key)
-            if segment is None or key in self._in_flight or self._retry_at.get(key, now) > now:
+            if segment is None or segment.records is not None or key in self._in_flight:
+                continue
+            if self._retry_at.get(key, now) > now:
                 continue
             demanded = key in index.demanded
             if not demanded and len(self._in_flight) >= MAX_READS:

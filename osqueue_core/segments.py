@@ -227,8 +227,8 @@ class SegmentIndex:
         return segment_job(segment.records[where.position], segment.key)
 
     def wanted(self, read_ahead: int) -> list[str]:
-        """The unloaded segments worth reading now: those demanded, then the best
-        ``read_ahead`` segments of each queue (best first)."""
+        """The segments worth having loaded now, loaded or not: those demanded, then
+        the best ``read_ahead`` segments of each queue (best first)."""
         keys = dict(self.demanded)
         if read_ahead:
             for queue in list(self._heaps):
@@ -243,7 +243,7 @@ class SegmentIndex:
                         if len(seen) == read_ahead:
                             break
                 keys.update(seen)
-        return [key for key in keys if self._segments[key].records is None]
+        return list(keys)
 
     # -- changing ----------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from osqueue_core.outbox import Outbox
 from osqueue_core.rules import JobRules
 from osqueue_core.segment_codec import encode_segment, group_jobs
 from osqueue_core.segment_refs import SegmentRef, digest_of, segment_key
+from osqueue_core.table import JobTable
 
 
 @attrs.define
@@ -181,7 +182,25 @@ class Spiller:
 
     def _attach(self, spill: _Spill) -> None:
         self._current = None
-        moved = self._rules.attach_segment(spill.ref, spill.picked, self._open_batch())
+        moved = attach(self._rules.table, spill.ref, spill.picked)
+        if moved:
+            self._open_batch().changed(self._clock.now)
         if moved:
             self.counters.spills += 1
             self.counters.spilled_jobs += moved
+
+
+def attach(table: JobTable, ref: SegmentRef, picked: list[Job]) -> int:
+    """Segment ``ref`` holding ``picked`` is durable: every picked job that is still
+    exactly the object picked (identity, not equality: a changed job's stale record must
+    never become visible) leaves the inline jobs, untouched from now on; one that
+    changed stays inline, its position left. Returns how many jobs moved (0: the
+    segment is not referenced at all)."""
+    left = [i for i, job in enumerate(picked) if table.get(job.id) is not job]
+    if len(left) == len(picked):
+        return 0
+    for job in picked:
+        if table.get(job.id) is job:
+            table.remove(job.id)
+    table.segments.attach(ref, picked, left)
+    return len(picked) - len(left)
