@@ -121,8 +121,9 @@ class BrokerConfig:
     spill_bytes: int = 1 * MiB
     segment_jobs: int = 4096
     segment_bytes: int = 2 * MiB
-    #: Segments kept loaded (by their stored size) for claims and read-ahead; the best
-    #: ``read_ahead`` segments of each queue are read before a claim needs them.
+    #: Memory for loaded segments (counted as 3x their stored size: their parsed
+    #: records), for claims and read-ahead; the best ``read_ahead`` segments of each
+    #: queue are read before a claim needs them.
     segment_cache_bytes: int = 64 * MiB
     read_ahead: int = 2
 

@@ -24,6 +24,7 @@ from osqueue_core.outbox import Outbox
 from osqueue_core.quoting import quote
 from osqueue_core.rules import JobRules
 from osqueue_core.segment_codec import decode_segment
+from osqueue_core.segments import loaded_cost
 
 #: Segment reads in flight at once, at most.
 MAX_READS = 4
@@ -75,7 +76,7 @@ class SegmentReader:
             demanded = key in index.demanded
             if not demanded and len(self._in_flight) >= MAX_READS:
                 break
-            room = index.make_room(segment.ref.size, self._config.segment_cache_bytes, keep)
+            room = index.make_room(loaded_cost(segment.ref), self._config.segment_cache_bytes, keep)
             if not (room or demanded):
                 break
             self._read(key)

@@ -35,6 +35,17 @@ from osqueue_core.quoting import quote
 from osqueue_core.segment_codec import SegmentContents, segment_job
 from osqueue_core.segment_refs import SegmentRef, encode_ref
 
+#: Memory a loaded segment takes per stored byte: its records parsed by orjson
+#: (*measured*: 4,096 records of 100-byte payloads, 0.88 MB stored, 2.8 MB parsed).
+DECODED_FACTOR = 3
+
+
+def loaded_cost(ref: SegmentRef) -> int:
+    """What a loaded segment counts against ``segment_cache_bytes``: its estimated
+    memory, not its stored size."""
+    return DECODED_FACTOR * ref.size
+
+
 #: A cursor's heap entry: (-priority, seq, 1 if a lower bound else 0, slot, group).
 Entry = tuple[int, int, int, int, int]
 _Head = tuple[int, int, int]
@@ -315,7 +326,7 @@ class SegmentIndex:
         segment.records = records
         if segment.sorted_seqs is None:
             segment.know_seqs(contents.seqs)
-        self.loaded_bytes += segment.ref.size
+        self.loaded_bytes += loaded_cost(segment.ref)
         self._touch(segment)
         for index in range(len(segment.ref.groups)):
             if segment.remaining[index] > 0:
@@ -326,7 +337,7 @@ class SegmentIndex:
         segment = segment or self._segments[key]
         if segment.records is not None:
             segment.records = None
-            self.loaded_bytes -= segment.ref.size
+            self.loaded_bytes -= loaded_cost(segment.ref)
 
     def make_room(self, size: int, limit: int, keep: Iterable[str]) -> bool:
         """Evict the least recently used loaded segments not in ``keep`` until ``size``
