@@ -357,6 +357,8 @@ class Broker:
         self._inbox_bytes += size
 
     def _drain_inbox(self) -> None:
+        if not self._inbox:
+            self._blocked_since = None
         if not self._commit.established or not RULES[self._phase].applies_queued:
             return
         while self._inbox and self._commit.has_room():
@@ -378,6 +380,7 @@ class Broker:
             self._rules.apply(command, self._commit.open, self._commit.context())
 
     def _answer_inbox(self, error: OsqueueError) -> None:
+        self._blocked_since = None
         while self._inbox:
             self._reply_error(self._inbox.popleft().request_id, error)
         self._inbox_bytes = 0

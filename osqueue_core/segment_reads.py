@@ -67,6 +67,11 @@ class SegmentReader:
         now = self._clock.now
         wanted = index.wanted(self._config.read_ahead)
         keep = set(wanted) | set(index.demanded)
+        for key in [key for key in self._retry_at if key not in keep]:
+            # Nobody needs it any more (its jobs left, or read-ahead moved on): no retry
+            # stays due, so next_deadline() is never in the past.
+            del self._retry_at[key]
+            self._failures.pop(key, None)
         for key in wanted:
             segment = index.get(key)
             if segment is None or segment.records is not None or key in self._in_flight:

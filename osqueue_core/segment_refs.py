@@ -74,6 +74,16 @@ def digest_of(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def untouched_positions(ref: SegmentRef) -> list[int]:
+    """The positions of ``ref`` not covered by its ``left`` runs: its untouched jobs."""
+    positions: list[int] = []
+    start = 0
+    for left_start, count in (*ref.left, (ref.jobs, 0)):
+        positions.extend(range(start, left_start))
+        start = left_start + count
+    return positions
+
+
 def group_list(group: SegmentGroup) -> list[Any]:
     """A group as JSON writes it: ``[queue, count, top_priority, first_seq, since]``."""
     return [group.queue, group.count, group.top_priority, group.first_seq, group.since]
