@@ -373,6 +373,8 @@ class Broker:
                 self._inbox_bytes -= payload_bytes(command)
                 self._reply_error(command.request_id, _segment_unavailable())
                 self._blocked_since = None
+                # Whoever still needs a segment asks again (the next command at once).
+                self._rules.table.segments.demanded.clear()
                 continue
             self._blocked_since = None
             command = self._inbox.popleft()

@@ -150,6 +150,11 @@ class SegmentIndex:
         self.demanded: dict[str, None] = {}
         self.loaded_bytes = 0
         self._uses = 0
+        # Bumped by every change to a reference or a cursor: what the caches below
+        # were computed at.
+        self._version = 0
+        self._joined: tuple[int, bytes] | None = None
+        self._wanted: tuple[tuple[int, int, tuple[str, ...]], list[str]] | None = None
         for ref in refs:
             self._add(ref)
 
@@ -169,8 +174,12 @@ class SegmentIndex:
         return [segment.current_ref() for segment in self._segments.values()]
 
     def encoded_refs(self) -> bytes:
-        """The references' JSON, comma-joined (re-encoding only those that changed)."""
-        return b",".join(segment.encoded() for segment in self._segments.values())
+        """The references' JSON, comma-joined (re-encoding only those that changed; the
+        whole list is cached until one changes, so a push costs nothing here)."""
+        if self._joined is None or self._joined[0] != self._version:
+            joined = b",".join([segment.encoded() for segment in self._segments.values()])
+            self._joined = (self._version, joined)
+        return self._joined[1]
 
     def untouched_in(self, queue: str) -> int:
         return self._untouched.get(queue, 0)
@@ -240,6 +249,9 @@ class SegmentIndex:
     def wanted(self, read_ahead: int) -> list[str]:
         """The segments worth having loaded now, loaded or not: those demanded, then
         the best ``read_ahead`` segments of each queue (best first)."""
+        cache_key = (self._version, read_ahead, tuple(self.demanded))
+        if self._wanted is not None and self._wanted[0] == cache_key:
+            return self._wanted[1]
         keys = dict(self.demanded)
         if read_ahead:
             for queue in list(self._heaps):
@@ -254,7 +266,9 @@ class SegmentIndex:
                         if len(seen) == read_ahead:
                             break
                 keys.update(seen)
-        return list(keys)
+        wanted = list(keys)
+        self._wanted = (cache_key, wanted)
+        return wanted
 
     # -- changing ----------------------------------------------------------------------
 
@@ -283,6 +297,7 @@ class SegmentIndex:
         """The job at ``where`` is inline from now on (or gone): set its bit."""
         segment, position = where.segment, where.position
         assert not segment.is_left(position)
+        self._version += 1
         _set_run(segment.left, position, 1)
         segment.fragment = None
         group = segment.group_of(position)
@@ -324,6 +339,7 @@ class SegmentIndex:
                     "and inline in the state too"
                 )
         segment.records = records
+        self._version += 1
         if segment.sorted_seqs is None:
             segment.know_seqs(contents.seqs)
         self.loaded_bytes += loaded_cost(segment.ref)
@@ -335,6 +351,7 @@ class SegmentIndex:
     def evict(self, key: str, segment: Segment | None = None) -> None:
         """Forget a loaded segment's records (its cursors' keys stay exact)."""
         segment = segment or self._segments[key]
+        self._version += 1
         if segment.records is not None:
             segment.records = None
             self.loaded_bytes -= loaded_cost(segment.ref)
@@ -358,6 +375,7 @@ class SegmentIndex:
     # -- internals ---------------------------------------------------------------------
 
     def _add(self, ref: SegmentRef, seqs: Sequence[int] | None = None) -> Segment | None:
+        self._version += 1
         segment = Segment(ref, self._next_slot)
         if segment.untouched == 0:
             return None  # every position left: the ref is dropped by the next write

@@ -416,3 +416,45 @@ def test_a_written_create_is_what_the_ref_names() -> None:
     h.deliver_all()
     [ref] = decode_state(h.store.get("state.json")).segments  # type: ignore[arg-type]
     assert (ref.key, ref.size) == (effect.key, len(effect.data))
+
+
+def test_a_waiting_claim_whose_job_is_in_a_segment_is_served_once_it_is_read() -> None:
+    store, _, ids = _spilled_store()
+    h = Harness.started(store, config(), identity="b")
+    h.auto = False
+    request = h.request_id()
+    h.broker.submit(Claim(request, "w", wait=5.0), h.now)
+    h.flush()
+    assert request not in h.replies
+    h.deliver(segment_reads(h)[0])
+    h.deliver_all()
+    assert h.replies[request].result.job_id == ids[0]  # type: ignore[union-attr]
+
+
+def test_a_command_whose_segment_cannot_be_read_gets_storage_unavailable_in_time() -> None:
+    store, _, ids = _spilled_store()
+    h = Harness.started(store, config(stall_timeout=2.0), identity="b")
+    h.auto = False
+    claim, push = h.request_id(), h.request_id()
+    h.broker.submit(Claim(claim, "w"), h.now)
+    h.broker.submit(Push(push, b"behind"), h.now)
+    h.flush()
+    for _ in range(10):  # failed reads back off: 0.05, 0.1, 0.2 ... until 2 s passed
+        h.deliver(segment_reads(h)[0], "failed")
+        deadline = h.broker.next_deadline()
+        assert deadline is not None
+        assert deadline > h.now
+        h.now = deadline
+        h.broker.tick(h.now)
+        h.flush()
+        if claim in h.replies:
+            break
+    assert type(h.replies[claim].error).__name__ == "StorageUnavailable"
+    assert h.broker.phase is Phase.RUNNING
+    reads = h.broker.stats().segment_reads
+    h.auto = True
+    h.deliver_all()
+    assert h.replies[push].ok  # the queue moved on
+    h.advance(30.0)
+    assert h.broker.stats().segment_reads == reads  # nobody needs it now: no more reads
+    assert claim_all(h) == ids + [h.replies[push].result.job_id]  # type: ignore[union-attr]
