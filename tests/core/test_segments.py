@@ -457,4 +457,4 @@ def test_a_command_whose_segment_cannot_be_read_gets_storage_unavailable_in_time
     assert h.replies[push].ok  # the queue moved on
     h.advance(30.0)
     assert h.broker.stats().segment_reads == reads  # nobody needs it now: no more reads
-    assert claim_all(h) == ids + [h.replies[push].result.job_id]  # type: ignore[union-attr]
+    assert claim_all(h) == [*ids, h.replies[push].result.job_id]  # type: ignore[union-attr]
