@@ -17,6 +17,7 @@ from benchmarks.backlog import backlog_state
 from benchmarks.limits import (
     NoopServer,
     asyncio_request_rate,
+    job_encode_rate,
     noop_rpc_rate,
     raw_write_seconds,
     store_bound,
@@ -67,24 +68,29 @@ class Context:
         jobs_per_write: float,
         concurrency: int,
         requests_per_job: float,
+        encodes_per_job: int = 1,
         batch: int = 0,
         write_latency: float | None = None,
     ) -> tuple[float, dict[str, float]]:
         """The lower of two ceilings on jobs/s, and both in ``extras``:
 
         * store: ``jobs_per_write`` jobs per raw conditional write of ``state_bytes``;
-        * cpu: the embedded runtime's asyncio floor, or a no-op gRPC server's rate, for
-          ``concurrency`` callers, divided by the ``requests_per_job`` they make.
+        * cpu: embedded, one job's share of the asyncio floor (``requests_per_job``
+          requests of ``concurrency`` callers) plus ``encodes_per_job`` job encodings,
+          paid one after the other on the event loop's one core; over gRPC, a no-op
+          server's RPC rate for ``concurrency`` callers divided by ``requests_per_job``.
         """
         raw = await self.raw_write(kind, state_bytes, write_latency=write_latency)
         by_store = store_bound(jobs_per_write, raw)
         if mode == "embedded":
             requests = await asyncio_request_rate(concurrency, self.seconds)
+            encodes = job_encode_rate(self.seconds)
+            by_cpu = 1 / (requests_per_job / requests + encodes_per_job / encodes)
         else:
             requests = await noop_rpc_rate(
                 self.noop.address, concurrency, self.connections, self.seconds, batch=batch
             )
-        by_cpu = requests / requests_per_job
+            by_cpu = requests / requests_per_job
         extras = {
             "raw_write_ms": raw * 1e3,
             "state_MB": state_bytes / 1e6,

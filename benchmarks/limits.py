@@ -10,6 +10,10 @@
 * :func:`asyncio_request_rate`: callers that each wait on a future which one "broker"
   task resolves in batches: the least work an asyncio runtime does per request, so the
   ceiling of an embedded queue on a store that costs nothing.
+* :func:`job_encode_rate`: how fast this machine encodes one 100-byte job's JSON
+  fragment with the core's codec. Every change of a job (push, claim, complete) must be
+  written into the state, so each costs at least one such encoding: the per-job floor
+  that batching cannot amortise.
 * :func:`noop_rpc_rate`: the same ``Push`` RPC through the same client, answered by a
   server that does nothing (:mod:`benchmarks.noop_server`): the gRPC ceiling.
 """
@@ -26,6 +30,7 @@ import anyio
 from benchmarks.broker import BrokerProcess
 from benchmarks.deploy import wrap
 from benchmarks.stores import Location
+from osqueue_core import Job, JobSpec, default_job_id, encode_job
 from osqueue_io import RemoteQueue
 
 RAW_KEY = "bench/raw-write"
@@ -92,6 +97,19 @@ async def asyncio_request_rate(concurrency: int, seconds: float) -> float:
         stop = True
         group.cancel_scope.cancel()
     return count / elapsed
+
+
+def job_encode_rate(seconds: float) -> float:
+    """Jobs per second ``osqueue_core.encode_job`` encodes (100-byte payloads)."""
+    job = Job(id=default_job_id(1, 1), seq=1, born=JobSpec(payload=b"x" * 100, created_at=1.0))
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            encode_job(job)
+        count += 100
+    return count / (time.perf_counter() - started)
 
 
 class NoopServer:
