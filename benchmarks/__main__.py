@@ -9,6 +9,7 @@ shows the physical limit measured in the same run and ``ratio = result / limit``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -130,8 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         noop=noop,
         connections=args.connections,
     )
-    started = time.perf_counter()
-    print(f"python -m benchmarks: {', '.join(args.only)}; runs={runs}; one row per line")
+    started, load_before = time.perf_counter(), os.getloadavg()
+    print(
+        f"python -m benchmarks: {', '.join(args.only)}; runs={runs}; one row per line; "
+        f"load average {load_before[0]:.1f} on {len(os.sched_getaffinity(0))} cpus"
+    )
     try:
         rows = anyio.run(run, context, args.only, backend="asyncio")
     finally:
@@ -148,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "modes": args.modes,
         "connections": args.connections,
         "seconds": round(time.perf_counter() - started, 1),
+        # Other work on the machine slows results and limits alike: say how busy it was.
+        "load_average_before": round(load_before[0], 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
     }
     write_json(args.json, rows, settings)
     print(f"\nwritten to {args.json} in {settings['seconds']} s", file=sys.stderr)
