@@ -1,9 +1,9 @@
 """Full lifecycle: 16 producers and 8 consumers move jobs through push, claim, complete.
 
 ``lifecycle``: single-job calls (``push``; ``claim``; ``complete``). ``lifecycle_batch``:
-``push_many`` of 100, ``claim_many(100)``, then ``complete_many`` when the queue has one
-(looked up at run time), else the batch's ``complete`` calls all at once. Result: jobs/s
-from the first push to the last completion.
+``push_many`` of 100, ``claim_many(100)`` (20 under ``--quick``), then ``complete_many``
+when the queue has one (looked up at run time), else the batch's ``complete`` calls all
+at once. Result: jobs/s from the first push to the last completion.
 
 Limit: the lower of the store ceiling (jobs per raw conditional write of the state's
 mean size: single calls carry at most min(16, 8/2) = 4 jobs per write, a consumer
@@ -30,7 +30,9 @@ from osqueue_io import ClaimedJob, JobQueue
 
 PRODUCERS = 16
 CONSUMERS = 8
+#: Jobs per push_many and claim_many (20 under --quick).
 BATCH = 100
+QUICK_BATCH = 20
 PAYLOAD = b"x" * 100
 #: How long an idle consumer's claim waits before it looks again.
 CLAIM_WAIT = 0.5
@@ -67,7 +69,8 @@ async def _sample(queue: Deployment, samples: list[int]) -> None:
 async def measure(context: Context, kind: str, mode: str, batched: bool) -> Measurement:
     # Every producer pushes the same number of jobs (batches of 100 when batched).
     rounds = context.pick(10, 1) if batched else context.pick(100, 10)
-    total = rounds * PRODUCERS * (BATCH if batched else 1)
+    batch = context.pick(BATCH, QUICK_BATCH) if batched else 1
+    total = rounds * PRODUCERS * batch
     location = context.stores.fresh(kind)
     used_complete_many = False
     async with deployment(mode, location, connections=context.connections) as queue:
@@ -80,7 +83,7 @@ async def measure(context: Context, kind: str, mode: str, batched: bool) -> Meas
             client = queue.client(index)
             for _ in range(rounds):
                 if batched:
-                    await client.push_many([PAYLOAD] * BATCH)
+                    await client.push_many([PAYLOAD] * batch)
                 else:
                     await client.push(PAYLOAD)
 
@@ -89,7 +92,7 @@ async def measure(context: Context, kind: str, mode: str, batched: bool) -> Meas
             client = queue.client(PRODUCERS + index)
             while True:
                 if batched:
-                    jobs = await client.claim_many(BATCH, wait=CLAIM_WAIT)
+                    jobs = await client.claim_many(batch, wait=CLAIM_WAIT)
                     used_complete_many = await _complete_all(client, jobs) or used_complete_many
                     completed += len(jobs)
                 else:
@@ -114,8 +117,8 @@ async def measure(context: Context, kind: str, mode: str, batched: bool) -> Meas
         writes = await revision(queue) - first_revision
     mean_jobs = int(statistics.mean(samples)) if samples else 0
     if batched:
-        per_job = 2 / BATCH + (1 / BATCH if used_complete_many else 1)
-        jobs_per_write = min(PRODUCERS * BATCH, CONSUMERS * BATCH / 2)
+        per_job = 2 / batch + (1 / batch if used_complete_many else 1)
+        jobs_per_write = min(PRODUCERS * batch, CONSUMERS * batch / 2)
     else:
         per_job, jobs_per_write = 3, min(PRODUCERS, CONSUMERS / 2)
     limit, extras = await context.throughput_limit(
