@@ -56,7 +56,7 @@ from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
 from osqueue_io.client import QueueInfo, claim_queues
 from osqueue_io.http2 import limit_closed_streams
-from osqueue_io.status import CallContext, error_from_status
+from osqueue_io.status import CallContext, error_from_item, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
 
@@ -332,6 +332,37 @@ class BrokerConnection:
             job_id=check_id("job_id", job_id), worker_id=worker_id, result=result
         )
         await self.call("Complete", request, pb.CompleteResponse)
+
+    async def complete_batch(
+        self, items: Sequence[tuple[str, str, bytes | None]]
+    ) -> list[OsqueueError | None]:
+        """Complete each (job id, worker id, result) in one call: per item, None when
+        it completed, else its typed error (as its own Complete would have raised)."""
+        for _, _, result in items:
+            if result is not None and not isinstance(result, bytes):
+                raise InvalidArgument(f"a job result must be bytes, got {type(result).__name__}")
+        request = pb.CompleteBatchRequest(
+            items=[
+                pb.CompleteRequest(job_id=job_id, worker_id=worker_id, result=result)
+                for job_id, worker_id, result in items
+            ]
+        )
+        reply = await self.call("CompleteBatch", request, pb.CompleteBatchResponse)
+        if len(reply.items) != len(items):
+            raise OsqueueError(
+                f"CompleteBatch: the broker at {self.address} answered {len(reply.items)} "
+                f"items for {len(items)}"
+            )
+        return [
+            error_from_item(
+                answer.code,
+                answer.message,
+                answer.error,
+                answer.details,
+                CallContext("CompleteBatch", job_id=job_id, worker_id=worker_id),
+            )
+            for (job_id, worker_id, _), answer in zip(items, reply.items, strict=True)
+        ]
 
     async def fail(self, job_id: str, worker_id: str, error: str, requeue: bool) -> Failed:
         """``error`` must be within ``MAX_ERROR_LENGTH`` (cut it with
