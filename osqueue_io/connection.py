@@ -56,6 +56,7 @@ from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
 from osqueue_io.client import QueueInfo, claim_queues
 from osqueue_io.http2 import limit_closed_streams
+from osqueue_io.protowire import FastProtoCodec
 from osqueue_io.status import CallContext, error_from_item, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
@@ -229,7 +230,7 @@ class BrokerConnection:
         if self._channel is not None:
             raise RuntimeError(f"the {self._owner} is already open")
         limit_closed_streams()  # ~12 MB per long-lived connection otherwise
-        self._channel = Channel(self.host, self.port)
+        self._channel = Channel(self.host, self.port, codec=FastProtoCodec())
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
