@@ -1,11 +1,11 @@
 """CPU per operation over gRPC: a broker subprocess on ``memory://`` and one client process.
 
 ``python -m benchmarks.profile_grpc [single|batch] [--seconds S] [--callers N]
-[--connections C] [--server-args ...]``
+[--connections C] [--uvloop] [--broker-loop asyncio|uvloop]``
 
-* ``single``: ``--callers`` tasks (64) each pushing single jobs in a loop, spread over
-  ``--connections`` connections (4): pushes/s, and the broker's and the client's CPU
-  per push;
+* ``single``: ``--callers`` tasks (64) each pushing single jobs (``--seconds`` times 2,000
+  in all, so every run writes the same backlog), spread over ``--connections``
+  connections (4): pushes/s, and the broker's and the client's CPU per push;
 * ``batch``: producers ``push_many`` 100 jobs at a time, consumers ``claim_many`` 100
   and complete them (``complete_many`` when the client has it, else one call per job,
   concurrently): jobs/s through the whole lifecycle, and CPU per job.
@@ -89,8 +89,11 @@ async def single(queues: list[RemoteQueue[bytes]], callers: int, until: float) -
     done = 0
 
     async def pusher(queue: RemoteQueue[bytes]) -> None:
+        # A fixed number per caller (as many as the time allows at about 2,000/s), so
+        # the backlog, and with it the cost of each whole-state write, grows the same
+        # way in every run: the figure compares per-request cost, not backlogs.
         nonlocal done
-        while time.monotonic() < until:
+        for _ in range(max(1, round((until - time.monotonic()) * 2000 / callers))):
             await queue.push(PAYLOAD)
             done += 1
 
@@ -159,10 +162,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--uvloop", action="store_true", help="client on uvloop")
-    parser.add_argument("server_args", nargs="*", help="extra broker flags (after --)")
+    parser.add_argument("--uvloop", action="store_true", help="the client on uvloop")
+    parser.add_argument(
+        "--broker-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="asyncio",
+        help="the broker's event loop (its OSQUEUE_EVENT_LOOP; default: asyncio)",
+    )
     args = parser.parse_args()
-    broker = Broker(*args.server_args)
+    broker = Broker(env={"OSQUEUE_EVENT_LOOP": args.broker_loop})
     print(f"broker pid {broker.process.pid} at {broker.address}")
     try:
         options = {"use_uvloop": True} if args.uvloop else {}
