@@ -132,6 +132,11 @@ def _ms(seconds: float) -> int:
 
 def push_item(job: NewJob) -> pb.PushItem:
     """``job`` as its wire fields (see the module docstring for what is checked)."""
+    return pb.PushItem(**push_fields(job))
+
+
+def push_fields(job: NewJob) -> dict[str, Any]:
+    """The fields of a ``PushItem`` or ``PushRequest`` for ``job``, checked."""
     if not isinstance(job.payload, bytes):
         raise InvalidArgument(f"a job payload must be bytes, got {type(job.payload).__name__}")
     if not isinstance(job.queue, str) or not job.queue:
@@ -144,15 +149,15 @@ def push_item(job: NewJob) -> pb.PushItem:
     limit = job.max_attempts
     if limit is not None:
         check_int("max_attempts", limit, 1, MAX_ATTEMPTS)
-    return pb.PushItem(
-        data=job.payload,
-        queue="" if job.queue == DEFAULT_QUEUE else job.queue,
-        priority=priority,
-        delay_ms=0 if delay is None else _ms(delay),
-        run_at_ms=0 if run_at is None else _ms(run_at),
-        key=job.key or "",
-        max_attempts=limit or 0,
-    )
+    return {
+        "data": job.payload,
+        "queue": "" if job.queue == DEFAULT_QUEUE else job.queue,
+        "priority": priority,
+        "delay_ms": 0 if delay is None else _ms(delay),
+        "run_at_ms": 0 if run_at is None else _ms(run_at),
+        "key": job.key or "",
+        "max_attempts": limit or 0,
+    }
 
 
 def queue_names(queues: Sequence[str]) -> list[str]:
@@ -240,16 +245,7 @@ class BrokerConnection:
     # -- publishing ------------------------------------------------------------------
 
     async def push(self, job: NewJob) -> Pushed:
-        item = push_item(job)
-        request = pb.PushRequest(
-            data=item.data,
-            queue=item.queue,
-            priority=item.priority,
-            delay_ms=item.delay_ms,
-            run_at_ms=item.run_at_ms,
-            key=item.key,
-            max_attempts=item.max_attempts,
-        )
+        request = pb.PushRequest(**push_fields(job))
         reply = await self.call("Push", request, pb.PushResponse)
         return Pushed(reply.job_id, reply.existing)
 
