@@ -1,15 +1,16 @@
 """Which asyncio event loop the broker and the worker runner run on.
 
 Both need asyncio (grpclib and obstore do). `uvloop <https://github.com/MagicStack/uvloop>`_
-is a drop-in asyncio loop written on libuv; with it the broker spends less CPU per call
-in socket I/O, timers and callbacks (docs/performance.md has the figures). It is an
-optional extra: ``pip install 'osqueue[fast]'``.
+is a drop-in asyncio loop written on libuv, an optional extra:
+``pip install 'osqueue[fast]'``. Measured on the project machine it made no difference
+beyond the noise to the broker's CPU per call (docs/performance.md, "uvloop"): most of
+that time is in the pure-Python HTTP/2 stack and in osqueue, not in the loop. So the
+default stays asyncio's own loop, and uvloop is there to try.
 
-The choice is ``auto`` (uvloop when it is installed, else asyncio's own loop),
-``asyncio`` or ``uvloop`` (an error if it is not installed): the command lines'
-``--event-loop`` flag, else the ``OSQUEUE_EVENT_LOOP`` environment variable, else
-``auto``. Code that embeds the queue in its own program runs on whatever loop that
-program chose.
+The choice is ``asyncio``, ``uvloop`` (an error if it is not installed) or ``auto``
+(uvloop when installed): the command lines' ``--event-loop`` flag, else the
+``OSQUEUE_EVENT_LOOP`` environment variable, else ``asyncio``. Code that embeds the
+queue in its own program runs on whatever loop that program chose.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def uvloop_installed() -> bool:
 
 def resolve(choice: str | None = None) -> str:
     """The loop to run on, ``asyncio`` or ``uvloop``, for ``choice`` (None: the
-    environment variable, else ``auto``). ValueError for an unknown choice, or for
+    environment variable, else ``asyncio``). ValueError for an unknown choice, or for
     ``uvloop`` when it is not installed."""
-    choice = choice or os.environ.get(ENV_VAR) or "auto"
+    choice = choice or os.environ.get(ENV_VAR) or "asyncio"
     if choice not in CHOICES:
         raise ValueError(f"event loop {choice!r} is not one of {', '.join(CHOICES)}")
     if choice == "asyncio":

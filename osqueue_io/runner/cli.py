@@ -256,9 +256,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--event-loop",
         choices=eventloop.CHOICES,
         default=None,
-        help="the asyncio event loop the worker runs on: uvloop (pip install "
-        "'osqueue[fast]') costs less CPU per call; auto takes it when installed "
-        f"(default: ${eventloop.ENV_VAR}, else auto)",
+        help="the asyncio event loop the worker runs on: asyncio's own, uvloop (pip "
+        "install 'osqueue[fast]'), or auto (uvloop when installed) "
+        f"(default: ${eventloop.ENV_VAR}, else asyncio)",
     )
     return parser
 

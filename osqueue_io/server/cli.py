@@ -324,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-loop",
         choices=eventloop.CHOICES,
         default=None,
-        help="the asyncio event loop the broker runs on: uvloop (pip install "
-        "'osqueue[fast]') costs less CPU per call; auto takes it when installed "
-        f"(default: ${eventloop.ENV_VAR}, else auto)",
+        help="the asyncio event loop the broker runs on: asyncio's own, uvloop (pip "
+        "install 'osqueue[fast]'), or auto (uvloop when installed) "
+        f"(default: ${eventloop.ENV_VAR}, else asyncio)",
     )
     return parser
 

@@ -1,5 +1,5 @@
 """Which event loop the command lines run on: the flag, else the environment, else
-uvloop when installed (``auto``)."""
+asyncio's own (``auto``: uvloop when installed)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import pytest
 from osqueue_io import eventloop
 
 
-def test_the_flag_wins_then_the_environment_then_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_flag_wins_then_the_environment_then_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eventloop, "uvloop_installed", lambda: True)
     monkeypatch.setenv(eventloop.ENV_VAR, "asyncio")
     assert eventloop.resolve("uvloop") == "uvloop"
     assert eventloop.resolve(None) == "asyncio"
     monkeypatch.delenv(eventloop.ENV_VAR)
-    assert eventloop.resolve(None) == "uvloop"
+    assert eventloop.resolve(None) == "asyncio"
+    assert eventloop.resolve("auto") == "uvloop"
     assert eventloop.backend_options("uvloop") == {"use_uvloop": True}
     assert eventloop.backend_options("asyncio") == {}
 
