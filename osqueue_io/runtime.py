@@ -7,9 +7,15 @@ until the next input or the broker's ``next_deadline()``. The runtime holds no p
 retries, batching, leases and fencing are the core's; this module only reports what
 storage did.
 
-Callers use :meth:`BrokerRuntime.request` from any task on the same event loop. Open a
-runtime with ``async with BrokerRuntime(...)``; leaving the block stops the broker
-cleanly (in-flight requests get their reply, ownership is released).
+Callers use :meth:`BrokerRuntime.request` (or :meth:`BrokerRuntime.request_many`) from
+any task on the same event loop. Open a runtime with ``async with BrokerRuntime(...)``;
+leaving the block stops the broker cleanly (in-flight requests get their reply,
+ownership is released).
+
+The per-request path is kept cheap (docs/performance.md, "CPU per operation"):
+commands queued together reach the broker as one input (``Broker.submit_many``), and a
+caller waits on a plain asyncio future rather than an anyio event (the runtime runs on
+asyncio anyway: grpclib and obstore need it).
 """
 
 from __future__ import annotations
@@ -134,6 +140,13 @@ class _Waiter:
             self.remaining -= 1
             if not self.remaining and not self.future.done():
                 self.future.set_result(None)
+
+
+def _outcome(reply: Reply) -> Result | OsqueueError:
+    if reply.error is not None:
+        return reply.error
+    assert reply.result is not None
+    return reply.result
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -340,7 +353,7 @@ class BrokerRuntime(AsyncResource):
         them are withdrawn or handed back as in :meth:`request`.
         """
         replies = await self._submit(tuple(commands)) if commands else []
-        return [reply.result if reply.error is None else reply.error for reply in replies]  # type: ignore[misc]
+        return [_outcome(reply) for reply in replies]
 
     async def _submit(self, commands: tuple[Command, ...]) -> list[Reply]:
         if self._closed or self._task_group is None or self._slots is None:
@@ -374,7 +387,9 @@ class BrokerRuntime(AsyncResource):
         finally:
             for command in commands:
                 waiting.pop(command.request_id, None)
-        return waiter.replies  # type: ignore[return-value]  # every one answered
+        replies = [reply for reply in waiter.replies if reply is not None]
+        assert len(replies) == len(commands), "the future is resolved once all are answered"
+        return replies
 
     def _abandon_claim(self, command: Claim, reply: Reply | None) -> None:
         """The caller of ``command`` left: whatever it was granted goes back."""
