@@ -14,7 +14,10 @@ Every operation is O(log n) or better in the number of jobs, never a scan:
 Each job's JSON fragment is cached and re-encoded only after the job changes, so
 encoding a state for a write costs what the batch changed plus one ``bytes.join``.
 Fragments are grouped in chunks of ``CHUNK`` consecutive seqs whose joined bytes are
-cached too, so assembling a state touches one Python object per chunk.
+cached too, so assembling a state touches one Python object per chunk; a chunk that
+changed is re-joined in one ``bytes.join`` over its fragments, after re-encoding only
+the jobs it records as changed. Cached fragments are right-sized copies
+(:func:`~osqueue_core.codec.encode_job`): they live as long as their job.
 
 Heaps use lazy deletion: an entry is checked against the membership sets when it
 reaches the top, and a heap is rebuilt when stale entries outnumber live ones.
@@ -84,6 +87,8 @@ class JobTable:
         self._chunks: dict[int, dict[str, bytes | None]] = {}
         # Chunk -> its fragments joined with ",", None when a job in it changed.
         self._joined: dict[int, bytes | None] = {}
+        # Chunk -> ids of its jobs whose fragment is None (changed since encoded).
+        self._changed: dict[int, set[str]] = {}
         self._queues: dict[str, _Queue] = {}
         self._delayed: list[tuple[float, int, str]] = []
         self._delayed_at: dict[str, float] = {}
@@ -214,15 +219,14 @@ class JobTable:
 
     def encoded_chunks(self) -> Iterator[bytes]:
         """All jobs' JSON in seq order, as comma-joined chunks (join them with ",")."""
+        joined_chunks = self._joined
         for index, chunk in self._chunks.items():
-            joined = self._joined[index]
+            joined = joined_chunks[index]
             if joined is None:
-                fragments = []
-                for job_id, fragment in chunk.items():
-                    if fragment is None:
-                        fragment = chunk[job_id] = encode_job(self._jobs[job_id])
-                    fragments.append(fragment)
-                joined = self._joined[index] = b",".join(fragments)
+                for job_id in self._changed.pop(index, ()):
+                    if chunk.get(job_id, b"") is None:  # (a job removed since is skipped)
+                        chunk[job_id] = encode_job(self._jobs[job_id])
+                joined = joined_chunks[index] = b",".join(chunk.values())  # type: ignore[arg-type]
             yield joined
 
     # -- changing --------------------------------------------------------------------
@@ -256,6 +260,7 @@ class JobTable:
             self._joined[index] = None
         else:
             del self._chunks[index], self._joined[index]
+            self._changed.pop(index, None)
         self._unindex(job)
 
     def promote_due(self) -> set[str]:
@@ -309,6 +314,7 @@ class JobTable:
     def _stale(self, job: Job) -> None:
         index = job.seq // CHUNK
         self._chunks.setdefault(index, {})[job.id] = None
+        self._changed.setdefault(index, set()).add(job.id)
         self._joined[index] = None
 
     def _queue(self, name: str) -> _Queue:
