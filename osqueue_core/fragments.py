@@ -1,7 +1,10 @@
 """Each inline job's encoded JSON, cached so that a write encodes only what changed.
 
 Fragments are grouped in chunks of ``CHUNK`` consecutive seqs whose joined bytes are
-cached too, so assembling a state touches one Python object per chunk. Both levels
+cached too, so assembling a state touches one Python object per chunk; a chunk that
+changed is re-joined in one ``bytes.join`` over its fragments, after re-encoding only
+the jobs it records as changed. Cached fragments are right-sized copies
+(:func:`~osqueue_core.codec.encode_job`): they live as long as their job. Both levels
 iterate in seq order (the state's order): new jobs have the highest seq, and a job that
 comes back from a segment (an old seq) is sorted into place.
 """
@@ -26,11 +29,14 @@ class Fragments:
         self._chunks: dict[int, dict[str, bytes | None]] = {}
         # Chunk -> its fragments joined with ",", None when a job in it changed.
         self._joined: dict[int, bytes | None] = {}
+        # Chunk -> ids of its jobs whose fragment is None (changed since encoded).
+        self._changed: dict[int, set[str]] = {}
 
     def stale(self, job: Job) -> None:
         """``job`` is new or changed: encode it again before the next write."""
         index = job.seq // CHUNK
         self._chunks.setdefault(index, {})[job.id] = None
+        self._changed.setdefault(index, set()).add(job.id)
         self._joined[index] = None
 
     def restored(self, job: Job) -> None:
@@ -56,6 +62,7 @@ class Fragments:
             self._joined[index] = None
         else:
             del self._chunks[index], self._joined[index]
+            self._changed.pop(index, None)
 
     def resort(self) -> None:
         """After loading jobs in another order: seq order again."""
@@ -72,15 +79,14 @@ class Fragments:
 
     def chunks(self) -> Iterator[bytes]:
         """All jobs' JSON in seq order, as comma-joined chunks (join them with ",")."""
+        joined_chunks = self._joined
         for index, chunk in self._chunks.items():
-            joined = self._joined[index]
+            joined = joined_chunks[index]
             if joined is None:
-                fragments = []
-                for job_id, fragment in chunk.items():
-                    if fragment is None:
-                        fragment = chunk[job_id] = encode_job(self._jobs[job_id])
-                    fragments.append(fragment)
-                joined = self._joined[index] = b",".join(fragments)
+                for job_id in self._changed.pop(index, ()):
+                    if chunk.get(job_id, b"") is None:  # (a job removed since is skipped)
+                        chunk[job_id] = encode_job(self._jobs[job_id])
+                joined = joined_chunks[index] = b",".join(chunk.values())  # type: ignore[arg-type]
             yield joined
 
     def _sorted(self, chunk: dict[str, bytes | None]) -> dict[str, bytes | None]:
