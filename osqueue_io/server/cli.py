@@ -112,6 +112,23 @@ def parse_max_attempts(text: str) -> int | None:
     return count or None
 
 
+#: The most jobs a spill threshold may name (a segment holds what one spill takes).
+MAX_SPILL_JOBS = 1_000_000
+
+
+def parse_spill_jobs(text: str) -> int | None:
+    """Inline ready jobs that start a spill into a segment: ``0`` never spills (None)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_SPILL_JOBS:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a whole number from 0 (never spill) to {MAX_SPILL_JOBS}"
+        )
+    return count or None
+
+
 def parse_queue_retry(text: str) -> tuple[str, RetryPolicy]:
     """``NAME=BASE,CAP,MAX``: queue ``NAME`` retries after ``BASE`` doubling up to
     ``CAP`` (durations), at most ``MAX`` attempts (0: unlimited)."""
@@ -296,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {default_retry.max_attempts})",
     )
     parser.add_argument(
+        "--spill-jobs",
+        type=parse_spill_jobs,
+        default=BrokerConfig().spill_jobs,
+        metavar="N",
+        help="once this many ready jobs wait in the state object, they move out into an "
+        "immutable segment object, so a commit's size follows the work in flight, not the "
+        "backlog (docs/architecture.md, Segments); 0 never spills "
+        f"(default: {BrokerConfig().spill_jobs})",
+    )
+    parser.add_argument(
         "--queue-retry",
         type=parse_queue_retry,
         action="append",
@@ -351,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recreate=args.recreate,
             retry=RetryPolicy(args.retry_base, args.retry_cap, args.max_attempts),
             queue_retry=queue_retry,
+            spill_jobs=args.spill_jobs,
         )
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight

@@ -24,6 +24,7 @@ from osqueue_io.keepalive import keep_alive
 from tests.io.archive import archived_ids, archived_records
 
 from .conftest import Storage
+from .hardening import stored_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -221,11 +222,11 @@ async def test_shutdown_with_requests_in_flight_answers_every_one(storage: Stora
     if storage.url != "memory://":
         store = open_store(storage.url, **storage.options)
         found = await store.read("state.json")
-        await store.aclose()
         assert found is not None
         state = decode_state(found.data)
         assert state.header.owner.released
-        assert set(acked) <= {j.id for j in state.jobs}
+        assert set(acked) <= {j.id for j in await stored_jobs(store, state)}
+        await store.aclose()
     assert runtime.broker_phase.value == "stopped"
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import attrs
 import orjson
 
-from osqueue_core import SCHEMA_VERSION, OsqueueError, decode_state
+from osqueue_core import SCHEMA_VERSION, OsqueueError, decode_state, untouched_positions
 from tests.io.soak.ledger import Grant, Ledger, parse_payload
 
 EVIDENCE_LINES = 12
@@ -85,25 +85,28 @@ class Verdict:
         return all(check.passed for check in self.checks)
 
 
-def state_jobs(data: bytes | None, check: Check) -> list[FoundJob]:
-    """The jobs of the final state object (failing ``check`` if it is absent or does not
+def state_jobs(data: bytes | None, check: Check) -> tuple[list[FoundJob], dict[str, int]]:
+    """The inline jobs of the final state object, and how many jobs each referenced
+    segment still holds untouched (failing ``check`` if the state is absent or does not
     parse, or if the broker did not release it)."""
     if data is None:
         check.fail("no state object")
-        return []
+        return [], {}
     try:
         state = decode_state(data)
     except OsqueueError as error:
         check.fail(f"{type(error).__name__}: {error}; first bytes: {data[:300]!r}")
-        return []
+        return [], {}
     if not state.header.owner.released:
         check.fail(f"the state is not marked released (owner {state.header.owner})")
-    return [
+    inline = [
         FoundJob(
             job.id, job.seq, job.payload, job.status.value, job.attempts, job.claimed_by, "state"
         )
         for job in state.jobs
     ]
+    untouched = {ref.key: len(untouched_positions(ref)) for ref in state.segments}
+    return inline, {key: count for key, count in untouched.items() if count}
 
 
 def archive_jobs(objects: dict[str, bytes | None], check: Check) -> list[FoundJob]:
@@ -152,12 +155,14 @@ def verify(
     """Every check of the soak, and the figures they count."""
     verdict = Verdict()
     parse = verdict.check("the state and archive objects parse; the state is released")
-    in_state = state_jobs(state_data, parse)
+    in_state, in_segments = state_jobs(state_data, parse)
     archived = archive_jobs(archive_objects, parse)
 
-    empty = verdict.check("no job is left in the state after the drain")
+    empty = verdict.check("no job is left in the state (or its segments) after the drain")
     for job in in_state:
         empty.fail(f"{job.id} ({job.status}, payload {job.payload[:40]!r})")
+    for key, count in in_segments.items():
+        empty.fail(f"{count} jobs untouched in segment {key}")
 
     by_id = _check_archive_unique(verdict, archived)
     found = archived + in_state

@@ -114,6 +114,7 @@ class Soak:
                 env=env,
                 log_dir=self.report.run_dir,
                 lease_timeout=self.config.lease_timeout,
+                spill_jobs=self.config.spill_jobs,
                 tasks=tasks,
             )
             self.report.brokers = brokers.started
@@ -267,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the brokers' heartbeat timeout, seconds (default %(default)s)",
     )
     parser.add_argument(
+        "--spill-jobs",
+        type=int,
+        default=defaults.spill_jobs,
+        help="the brokers' --spill-jobs; 0 never spills (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-delay",
         type=float,
         default=defaults.max_delay,
@@ -292,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         publishers=args.publishers,
         consumers=args.consumers,
         lease_timeout=args.lease,
+        spill_jobs=args.spill_jobs,
         max_delay=args.max_delay,
         run_dir=args.run_dir,
         keep=args.keep,

@@ -32,6 +32,9 @@ class SoakConfig:
     consumers: int = 3
     #: The brokers' --heartbeat-timeout: an abandoned job comes back after this long.
     lease_timeout: float = 3.0
+    #: The brokers' --spill-jobs: small, so the backlog moves in and out of segments
+    #: while brokers are killed (0: never spill).
+    spill_jobs: int = 8
     #: Longest time a broker serves before its kill.
     max_delay: float = 1.5
     #: Shares of rounds killed while starting and right after serving began ...

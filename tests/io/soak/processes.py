@@ -141,6 +141,7 @@ class Brokers:
         env: Mapping[str, str],
         log_dir: Path,
         lease_timeout: float,
+        spill_jobs: int,
         tasks: anyio.abc.TaskGroup,
     ) -> None:
         self.data_url = data_url
@@ -148,6 +149,7 @@ class Brokers:
         self.env = child_env(env)
         self.log_dir = log_dir
         self.lease_timeout = lease_timeout
+        self.spill_jobs = spill_jobs
         self.started: list[BrokerProcess] = []
         self._tasks = tasks
 
@@ -179,6 +181,8 @@ class Brokers:
                     # attempts, however often kills expire its lease.
                     "--max-attempts",
                     "0",
+                    "--spill-jobs",
+                    str(self.spill_jobs),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

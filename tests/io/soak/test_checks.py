@@ -8,14 +8,18 @@ import attrs
 import pytest
 
 from osqueue_core import (
+    DEFAULT_QUEUE,
     SCHEMA_VERSION,
     Job,
     JobSpec,
     JobStatus,
     Owner,
+    SegmentGroup,
+    SegmentRef,
     StateHeader,
     encode_archive,
     encode_job,
+    encode_ref,
     encode_state,
 )
 from tests.io.soak.checks import Verdict, verify
@@ -106,7 +110,8 @@ def test_an_unanswered_attempt_that_landed_is_a_duplicate_not_a_failure() -> Non
         ("half a batch", "no push applied twice; a batch lands whole or not at all"),
         ("completed twice", "no job's Complete was acknowledged twice"),
         ("held twice", "no job was handed to a worker while another held it"),
-        ("left in state", "no job is left in the state after the drain"),
+        ("left in state", "no job is left in the state (or its segments) after the drain"),
+        ("left in a segment", "no job is left in the state (or its segments) after the drain"),
         ("client error", "clients saw no unexpected error"),
     ],
 )
@@ -137,6 +142,14 @@ def test_each_fault_fails_its_check(fault: str, check: str) -> None:
         state = encode_state(
             StateHeader(SCHEMA_VERSION, 9, Owner("b", "i", 1, released=True), 10),
             [encode_job(ready)],
+        )
+    elif fault == "left in a segment":
+        group = SegmentGroup(DEFAULT_QUEUE, 2, 0, 6, 1.0)
+        ref = SegmentRef("segments/000001-0000000001.json", "0" * 32, 100, 2, (6, 7), (group,))
+        state = encode_state(
+            StateHeader(SCHEMA_VERSION, 9, Owner("b", "i", 1, released=True), 10),
+            [],
+            encoded_refs=encode_ref(ref),
         )
     elif fault == "client error":
         world.ledger.unexpected.append("Claim: OsqueueError: INTERNAL")
