@@ -120,10 +120,16 @@ from osqueue_core.results import (
     Result,
 )
 from osqueue_core.retry import MAX_ATTEMPTS, RetryPolicy, jitter
-from osqueue_core.segment_codec import SegmentContents, decode_segment, segment_job
+from osqueue_core.segment_codec import (
+    SegmentContents,
+    decode_segment,
+    encode_segment,
+    segment_job,
+)
 from osqueue_core.segment_refs import (
     SegmentGroup,
     SegmentRef,
+    digest_of,
     encode_ref,
     segment_key,
     untouched_positions,
@@ -236,9 +242,11 @@ __all__ = [
     "decode_segment",
     "decode_state",
     "default_job_id",
+    "digest_of",
     "encode_archive",
     "encode_job",
     "encode_ref",
+    "encode_segment",
     "encode_state",
     "jitter",
     "peek_owner",
