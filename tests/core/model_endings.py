@@ -191,8 +191,25 @@ def acked_redrive(ref: Reference, command: Redrive, job_ids: tuple[str, ...], ri
     for job_id in job_ids:
         ref.known_dead.pop(job_id, None)
         spec = ref.spec_of(job_id)
-        if spec is not None and ref.generation_at[rid] == ref.generation:
+        # A cancel of the dead job sent before this answer and not answered yet may take
+        # effect after the redrive (the same batch may redrive it, then cancel it): the
+        # job is then archived cancelled, not ready. Its cancel_sent dropped it from what
+        # is known ready; this answer must not bring it back. (A cancel answered already
+        # took effect before the redrive, if at all, and a redrive does not pick a
+        # cancelled job.)
+        if (
+            spec is not None
+            and ref.generation_at[rid] == ref.generation
+            and not _cancel_unanswered(ref, job_id)
+        ):
             ref.fresh[job_id] = ref.fresh_entry(job_id, spec, attempts=0)
+
+
+def _cancel_unanswered(ref: Reference, job_id: str) -> bool:
+    return any(
+        isinstance(command, Cancel) and command.job_id == job_id and rid not in ref.answered
+        for rid, (command, _) in ref.requests.items()
+    )
 
 
 def acked_purge(ref: Reference, command: Purge, job_ids: tuple[str, ...]) -> None:
