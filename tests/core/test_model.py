@@ -98,6 +98,7 @@ from osqueue_core import (
 from .harness import Outcome
 from .model_basics import RecordingStore, Timeline, leaving
 from .model_reference import Reference
+from .model_segments import SegmentReader, Stored, audit_segments, spilled_only_due_unkeyed
 from .model_storage import check_archived, check_endings_stay, check_storage
 
 TIMEOUT = 10.0
@@ -166,6 +167,23 @@ JOB_OPTIONS = st.tuples(
 SETTLE = st.sampled_from([True, True, False])
 
 
+def segment_options() -> st.SearchStrategy[dict[str, Any]]:
+    """Spilling off, or on with tiny sizes (a spill every few pushes, a cache of a few
+    segments) so that spills, drops, waiting commands and evictions happen within a
+    few steps. (Empty before the core knows segments.)"""
+    if "spill_jobs" not in attrs.fields_dict(BrokerConfig):
+        return st.just({})
+    tiny = st.fixed_dictionaries(
+        {
+            "spill_jobs": st.sampled_from([2, 3]),
+            "segment_jobs": st.sampled_from([3, 8]),
+            "segment_cache_bytes": st.sampled_from([1, 1500, 4000]),
+            "read_ahead": st.sampled_from([0, 1, 2]),
+        }
+    )
+    return st.one_of(st.just({"spill_jobs": None}), tiny, tiny)
+
+
 @attrs.define
 class Slot:
     """A live broker and its storage effects not yet delivered."""
@@ -185,6 +203,12 @@ class QueueModel(RuleBasedStateMachine):
         self.config = CONFIG
         self.timeline = Timeline([self.wall])
         self.store = RecordingStore(moment=lambda: self.timeline.step)
+        self.segments = SegmentReader(getattr(CONFIG, "segment_prefix", "segments/"))
+        #: The last stored state read (its bytes), and what it holds.
+        self._read: tuple[bytes, Stored] | None = None
+        #: Segment key -> the step its create was first handed to storage.
+        self.segment_emitted: dict[str, int] = {}
+        self.segments_checked: set[str] = set()
         self.ref = Reference(self.config, self.timeline, self.store, lambda: self.now)
         self.slots: list[Slot] = []
         self.crashes = 0
@@ -194,9 +218,10 @@ class QueueModel(RuleBasedStateMachine):
         self.sent_to: dict[int, Slot] = {}
         self.crashed: set[str] = set()
 
-    @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]))
-    def first_broker(self, linger: float) -> None:
-        self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger)
+    @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]), segments=segment_options())
+    def first_broker(self, linger: float, segments: dict[str, Any]) -> None:
+        self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger, **segments)
+        event(f"spilling: {segments.get('spill_jobs')}")
         self._start_broker()
 
     # -- plumbing --------------------------------------------------------------------
@@ -227,6 +252,8 @@ class QueueModel(RuleBasedStateMachine):
             else:
                 if isinstance(effect, WriteObject) and effect.key == self.config.state_key:
                     self.ref.emitted.setdefault(effect.data, self.timeline.step)
+                if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
+                    self.segment_emitted.setdefault(effect.key, self.timeline.step)
                 slot.pending.append(effect)
 
     def _submit(self, slot_index: int, make: Any, settle: bool = False) -> None:
@@ -265,14 +292,32 @@ class QueueModel(RuleBasedStateMachine):
             if r not in self.ref.answered and slot in self.slots
         )
 
-    def _stored_state(self) -> list[Job]:
+    def _stored(self) -> Stored | None:
+        """The stored state as the model reads it: inline jobs and the untouched jobs of
+        its segments, read from the store (checked: tests/core/model_segments.py)."""
         data = self.store.get(self.config.state_key)
         if data is None:
-            return []
-        try:
-            return decode_state(data).jobs
-        except CorruptState as error:
-            raise AssertionError(f"the stored state does not parse: {error}") from error
+            return None
+        if self._read is None or self._read[0] != data:
+            try:
+                self._read = (data, self.segments.read_state(data, self.store.get))
+            except CorruptState as error:
+                raise AssertionError(f"the stored state does not parse: {error}") from error
+        return self._read[1]
+
+    def _stored_state(self) -> list[Job]:
+        stored = self._stored()
+        return [] if stored is None else stored.jobs
+
+    def _jobs_of(self, data: bytes) -> list[Job]:
+        """The jobs of a state version that landed some time ago, with the segments as
+        their creators wrote them."""
+
+        def fetch(key: str) -> bytes | None:
+            created = self.store.created.get(key)
+            return None if created is None else created[1]
+
+        return self.segments.read_state(data, fetch).jobs
 
     # -- rules: clients --------------------------------------------------------------
 
@@ -589,6 +634,18 @@ class QueueModel(RuleBasedStateMachine):
         assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data
 
     @invariant()
+    def segments_are_sound(self) -> None:
+        """The stored state's refs name existing, matching segments and every job is in
+        one place (checked when read); every segment a broker created holds only jobs
+        that were due when it picked them (stage 1: none with a key)."""
+        self._stored()
+        for key, (_, data) in self.store.created.items():
+            if key not in self.segments_checked:
+                self.segments_checked.add(key)
+                highest = self.timeline.highest(0, self.segment_emitted[key])
+                spilled_only_due_unkeyed(self.segments.segment(data), highest)
+
+    @invariant()
     def storage_holds_exactly_what_was_pushed(self) -> None:
         check_storage(self.ref, self._stored_state())
 
@@ -649,7 +706,25 @@ class QueueModel(RuleBasedStateMachine):
         assert slot.broker.phase is Phase.RUNNING, slot.broker.failure
         self.ref.events()
         check_storage(self.ref, self._stored_state())
-        check_archived(self.ref, self._stored_state())
+        check_archived(self.ref, self._stored_state(), self._jobs_of)
+        self._audit_segments()
+
+    def _audit_segments(self) -> None:
+        """Every version that landed, read with its segments: refs attached only once
+        known durable; jobs that only moved keep their records; all-left refs dropped."""
+        fetch = self.store.created
+        versions = [
+            (
+                self.ref.emitted[data],
+                self.segments.read_state(data, lambda key: fetch[key][1] if key in fetch else None),
+                landed,
+            )
+            for landed, data in self.store.states
+        ]
+        audit_segments(versions, self.store.known)
+        refs = sum(len(stored.refs) for _, stored, _ in versions)
+        event(f"segments created: {min(len(self.store.created), 5)}")
+        event(f"refs over all versions: {'0' if not refs else '1-9' if refs < 10 else '10+'}")
 
 
 TestQueueModel = QueueModel.TestCase
