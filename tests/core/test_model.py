@@ -54,6 +54,7 @@ import sys
 from typing import Any
 
 import attrs
+import orjson
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -96,7 +97,7 @@ from osqueue_core import (
 )
 
 from .harness import Outcome
-from .model_basics import RecordingStore, Timeline, leaving
+from .model_basics import Delivery, RecordingStore, Timeline, leaving
 from .model_reference import Reference
 from .model_segments import SegmentReader, Stored, audit_segments, spilled_only_due_unkeyed
 from .model_storage import check_archived, check_endings_stay, check_storage
@@ -190,6 +191,9 @@ class Slot:
 
     broker: Broker
     pending: list[Effect] = attrs.Factory(list)
+    #: Segment keys whose read this broker was answered with damaged bytes: it must
+    #: fail, or never reference them again (it may have dropped them meanwhile).
+    damaged: set[str] = attrs.Factory(set)
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -252,6 +256,10 @@ class QueueModel(RuleBasedStateMachine):
             else:
                 if isinstance(effect, WriteObject) and effect.key == self.config.state_key:
                     self.ref.emitted.setdefault(effect.data, self.timeline.step)
+                    if slot.damaged:
+                        refs = orjson.loads(effect.data).get("segments", ())
+                        served = slot.damaged & {ref["key"] for ref in refs}
+                        assert not served, f"a state written on damaged segments {served}"
                 if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
                     self.segment_emitted.setdefault(effect.key, self.timeline.step)
                 slot.pending.append(effect)
@@ -581,6 +589,33 @@ class QueueModel(RuleBasedStateMachine):
         # A late write may carry a grant to a claim not answered yet (or taken back
         # since): what was known ready is unknown now.
         self.ref.uncertain()
+
+    def _segment_reads(self) -> list[tuple[Slot, int]]:
+        return [
+            (slot, index)
+            for slot in self.slots
+            for index, effect in enumerate(slot.pending)
+            if isinstance(effect, ReadObject) and self.store.is_segment(effect.key)
+        ]
+
+    @precondition(lambda self: bool(self._segment_reads()))
+    @rule(pick=st.integers(0, 100), outcome=st.sampled_from(["absent", "damaged"]))
+    def segment_read_lies(self, pick: int, outcome: Delivery) -> None:
+        """A segment read answered "absent" although the object is there, or with one
+        byte changed: the broker must fail (CorruptState, SegmentMissing, or
+        BrokerReplaced once it reads the state), never serve or write on it."""
+        reads = self._segment_reads()
+        slot, index = reads[pick % len(reads)]
+        effect = slot.pending.pop(index)
+        assert isinstance(effect, ReadObject)
+        event(f"segment read: {outcome}")
+        slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
+        if outcome == "damaged" and effect.key in self.store.objects:
+            if slot.broker.phase is Phase.FAILED:
+                assert isinstance(slot.broker.failure, CorruptState), slot.broker.failure
+            else:
+                slot.damaged.add(effect.key)
+        self._collect(slot)
 
     @precondition(lambda self: any(s.pending for s in self.slots))
     @rule()
