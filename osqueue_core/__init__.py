@@ -64,6 +64,7 @@ from osqueue_core.errors import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
@@ -119,6 +120,14 @@ from osqueue_core.results import (
     Result,
 )
 from osqueue_core.retry import MAX_ATTEMPTS, RetryPolicy, jitter
+from osqueue_core.segment_codec import SegmentContents, decode_segment, segment_job
+from osqueue_core.segment_refs import (
+    SegmentGroup,
+    SegmentRef,
+    encode_ref,
+    segment_key,
+    untouched_positions,
+)
 from osqueue_core.table import QueueCounts
 
 __all__ = [
@@ -199,6 +208,10 @@ __all__ = [
     "RequestId",
     "Result",
     "RetryPolicy",
+    "SegmentContents",
+    "SegmentGroup",
+    "SegmentMissing",
+    "SegmentRef",
     "StateDiverged",
     "StateHeader",
     "StateMissing",
@@ -220,13 +233,18 @@ __all__ = [
     "clip_error_text",
     "decode_archive_jobs",
     "decode_header",
+    "decode_segment",
     "decode_state",
     "default_job_id",
     "encode_archive",
     "encode_job",
+    "encode_ref",
     "encode_state",
     "jitter",
     "peek_owner",
     "quote",
     "retry_policy",
+    "segment_job",
+    "segment_key",
+    "untouched_positions",
 ]

@@ -37,6 +37,7 @@ from osqueue_core.errors import (
     InvalidArgument,
     OsqueueError,
     Overloaded,
+    StorageUnavailable,
 )
 from osqueue_core.events import StorageResult
 from osqueue_core.job import Job
@@ -46,6 +47,7 @@ from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, next_phase
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import JobRules, payload_bytes
+from osqueue_core.segment_waits import segment_needed
 from osqueue_core.table import QueueCounts
 
 
@@ -82,6 +84,18 @@ class BrokerStats:
     dead: int = 0
     #: Per queue, by name: every queue with jobs in the state.
     queues: tuple[QueueCounts, ...] = ()
+    #: Segments referenced by the state, the untouched jobs in them (counted in
+    #: ``ready`` too), and those loaded in memory (and their stored bytes).
+    segments: int = 0
+    untouched: int = 0
+    segments_loaded: int = 0
+    segment_cache_bytes: int = 0
+    #: Segments spilled and attached, jobs they moved, spills abandoned (their key held
+    #: somebody else's object), and segment reads issued.
+    spills: int = 0
+    spilled_jobs: int = 0
+    spills_abandoned: int = 0
+    segment_reads: int = 0
 
 
 class Broker:
@@ -120,6 +134,9 @@ class Broker:
         self._started = False
         self._inbox: deque[Command] = deque()
         self._inbox_bytes = 0
+        #: Since when the first queued command waits for a segment read (None: it does
+        #: not).
+        self._blocked_since: float | None = None
 
     # -- public inputs ---------------------------------------------------------------
 
@@ -187,6 +204,8 @@ class Broker:
         candidates = [self._commit.next_deadline()]
         if self._commit.established:
             candidates.append(self._rules.next_deadline())
+        if self._blocked_since is not None and self._inbox:
+            candidates.append(self._blocked_since + self.config.stall_timeout)
         timed = [deadline for deadline in candidates if deadline is not None]
         return min(timed) if timed else None
 
@@ -230,6 +249,14 @@ class Broker:
             delayed=table.delayed_count,
             dead=table.dead_count,
             queues=tuple(table.queue_counts()),
+            segments=len(table.segments),
+            untouched=table.segments.total,
+            segments_loaded=sum(s.records is not None for s in table.segments),
+            segment_cache_bytes=table.segments.loaded_bytes,
+            spills=commit.spiller.counters.spills,
+            spilled_jobs=commit.spiller.counters.spilled_jobs,
+            spills_abandoned=commit.spiller.counters.abandoned,
+            segment_reads=commit.reader.reads,
         )
 
     def job(self, job_id: str) -> Job | None:
@@ -264,6 +291,7 @@ class Broker:
         self._drain_inbox()
         self._commit.pump(inbox_empty=not self._inbox)
         self._drain_inbox()
+        self._commit.pump_segments()
 
     def _transition(self, event: PhaseEvent) -> None:
         self._phase = next_phase(self._phase, event)
@@ -298,7 +326,14 @@ class Broker:
         except OsqueueError as error:
             self._reply_error(command.request_id, error)
             return
-        if admission is Admission.QUEUE or self._inbox or not self._commit.has_room():
+        if (
+            admission is Admission.QUEUE
+            or self._inbox
+            or not self._commit.has_room()
+            or segment_needed(self._rules.table, command) is not None
+        ):
+            # Behind the others (commands apply in arrival order), or waiting for a
+            # segment read before it is applied.
             self._enqueue(command)
         else:
             self._rules.apply(command, self._commit.open, self._commit.context())
@@ -322,14 +357,32 @@ class Broker:
         self._inbox_bytes += size
 
     def _drain_inbox(self) -> None:
+        if not self._inbox:
+            self._blocked_since = None
         if not self._commit.established or not RULES[self._phase].applies_queued:
             return
         while self._inbox and self._commit.has_room():
+            if segment_needed(self._rules.table, self._inbox[0]) is not None:
+                # Its segment is being read; everything behind waits with it, so
+                # commands still apply in arrival order.
+                if self._blocked_since is None:
+                    self._blocked_since = self._clock.now
+                if self._clock.now < self._blocked_since + self.config.stall_timeout:
+                    return
+                command = self._inbox.popleft()
+                self._inbox_bytes -= payload_bytes(command)
+                self._reply_error(command.request_id, _segment_unavailable())
+                self._blocked_since = None
+                # Whoever still needs a segment asks again (the next command at once).
+                self._rules.table.segments.demanded.clear()
+                continue
+            self._blocked_since = None
             command = self._inbox.popleft()
             self._inbox_bytes -= payload_bytes(command)
             self._rules.apply(command, self._commit.open, self._commit.context())
 
     def _answer_inbox(self, error: OsqueueError) -> None:
+        self._blocked_since = None
         while self._inbox:
             self._reply_error(self._inbox.popleft().request_id, error)
         self._inbox_bytes = 0
@@ -370,6 +423,13 @@ class Broker:
 
     def _reply_error(self, request_id: RequestId, error: OsqueueError) -> None:
         self._out.reply(Reply(request_id, error=error))
+
+
+def _segment_unavailable() -> StorageUnavailable:
+    return StorageUnavailable(
+        "the broker could not read the segment this request needs in time; it keeps "
+        "trying: retry later"
+    )
 
 
 def _nothing() -> None:

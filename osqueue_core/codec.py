@@ -2,13 +2,17 @@
 
 Layout (see docs/state-format.md)::
 
-    {"schema_version":2,"revision":7,"owner":{...},"next_seq":12,"keys":[...],
+    {"schema_version":3,"revision":7,"owner":{...},"next_seq":12,"keys":[...],
+     "segment_floor":1,"segments":[<ref>,...],
      "jobs":[{"id":...,"seq":...,"born":{...},"status":...},...]}
 
 Each job keeps what it was born with (``born``: payload, queue, priority, run-at, key,
 attempt limit) apart from what changes while it lives (the fields beside it). Version 1
-objects (the job's ``data`` and ``created_at`` at its top level, no ``keys``) are still
-read, and rewritten as version 2 by the next write.
+objects (the job's ``data`` and ``created_at`` at its top level, no ``keys``) and
+version 2 objects (no segments) are still read, and rewritten as version 3 by the next
+write. ``segments`` holds references to segment objects
+(:mod:`osqueue_core.segment_refs`); ``segment_floor`` and ``segments`` are omitted at
+their defaults.
 
 ``jobs`` comes last so a state can be assembled from per-job fragments that are
 encoded once and cached: the cost of a write tracks the jobs a batch changed, plus a
@@ -36,6 +40,7 @@ from cattrs.preconf.orjson import make_converter
 from osqueue_core.errors import CorruptState, InvalidArgument, UnsupportedSchema
 from osqueue_core.job import Job, JobSpec, JobStatus
 from osqueue_core.limits import (
+    MAX_COUNTER,
     MAX_ERROR_LENGTH,
     MAX_ID_LENGTH,
     MAX_KEY_LENGTH,
@@ -46,15 +51,14 @@ from osqueue_core.owner import Owner
 from osqueue_core.quoting import quote
 from osqueue_core.remembered import RememberedKey, encode_remembered
 from osqueue_core.retry import MAX_ATTEMPTS
+from osqueue_core.segment_refs import SegmentRef, decode_refs
 
 #: The newest state layout this code reads and the one it writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-#: Counters (epoch, revision, seq, attempts) stay below this: exact in every JSON reader
-#: (JavaScript's doubles included) and far from 64-bit limits.
-MAX_COUNTER = 2**53 - 1
 
 _JOBS_MARKER = b',"jobs":['
+_SEGMENTS_MARKER = b',"segments":['
 
 
 @attrs.frozen
@@ -67,6 +71,8 @@ class StateHeader:
     next_seq: int
     #: Idempotency keys of jobs that left the state (:mod:`osqueue_core.remembered`).
     keys: tuple[RememberedKey, ...] = ()
+    #: The first epoch of this queue's life (schema 3; the orphan sweep's lower bound).
+    segment_floor: int = 1
 
 
 @attrs.frozen
@@ -75,6 +81,8 @@ class DecodedState:
 
     header: StateHeader
     jobs: list[Job]
+    #: References to the segments holding the untouched jobs (schema 3).
+    segments: list[SegmentRef] = attrs.Factory(list)
 
 
 def _decode_bytes(value: Any, _: Any) -> bytes:
@@ -143,20 +151,45 @@ def encode_job(job: Job) -> bytes:
     return orjson.dumps(_converter.unstructure(job, Job))
 
 
+def decode_job(raw: Any) -> Job:
+    """One job from its parsed JSON (a segment record), validated like a state's."""
+    job: Job = _structure(raw, Job, "$")
+    where = f"job {quote(job.id)}"
+    if not 0 < len(job.id) <= MAX_ID_LENGTH or not 0 <= job.seq < MAX_COUNTER:
+        raise CorruptState(f"{where}: id length or seq out of range")
+    if not 0 <= job.attempts < MAX_COUNTER:
+        raise CorruptState(f"{where}: attempts out of range")
+    if job.last_error is not None and len(job.last_error) > MAX_ERROR_LENGTH:
+        raise CorruptState(f"{where}: last_error longer than {MAX_ERROR_LENGTH}")
+    _validate_born(job.born, where)
+    _validate_status(job, where)
+    return job
+
+
 def encode_state(
-    header: StateHeader, job_fragments: Iterable[bytes], encoded_keys: bytes | None = None
+    header: StateHeader,
+    job_fragments: Iterable[bytes],
+    encoded_keys: bytes | None = None,
+    encoded_refs: bytes = b"",
 ) -> bytes:
     """The state object from its header and the already-encoded jobs, in order.
 
     ``encoded_keys``, when given, replaces ``header.keys``: the remembered keys already
     encoded and comma-joined (:meth:`RememberedKeys.encoded`), so a write does not
-    re-encode them."""
+    re-encode them. ``encoded_refs`` are the segment references, encoded and
+    comma-joined (:func:`~osqueue_core.segment_refs.encode_ref`)."""
     if encoded_keys is None:
         encoded_keys = b",".join(encode_remembered(entry) for entry in header.keys)
-    head = orjson.dumps(_converter.unstructure(attrs.evolve(header, keys=()), StateHeader))
+    bare = attrs.evolve(header, keys=(), segment_floor=1)
+    parts = [orjson.dumps(_converter.unstructure(bare, StateHeader))[:-1]]
     if encoded_keys:
-        head = b"".join((head[:-1], b',"keys":[', encoded_keys, b"]}"))
-    return _with_jobs(head, job_fragments)
+        parts += [b',"keys":[', encoded_keys, b"]"]
+    if header.segment_floor != 1:
+        parts.append(b',"segment_floor":%d' % header.segment_floor)
+    if encoded_refs:
+        parts += [_SEGMENTS_MARKER, encoded_refs, b"]"]
+    parts.append(b"}")
+    return _with_jobs(b"".join(parts), job_fragments)
 
 
 def encode_archive(key: str, job_fragments: Iterable[bytes]) -> bytes:
@@ -266,11 +299,12 @@ def peek_owner(data: bytes) -> Owner | None:
 def decode_header(data: bytes) -> StateHeader:
     """Only the header, cheaply: enough to check ownership and revision.
 
-    Objects osqueue wrote have the jobs last, so the header is parsed without parsing
-    the jobs; anything else falls back to a full decode.
+    Objects osqueue wrote have the segment references, then the jobs, last, so the
+    header is parsed without parsing either; anything else falls back to a full decode.
     """
-    cut = data.find(_JOBS_MARKER)
-    if cut > 0:
+    cuts = [at for at in (data.find(_SEGMENTS_MARKER), data.find(_JOBS_MARKER)) if at > 0]
+    if cuts:
+        cut = min(cuts)
         try:
             raw = orjson.loads(data[:cut] + b"}")
         except orjson.JSONDecodeError:
@@ -279,7 +313,9 @@ def decode_header(data: bytes) -> StateHeader:
             version = raw.get("schema_version")
             if type(version) is int and version > SCHEMA_VERSION:
                 raise UnsupportedSchema(version, SCHEMA_VERSION)
-            if version in (1, SCHEMA_VERSION):
+            if version in (1, 2, SCHEMA_VERSION):
+                if version < SCHEMA_VERSION and "segment_floor" in raw:
+                    raise CorruptState(f"the state object (schema {version}) has segment_floor")
                 header: StateHeader = _structure(raw, StateHeader, "$")
                 return header
     return decode_state(data).header
@@ -291,14 +327,21 @@ def decode_state(data: bytes) -> DecodedState:
     if "jobs" not in raw or not isinstance(raw["jobs"], list):
         raise CorruptState("the state object has no jobs list")
     jobs_raw = raw.pop("jobs")
-    if raw["schema_version"] == 1:
+    refs_raw = raw.pop("segments", None)
+    version = raw["schema_version"]
+    if version < SCHEMA_VERSION and (refs_raw is not None or "segment_floor" in raw):
+        raise CorruptState(f"the state object (schema {version}) has segment fields")
+    if version == 1:
         if "keys" in raw:
             raise CorruptState("the state object (schema 1) has a keys list")
         jobs_raw = [_upgrade_job(job) for job in jobs_raw]
     header: StateHeader = _structure(raw, StateHeader, "$")
     jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
     _validate(header, jobs)
-    return DecodedState(header, jobs)
+    refs = [] if refs_raw is None else decode_refs(refs_raw, header.next_seq)
+    if refs_raw is not None and not refs:
+        raise CorruptState("the state object has an empty segments list (omit it)")
+    return DecodedState(header, jobs, refs)
 
 
 def _upgrade_job(job: Any) -> Any:
@@ -320,6 +363,8 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
             f"the state object's revision, epoch or next_seq reaches {MAX_COUNTER}: "
             "no broker can count past it"
         )
+    if not 1 <= header.segment_floor <= header.owner.epoch:
+        raise CorruptState("the state object's segment_floor is outside [1, owner.epoch]")
     if not header.owner.identity or not header.owner.incarnation:
         raise CorruptState("the state object's owner has an empty identity or incarnation")
     remembered: set[tuple[str, str]] = set()

@@ -56,7 +56,9 @@ from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Phase, PhaseEvent
 from osqueue_core.rules import CommitContext, JobRules
+from osqueue_core.segment_reads import SegmentReader
 from osqueue_core.slot import StateOp, StateSlot
+from osqueue_core.spill import Spiller
 from osqueue_core.takeover import Takeover
 
 
@@ -98,6 +100,10 @@ class CommitProtocol:
         self.slot = StateSlot(config, clock, outbox)
         self.archiver = Archiver(config, clock, outbox, rules, lambda: self.open, self.context)
         self.takeover = Takeover(config, clock, outbox, self.slot, rules, me, self._took_over)
+        self.spiller = Spiller(config, clock, outbox, rules, lambda: self.open, self._epoch)
+        self.reader = SegmentReader(
+            config, clock, outbox, rules, self._owned_header, self._segment_loaded
+        )
         self.counters = CommitCounters()
         self.gather = Gather(config.gather, config.gather_max)
         self._write_issued_at = -math.inf
@@ -167,6 +173,9 @@ class CommitProtocol:
             return
         if self.established:
             self.archiver.pump()
+            if rules.releases:
+                self.spiller.stop()  # the successor spills; nothing new to attach
+            self.spiller.pump()
             self._poll_takeover_request()
         if not self.slot.idle:
             self.slot.pump()
@@ -199,9 +208,14 @@ class CommitProtocol:
         if rules.final:
             return None
         candidates = [self.slot.retry_at]
-        archive_retry = self.archiver.next_deadline()
-        if archive_retry is not None and self.established:
-            candidates.append(archive_retry)
+        if self.established:
+            for retry in (
+                self.archiver.next_deadline(),
+                self.spiller.next_deadline(),
+                self.reader.next_deadline(),
+            ):
+                if retry is not None:
+                    candidates.append(retry)
         stall = self.slot.stall_deadline()
         if stall is not None and not self._stalled:
             candidates.append(stall)
@@ -233,8 +247,16 @@ class CommitProtocol:
         assert self.owner is not None
         owner = attrs.evolve(self.owner, released=True) if release else self.owner
         rules = self._rules
-        header = StateHeader(SCHEMA_VERSION, self.revision + 1, owner, rules.table.next_seq)
-        data = encode_state(header, rules.table.encoded_chunks(), rules.encoded_keys())
+        header = StateHeader(
+            SCHEMA_VERSION,
+            self.revision + 1,
+            owner,
+            rules.table.next_seq,
+            segment_floor=rules.segment_floor,
+        )
+        table = rules.table
+        refs = table.segments.encoded_refs()
+        data = encode_state(header, table.encoded_chunks(), rules.encoded_keys(), refs)
         write = PendingWrite(header.revision, data, self.open, release=release)
         self.pending_write = write
         self.open = Batch()
@@ -340,6 +362,20 @@ class CommitProtocol:
         self._rules.start_leases()
         for key in self._rules.table.archive_keys():
             self.archiver.write(key)
+
+    # -- segments ----------------------------------------------------------------------
+
+    def pump_segments(self) -> None:
+        """Issue the segment reads due (after every input, once commands are applied)."""
+        if self.established and not RULES[self.phase].final:
+            self.reader.pump()
+
+    def _epoch(self) -> int:
+        assert self.owner is not None
+        return self.owner.epoch
+
+    def _segment_loaded(self, queues: tuple[str, ...]) -> None:
+        self._rules.segment_loaded(queues, self.open, self.context())
 
     # -- confirming ownership ----------------------------------------------------------
 
@@ -464,6 +500,8 @@ class CommitProtocol:
         self.pending_write = None
         self.open = Batch()
         self.archiver.stop()
+        self.spiller.stop()
+        self.reader.stop()
         return batches
 
     # -- takeover requests, owner side -------------------------------------------------

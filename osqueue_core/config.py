@@ -10,6 +10,8 @@ from osqueue_core.limits import check_queue_name
 from osqueue_core.retry import RetryPolicy
 
 MiB = 1024 * 1024
+#: Most jobs in one segment.
+MAX_SEGMENT_JOBS = 1 << 20
 
 
 def default_job_id(epoch: int, seq: int) -> str:
@@ -109,6 +111,26 @@ class BrokerConfig:
     #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq) and at
     #: most ``MAX_ID_LENGTH`` characters long.
     job_id_factory: Callable[[int, int], str] = default_job_id
+    #: Segments (docs/architecture.md, "Segments"): untouched ready jobs move out of the
+    #: state into immutable objects under ``segment_prefix``. A spill starts once this
+    #: many inline ready jobs (or ``spill_bytes`` of their payloads) could move, and
+    #: takes up to ``segment_jobs`` / ``segment_bytes`` of them. None: never spill (nor
+    #: with a custom ``job_id_factory``: its ids cannot be mapped back to seqs).
+    segment_prefix: str = "segments/"
+    spill_jobs: int | None = 1024
+    spill_bytes: int = 1 * MiB
+    segment_jobs: int = 4096
+    segment_bytes: int = 2 * MiB
+    #: Memory for loaded segments (counted as 3x their stored size: their parsed
+    #: records), for claims and read-ahead; the best ``read_ahead`` segments of each
+    #: queue are read before a claim needs them.
+    segment_cache_bytes: int = 64 * MiB
+    read_ahead: int = 2
+
+    @property
+    def spills(self) -> bool:
+        """Whether this broker moves untouched jobs into segments."""
+        return self.spill_jobs is not None and self.job_id_factory is default_job_id
 
     def __attrs_post_init__(self) -> None:
         positive = {
@@ -134,10 +156,18 @@ class BrokerConfig:
             "start_attempts": self.start_attempts,
             "max_dead": self.max_dead,
             "max_remembered_keys": self.max_remembered_keys,
+            "spill_bytes": self.spill_bytes,
+            "segment_jobs": self.segment_jobs,
+            "segment_bytes": self.segment_bytes,
+            "segment_cache_bytes": self.segment_cache_bytes,
         }
         for name, count in at_least_one.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.spill_jobs is not None and self.spill_jobs < 1:
+            raise ValueError("spill_jobs must be at least 1 (or None: never spill)")
+        if self.segment_jobs > MAX_SEGMENT_JOBS or self.read_ahead < 0:
+            raise ValueError(f"need segment_jobs <= {MAX_SEGMENT_JOBS} and read_ahead >= 0")
         if self.linger < 0:
             raise ValueError("linger must not be negative")
         if not (0 <= self.gather <= 10 and 0 <= self.gather_max <= 60):
@@ -153,7 +183,7 @@ class BrokerConfig:
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")
         keys = (self.state_key, self.takeover_request_key)
-        prefixes = (self.archive_prefix, self.epoch_prefix)
+        prefixes = (self.archive_prefix, self.epoch_prefix, self.segment_prefix)
         if not all(keys) or not all(p.endswith("/") for p in prefixes):
             raise ValueError("keys must be non-empty and prefixes must end with '/'")
 

@@ -206,3 +206,18 @@ class JobAlreadyFinished(OsqueueError):
         super().__init__(f"job {quote(job_id)} is already {status}: nothing to cancel")
         self.job_id = job_id
         self.status = status
+
+
+class SegmentMissing(OsqueueError):
+    """A segment object that the state this broker owns references is gone (deleted by
+    hand, or the state was restored from a backup without its ``segments/``). The
+    broker stops and never writes: restore the segment objects from a backup."""
+
+    grpc_status = "DATA_LOSS"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"segment {quote(key)} is referenced by the state but missing from storage: "
+            "its jobs cannot be served; restore it (segments/ is backed up with the state)"
+        )
+        self.key = key

@@ -19,6 +19,7 @@ from osqueue_core.quoting import QUOTE_LENGTH, quote
 __all__ = [
     "MAX_CLAIM_COUNT",
     "MAX_CLAIM_WAIT",
+    "MAX_COUNTER",
     "MAX_DELAY",
     "MAX_ERROR_LENGTH",
     "MAX_ID_LENGTH",
@@ -48,6 +49,9 @@ MAX_DELAY = 10 * 366 * 86400.0
 #: Most jobs one claim may take, and most queues it may name.
 MAX_CLAIM_COUNT = 1000
 MAX_QUEUES_PER_CLAIM = 64
+#: Counters (epoch, revision, seq, attempts) stay below this: exact in every JSON reader
+#: (JavaScript's doubles included) and far from 64-bit limits.
+MAX_COUNTER = 2**53 - 1
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 

@@ -19,7 +19,7 @@ import math
 import attrs
 import orjson
 
-from osqueue_core.codec import MAX_COUNTER
+from osqueue_core.limits import MAX_COUNTER
 
 #: Epochs are zero-padded to this many digits in marker keys, so keys sort by epoch.
 EPOCH_DIGITS = 20

@@ -59,7 +59,7 @@ def select_dead(table: JobTable, job_ids: tuple[str, ...], queue: str | None) ->
         return list(table.dead_letters(queue))
     jobs = []
     for job_id in dict.fromkeys(job_ids):
-        job = table.get(job_id)
+        job = table.lookup(job_id)
         if job is None:
             raise JobNotFound(job_id)
         if not job.dead_letter:

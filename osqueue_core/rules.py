@@ -71,7 +71,8 @@ from osqueue_core.results import (
     Redriven,
     Released,
 )
-from osqueue_core.table import JobTable
+from osqueue_core.segment_refs import SegmentRef
+from osqueue_core.table import JobTable, SegmentNeeded
 from osqueue_core.transitions import Transitions, max_attempts
 from osqueue_core.waiters import Waiter, WaitingClaims
 
@@ -113,7 +114,9 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock)
+        self.table = JobTable(clock, spill=config.spills)
+        #: The first epoch of this queue's life (written with every state).
+        self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
         self.waiters = WaitingClaims()
         self.recent = RecentOutcomes(config.reply_memory, config.reply_memory_size)
@@ -178,7 +181,7 @@ class JobRules:
         return ctx.epoch, ctx.commit_revision
 
     def _get(self, job_id: str) -> Job:
-        job = self.table.get(job_id)
+        job = self.table.lookup(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -262,6 +265,7 @@ class JobRules:
         if taken:
             self._grant(taken, command.request_id, command.count > 1, batch)
         elif command.wait > 0 and ctx.waiting_allowed:
+            assert self.table.peek_ready(command.queues) is None, "claim applied too early"
             if len(self.waiters) >= self.config.max_waiting_claims:
                 raise Overloaded(
                     f"{len(self.waiters)} claims are already waiting for a job (the "
@@ -284,12 +288,16 @@ class JobRules:
         self, queues: Iterable[str], count: int, worker_id: str, batch: Batch
     ) -> list[tuple[Job, Job]]:
         """Claim up to ``count`` due jobs of ``queues`` for ``worker_id``, best first;
-        returns (before, after) of each."""
+        returns (before, after) of each. Stops at a job whose segment is not loaded
+        (and asks for it)."""
         taken: list[tuple[Job, Job]] = []
         queues = tuple(queues)
         deadline = self._clock.now + self.config.heartbeat_timeout
         while len(taken) < count:
             job = self.table.best_ready(queues)
+            if isinstance(job, SegmentNeeded):
+                self.table.segments.demanded[job.key] = None
+                break
             if job is None:
                 break
             taken.append((job, self.moves.claim(job, worker_id, deadline, batch)))
@@ -320,6 +328,12 @@ class JobRules:
             if waiter is None:
                 return
             taken = self._take(waiter.queues, waiter.count, waiter.worker_id, batch)
+            if not taken:
+                # Its best job is in a segment being read: it waits on, and is served
+                # when that segment is loaded.
+                self.waiters.add(waiter)
+                due -= set(waiter.queues)
+                continue
             self._grant(taken, waiter.request_id, waiter.count > 1, batch)
             due = {queue for queue in due if self.table.has_ready(queue)}
 
@@ -379,7 +393,7 @@ class JobRules:
     ) -> Job | None:
         """The job ``worker_id`` holds (or finished), or None when it is a repeat of an
         answer of ``kind`` given earlier. Raises JobNotFound / LeaseLost otherwise."""
-        job = self.table.get(job_id)
+        job = self.table.lookup(job_id)
         if job is not None and job.claimed_by == worker_id:
             return job
         remembered = self.recent.recall(job_id, worker_id, self._clock.now)
@@ -408,6 +422,7 @@ class JobRules:
         if job.leaving and job.status is JobStatus.CANCELLED:
             at_once = True
         elif job.status is JobStatus.READY:
+            self.table.bring_inline(job)  # an untouched job leaves its segment
             self.moves.finish(job, JobStatus.CANCELLED, job.last_error, batch, *self._key(ctx))
             at_once = True
         elif job.status is JobStatus.CLAIMED:
@@ -474,10 +489,24 @@ class JobRules:
 
     # -- for the commit protocol -------------------------------------------------------
 
-    def load(self, jobs: list[Job], next_seq: int, keys: Iterable[RememberedKey] = ()) -> None:
-        """Replace the head state with a state read from storage (at takeover)."""
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq)
+    def load(
+        self,
+        jobs: list[Job],
+        next_seq: int,
+        keys: Iterable[RememberedKey] = (),
+        refs: Iterable[SegmentRef] = (),
+        segment_floor: int = 1,
+    ) -> None:
+        """Replace the head state with a state read from storage (at takeover). Its
+        segments are not read: their references are enough to serve."""
+        spill = self.config.spills
+        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
+        self.segment_floor = segment_floor
+
+    def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
+        """A segment was read: claims waiting for its jobs can be served now."""
+        self._serve_waiters(queues, batch, ctx)
 
     def encoded_keys(self) -> bytes:
         """The remembered keys to write with the state, encoded (expired ones

@@ -18,6 +18,11 @@ cached too, so assembling a state touches one Python object per chunk.
 
 Heaps use lazy deletion: an entry is checked against the membership sets when it
 reaches the top, and a heap is rebuilt when stale entries outnumber live ones.
+
+Jobs spilled into segments and untouched since are not in this table: they are bits
+and cursors in :attr:`JobTable.segments` (:mod:`osqueue_core.segments`). Claims merge
+both (:meth:`best_ready`), and a segment job that is claimed or cancelled comes back
+into the table first (it is *inline* from then on).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import attrs
 from osqueue_core.clock import Clock
 from osqueue_core.codec import encode_job
 from osqueue_core.job import Job, JobStatus
+from osqueue_core.segment_refs import SegmentRef
+from osqueue_core.segments import Location, SegmentIndex, id_seq
 
 #: Jobs per cached chunk of the encoded job list.
 CHUNK = 256
@@ -48,6 +55,13 @@ class QueueCounts:
     #: push, or the run-at or retry time it waited for. A job released, or retried at
     #: once (a zero backoff), keeps the time it first became ready.
     oldest_ready_since: float | None
+
+
+@attrs.frozen
+class SegmentNeeded:
+    """The answer needs segment ``key`` loaded first."""
+
+    key: str
 
 
 class _Queue:
@@ -75,8 +89,22 @@ class JobTable:
     """Jobs by id, in push (seq) order, plus the indexes above. ``clock.wall`` decides
     which READY jobs are due."""
 
-    def __init__(self, clock: Clock, jobs: Iterable[Job] = (), next_seq: int = 0) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        jobs: Iterable[Job] = (),
+        next_seq: int = 0,
+        refs: Iterable[SegmentRef] = (),
+        *,
+        spill: bool = False,
+    ) -> None:
         self._clock = clock
+        #: The untouched jobs, in segments.
+        self.segments = SegmentIndex(refs)
+        # Inline ready jobs a spill may move (id -> payload bytes), if spilling.
+        self._spill = spill
+        self._spillable: dict[str, int] = {}
+        self.spillable_bytes = 0
         self.next_seq = next_seq
         self._jobs: dict[str, Job] = {}
         # Chunk (seq // CHUNK) -> job id -> encoded job, None when it must be re-encoded.
@@ -114,8 +142,24 @@ class JobTable:
 
     @property
     def ready_count(self) -> int:
-        """Due READY jobs in every queue."""
-        return self._ready_total
+        """Due READY jobs in every queue (untouched segment jobs included)."""
+        return self._ready_total + self.segments.total
+
+    @property
+    def spillable_count(self) -> int:
+        return len(self._spillable)
+
+    def spill_candidates(self, max_jobs: int, max_bytes: int) -> list[Job]:
+        """Inline ready jobs a spill may move, oldest first, within the limits (at
+        least one)."""
+        picked: list[Job] = []
+        total = 0
+        for job_id, size in self._spillable.items():
+            if picked and (len(picked) >= max_jobs or total + size > max_bytes):
+                break
+            picked.append(self._jobs[job_id])
+            total += size
+        return picked
 
     @property
     def delayed_count(self) -> int:
@@ -141,13 +185,21 @@ class JobTable:
 
     def queue_counts(self) -> list[QueueCounts]:
         """Counts of every queue with jobs in the state, by name."""
-        return [self._counts(name, q) for name, q in sorted(self._queues.items())]
+        names = sorted(set(self._queues) | set(self.segments.queues()))
+        return [self._counts(name, self._queues.get(name) or _Queue()) for name in names]
 
     def _counts(self, name: str, q: _Queue) -> QueueCounts:
         while q.oldest and q.ready_ids.get(q.oldest[0][2]) != q.oldest[0][0]:
             heapq.heappop(q.oldest)
         since = q.oldest[0][0] if q.oldest else None
-        return QueueCounts(name, len(q.ready_ids), q.delayed, q.claimed, len(q.dead), since)
+        ready = len(q.ready_ids)
+        untouched = self.segments.untouched_in(name)
+        if untouched:
+            ready += untouched
+            spilled = self.segments.since(name)
+            if spilled is not None:
+                since = spilled if since is None else min(since, spilled)
+        return QueueCounts(name, ready, q.delayed, q.claimed, len(q.dead), since)
 
     def dead_letters(self, queue: str | None = None) -> Iterator[Job]:
         """Dead letters (of ``queue``, or all), oldest death first."""
@@ -170,9 +222,32 @@ class JobTable:
         job = self._jobs.get(entry[2]) if entry[2] in self._dead else None
         return job is not None and (job.finished_at or 0.0) == entry[0]
 
-    def best_ready(self, queues: Iterable[str]) -> Job | None:
+    def best_ready(self, queues: Iterable[str]) -> Job | SegmentNeeded | None:
         """The due job a claim on ``queues`` gets: highest priority, then lowest seq.
-        Not removed: the caller replaces it with its claimed version."""
+        Not removed: the caller replaces it with its claimed version. An untouched
+        job comes inline first; ``SegmentNeeded`` when its segment must be read."""
+        inline, spilled = self._best(tuple(queues))
+        if spilled is None:
+            return None if inline is None else self._jobs[inline[2]]
+        segments = self.segments
+        if not segments.ready_to_take(spilled):
+            return SegmentNeeded(segments.segment_at(spilled).key)
+        job = segments.take(spilled)
+        self._restore(job)
+        return job
+
+    def peek_ready(self, queues: Iterable[str]) -> SegmentNeeded | None:
+        """What :meth:`best_ready` would need loaded first (None: nothing)."""
+        _, spilled = self._best(tuple(queues))
+        if spilled is None or self.segments.ready_to_take(spilled):
+            return None
+        return SegmentNeeded(self.segments.segment_at(spilled).key)
+
+    def _best(
+        self, queues: tuple[str, ...]
+    ) -> tuple[tuple[int, int, str] | None, tuple[int, int, int, int, int] | None]:
+        """The best inline entry, and the best segment cursor if it beats it (an
+        inline job wins a tie with a cursor's lower bound)."""
         best: tuple[int, int, str] | None = None
         for name in queues:
             q = self._queues.get(name)
@@ -183,11 +258,45 @@ class JobTable:
                 heapq.heappop(heap)
             if heap and (best is None or heap[0] < best):
                 best = heap[0]
-        return None if best is None else self._jobs[best[2]]
+        spilled = None
+        if self.segments.total:
+            for name in queues:
+                entry = self.segments.best(name)
+                if entry is not None and (spilled is None or entry < spilled):
+                    spilled = entry
+            if spilled is not None and best is not None and best[:2] <= spilled[:2]:
+                spilled = None
+        return best, spilled
 
     def has_ready(self, queue: str) -> bool:
         q = self._queues.get(queue)
-        return q is not None and bool(q.ready_ids)
+        return (q is not None and bool(q.ready_ids)) or bool(self.segments.untouched_in(queue))
+
+    def lookup(self, job_id: str) -> Job | None:
+        """The job ``job_id``, inline or untouched in a loaded segment (then not
+        inline: :meth:`bring_inline` it before changing it)."""
+        job = self._jobs.get(job_id)
+        if job is not None or not self.segments.total:
+            return job
+        where = self.segments.locate(job_id)
+        assert not isinstance(where, str), "a command ran before its segment was loaded"
+        return None if where is None else self.segments.materialise(where)
+
+    def segment_for(self, job_id: str) -> SegmentNeeded | None:
+        """The segment to load before ``job_id`` can be looked up (None: none)."""
+        if job_id in self._jobs or not self.segments.total:
+            return None
+        where = self.segments.locate(job_id)
+        return SegmentNeeded(where) if isinstance(where, str) else None
+
+    def bring_inline(self, job: Job) -> None:
+        """An untouched job from :meth:`lookup` becomes inline (its bit is set)."""
+        if job.id in self._jobs:
+            return
+        where = self.segments.locate(job.id)
+        assert isinstance(where, Location)
+        self.segments.leave(where)
+        self._restore(job)
 
     def next_due_at(self) -> float | None:
         """Wall time the next delayed job falls due (None: none is delayed)."""
@@ -306,6 +415,20 @@ class JobTable:
         self._stale(job)
         self._index(job)
 
+    def _restore(self, job: Job) -> None:
+        """Insert a job that left a segment: its seq is old, so its chunk (and the
+        chunk order) may need sorting again to keep the state in seq order."""
+        index = job.seq // CHUNK
+        last_chunk = next(reversed(self._chunks), None)
+        chunk = self._chunks.get(index)
+        last_seq = self._jobs[next(reversed(chunk))].seq if chunk else None
+        self._insert(job)
+        if last_seq is not None and last_seq > job.seq:
+            chunk = self._chunks[index]
+            self._chunks[index] = dict(sorted(chunk.items(), key=lambda kv: self._jobs[kv[0]].seq))
+        if chunk is None and last_chunk is not None and last_chunk > index:
+            self._chunks = dict(sorted(self._chunks.items()))
+
     def _stale(self, job: Job) -> None:
         index = job.seq // CHUNK
         self._chunks.setdefault(index, {})[job.id] = None
@@ -337,6 +460,9 @@ class JobTable:
         q = self._queue(job.queue)
         if job.status is JobStatus.READY:
             at = job.ready_at
+            if at is None and self._spill and job.born.key is None and id_seq(job.id) == job.seq:
+                self._spillable[job.id] = len(job.payload)
+                self.spillable_bytes += len(job.payload)
             if at is None or at <= self._clock.wall:
                 self._make_due(job, q)
             else:
@@ -368,6 +494,9 @@ class JobTable:
             return
         q = self._queues[job.queue]
         if job.status is JobStatus.READY:
+            size = self._spillable.pop(job.id, None)
+            if size is not None:
+                self.spillable_bytes -= size
             if job.id in q.ready_ids:
                 del q.ready_ids[job.id]
                 self._ready_total -= 1

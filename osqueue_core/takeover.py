@@ -282,11 +282,16 @@ class Takeover:
         next_seq = decoded.header.next_seq if decoded is not None else 0
         revision = decoded.header.revision if decoded is not None else 0
         keys = decoded.header.keys if decoded is not None else ()
-        self._rules.load(jobs, next_seq, keys)
+        refs = decoded.segments if decoded is not None else []
+        # A new queue's life (or a recreated one's) starts at its first epoch.
+        floor = decoded.header.segment_floor if decoded is not None else self._reserved
+        self._rules.load(jobs, next_seq, keys, refs, floor)
         owner = Owner(self._me.identity, self._me.incarnation, self._reserved, self._me.address)
-        header = StateHeader(SCHEMA_VERSION, revision + 1, owner, next_seq)
+        header = StateHeader(SCHEMA_VERSION, revision + 1, owner, next_seq, segment_floor=floor)
         rules = self._rules
-        data = encode_state(header, rules.table.encoded_chunks(), rules.encoded_keys())
+        table = rules.table
+        encoded_refs = table.segments.encoded_refs()
+        data = encode_state(header, table.encoded_chunks(), rules.encoded_keys(), encoded_refs)
         write = PendingWrite(revision + 1, data, Batch(), takeover=True)
         self._pending = write
         key = self._config.state_key

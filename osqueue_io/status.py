@@ -55,6 +55,7 @@ from osqueue_core import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
@@ -69,6 +70,7 @@ SCHEMA_FOUND_KEY = "osqueue-schema-found-bin"
 SCHEMA_SUPPORTED_KEY = "osqueue-schema-supported-bin"
 JOB_ID_KEY = "osqueue-job-id-bin"
 JOB_STATUS_KEY = "osqueue-job-status-bin"
+SEGMENT_KEY = "osqueue-segment-key-bin"
 
 #: The longest status message the broker sends, in bytes as encoded on the wire
 #: (``grpc-message`` is percent-encoded UTF-8).
@@ -228,6 +230,16 @@ def _job_id_fields(error: OsqueueError) -> dict[str, bytes]:
     return {JOB_ID_KEY: job_id.encode()} if isinstance(job_id, str) else {}
 
 
+def _segment_fields(error: OsqueueError) -> dict[str, bytes]:
+    assert isinstance(error, SegmentMissing)
+    return {SEGMENT_KEY: error.key.encode()}
+
+
+def _segment_missing(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+    key = _text(trailers.get(SEGMENT_KEY))
+    return SegmentMissing(key) if key else None
+
+
 def _job_id(call: CallContext, trailers: _Trailers) -> str:
     """The job an error is about: the one the call named, else the broker's trailer
     (a Redrive names several jobs, a ListDead's ``after`` is not ``job_id``)."""
@@ -285,6 +297,7 @@ WIRE_ERRORS: dict[str, WireError] = {
     BrokerReplaced.__name__: WireError(_replaced_fields, _replaced),
     BrokerStopping.__name__: WireError(_no_fields, lambda *_: BrokerStopping()),
     UnsupportedSchema.__name__: WireError(_schema_fields, _schema),
+    SegmentMissing.__name__: WireError(_segment_fields, _segment_missing),
 }
 
 #: Status name -> typed error, for a status without a known ``osqueue-error`` trailer.

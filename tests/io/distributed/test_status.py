@@ -25,6 +25,7 @@ from osqueue_core import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
@@ -86,6 +87,7 @@ async def round_trip(error: OsqueueError, call: CallContext = JOB_CALL) -> Osque
         JobNotDead("job job-1 is ready, not a dead letter"),
         JobAlreadyFinished("job-1", "completed"),
         JobCancelled("job-1"),
+        SegmentMissing("segments/000002-0000000001.json"),
     ],
     ids=lambda error: type(error).__name__,
 )

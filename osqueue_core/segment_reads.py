@@ -1,0 +1,148 @@
+"""Reading segments: the ones commands wait for, and read-ahead of the best cursors.
+
+Reads run beside the state operation. Each is checked against its reference
+(:func:`~osqueue_core.segment_codec.decode_segment`): a mismatch, or a store reporting
+the object damaged, fails the broker with ``CorruptState`` naming the segment, before
+anything is served from it. A segment that is **absent** although our durable state
+references it means we were replaced (a successor dropped it), or it was deleted by
+hand: the state is read; another owner there gives ``BrokerReplaced``, our own gives
+``SegmentMissing``. Failed reads are retried after a backoff. Loaded segments stay
+within ``segment_cache_bytes`` (least recently used evicted first); a read a command
+waits for is issued even when that overfills the cache for a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from osqueue_core.clock import Clock
+from osqueue_core.config import BrokerConfig, backoff
+from osqueue_core.effects import ReadObject
+from osqueue_core.errors import CorruptState, SegmentMissing
+from osqueue_core.events import ObjectCorrupt, ObjectRead, StorageFailed, StorageResult
+from osqueue_core.outbox import Outbox
+from osqueue_core.quoting import quote
+from osqueue_core.rules import JobRules
+from osqueue_core.segment_codec import decode_segment
+from osqueue_core.segments import loaded_cost
+
+#: Segment reads in flight at once, at most.
+MAX_READS = 4
+
+
+class SegmentReader:
+    """Segment reads in flight and waiting for their retry.
+
+    ``owned`` raises unless this broker still owns the state object whose bytes it is
+    given; ``on_loaded`` is told the queues of each segment loaded.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        clock: Clock,
+        outbox: Outbox,
+        rules: JobRules,
+        owned: Callable[[bytes | None], object],
+        on_loaded: Callable[[tuple[str, ...]], None],
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._out = outbox
+        self._rules = rules
+        self._owned = owned
+        self._on_loaded = on_loaded
+        self._in_flight: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._active = True
+        #: Segment reads issued.
+        self.reads = 0
+
+    def pump(self) -> None:
+        """Issue the reads that are due: demanded ones first, then read-ahead."""
+        if not self._active:
+            return
+        index = self._rules.table.segments
+        now = self._clock.now
+        wanted = index.wanted(self._config.read_ahead)
+        keep = set(wanted) | set(index.demanded)
+        for key in [key for key in self._retry_at if key not in keep]:
+            # Nobody needs it any more (its jobs left, or read-ahead moved on): no retry
+            # stays due, so next_deadline() is never in the past.
+            del self._retry_at[key]
+            self._failures.pop(key, None)
+        for key in wanted:
+            segment = index.get(key)
+            if segment is None or segment.records is not None or key in self._in_flight:
+                continue
+            if self._retry_at.get(key, now) > now:
+                continue
+            demanded = key in index.demanded
+            if not demanded and len(self._in_flight) >= MAX_READS:
+                break
+            room = index.make_room(loaded_cost(segment.ref), self._config.segment_cache_bytes, keep)
+            if not (room or demanded):
+                break
+            self._read(key)
+
+    def next_deadline(self) -> float | None:
+        return min(self._retry_at.values(), default=None)
+
+    def stop(self) -> None:
+        self._active = False
+        self._retry_at.clear()
+
+    def _read(self, key: str) -> None:
+        self._retry_at.pop(key, None)
+        self._in_flight.add(key)
+        self.reads += 1
+        self._out.issue(lambda op_id: ReadObject(op_id, key), lambda r: self._on_read(key, r))
+
+    def _on_read(self, key: str, result: StorageResult) -> None:
+        self._in_flight.discard(key)
+        index = self._rules.table.segments
+        segment = index.get(key)
+        if not self._active or segment is None:
+            return  # every job left it meanwhile: nothing to read any more
+        if isinstance(result, ObjectCorrupt):
+            raise CorruptState(
+                f"segment {quote(key)}: storage reports it damaged "
+                f"({quote(result.message, 300)}); osqueue will not serve or write on it: "
+                "restore it from a backup"
+            )
+        if isinstance(result, StorageFailed):
+            self._failed(key)
+            return
+        assert isinstance(result, ObjectRead)
+        if result.data is None:
+            self._check_owner(key)
+            return
+        contents = decode_segment(result.data, segment.ref)
+        self._failures.pop(key, None)
+        table = self._rules.table
+        index.loaded(key, contents, lambda job_id: table.get(job_id) is not None)
+        self._on_loaded(tuple(group.queue for group in segment.ref.groups))
+
+    def _failed(self, key: str) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        self._retry_at[key] = self._clock.now + backoff(self._config, failures)
+
+    def _check_owner(self, key: str) -> None:
+        """A referenced segment is absent: replaced, or lost? The state tells."""
+        self._in_flight.add(key)
+        state_key = self._config.state_key
+
+        def on_state(result: StorageResult) -> None:
+            self._in_flight.discard(key)
+            if not self._active:
+                return
+            if not isinstance(result, ObjectRead):
+                self._failed(key)  # cannot tell now: read the segment again later
+                return
+            self._owned(result.data)  # raises BrokerReplaced when another owner wrote it
+            if self._rules.table.segments.get(key) is not None:
+                raise SegmentMissing(key)
+
+        self._out.issue(lambda op_id: ReadObject(op_id, state_key), on_state)

@@ -1,0 +1,221 @@
+"""Segments change where jobs live, never what a client sees: the same commands at the
+same times give the same replies with tiny segments as with spilling off, and a
+successor then serves every job that is left exactly once."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from osqueue_core import (
+    BrokerConfig,
+    Cancel,
+    Claim,
+    Claimed,
+    ClaimedBatch,
+    Complete,
+    Fail,
+    GetJob,
+    Heartbeat,
+    NewJob,
+    Push,
+    PushBatch,
+    Redrive,
+    Release,
+    Reply,
+    RetryPolicy,
+    decode_segment,
+    decode_state,
+    encode_job,
+    encode_ref,
+    encode_state,
+    segment_job,
+    untouched_positions,
+)
+from osqueue_core.job import Job
+
+from .harness import Harness, SimStore
+
+QUEUES = ("q1", "q2", "q3")
+#: Zero backoff (a retried job is ready at once, spillable again), except in q3 (its
+#: retried jobs wait, and stay inline until claimed).
+RETRY = RetryPolicy(base=0.0, cap=0.0, max_attempts=3)
+QUEUE_RETRY = {"q3": RetryPolicy(base=1.0, cap=2.0, max_attempts=3)}
+
+
+def tiny(read_ahead: int, cache: int) -> BrokerConfig:
+    return BrokerConfig(
+        spill_jobs=3,
+        segment_jobs=8,
+        read_ahead=read_ahead,
+        segment_cache_bytes=cache,
+        retry=RETRY,
+        queue_retry=QUEUE_RETRY,
+        max_dead=5,
+    )
+
+
+def outcome(reply: Reply | None) -> object:
+    assert reply is not None, "every command is answered in the same input here"
+    if reply.error is not None:
+        return (type(reply.error).__name__, str(reply.error))
+    return reply.result
+
+
+def stored_jobs(store: SimStore) -> dict[str, Job]:
+    """Every job of the stored state, inline or untouched in a referenced segment, after
+    checking that it is canonical, in seq order, and each job is in one place only."""
+    data = store.get("state.json")
+    assert data is not None
+    decoded = decode_state(data)
+    seqs = [job.seq for job in decoded.jobs]
+    assert seqs == sorted(seqs)
+    refs = b",".join(encode_ref(ref) for ref in decoded.segments)
+    assert encode_state(decoded.header, map(encode_job, decoded.jobs), None, refs) == data
+    jobs = {job.id: job for job in decoded.jobs}
+    places = Counter(list(jobs))
+    for ref in decoded.segments:
+        segment = store.get(ref.key)
+        assert segment is not None
+        records = decode_segment(segment, ref).records
+        for position in untouched_positions(ref):
+            job = segment_job(records[position], ref.key)
+            jobs[job.id] = job
+            places[job.id] += 1
+    assert max(places.values(), default=1) == 1, "a job in two places"
+    return jobs
+
+
+class Twins:
+    """The same inputs to a broker with tiny segments and one without segments."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.spilling = Harness.started(SimStore(), config, identity="seg")
+        plain = BrokerConfig(spill_jobs=None, retry=RETRY, queue_retry=QUEUE_RETRY, max_dead=5)
+        self.plain = Harness.started(SimStore(), plain, identity="seg")
+        self.ids: list[str] = []
+        self.claimed: dict[str, str] = {}  # job id -> worker
+        self.replies = 0
+
+    def both(self, make: object) -> object:
+        answers = []
+        for h in (self.spilling, self.plain):
+            command = make(h.request_id())  # type: ignore[operator]
+            answers.append(outcome(h.submit(command)))
+        assert answers[0] == answers[1], f"replies differ for {command!r}"
+        self.replies += 1
+        return answers[0]
+
+    def advance(self, seconds: float) -> None:
+        for h in (self.spilling, self.plain):
+            h.advance(seconds)
+
+    def step(self, rng: random.Random) -> None:
+        roll = rng.random()
+        if roll < 0.35:
+            queue, priority = rng.choice(QUEUES), rng.choice((0, 0, 1, 5))
+            payload = b"p%d" % rng.getrandbits(16)
+            answer = self.both(lambda r: Push(r, payload, queue, priority))
+            self.ids.append(answer.job_id)  # type: ignore[attr-defined]
+        elif roll < 0.42:
+            jobs = tuple(NewJob(b"b", rng.choice(QUEUES), rng.choice((0, 2))) for _ in range(4))
+            answer = self.both(lambda r: PushBatch(r, jobs))
+            self.ids.extend(answer.job_ids)  # type: ignore[attr-defined]
+        elif roll < 0.65:
+            queues = tuple(rng.sample(QUEUES, rng.randint(1, 3)))
+            worker = rng.choice(("w1", "w2"))
+            answer = self.both(lambda r: Claim(r, worker, 0.0, queues))
+            if isinstance(answer, Claimed):
+                self.claimed[answer.job_id] = worker
+        elif roll < 0.78 and self.claimed:
+            job_id = rng.choice(sorted(self.claimed))
+            worker = self.claimed.pop(job_id)
+            kind = rng.choice((Complete, Fail, Release, Heartbeat))
+            if kind is Heartbeat:
+                self.claimed[job_id] = worker
+                self.both(lambda r: Heartbeat(r, job_id, worker))
+            elif kind is Fail:
+                requeue = rng.random() < 0.8
+                self.both(lambda r: Fail(r, job_id, worker, "boom", requeue))
+            else:
+                self.both(lambda r: kind(r, job_id, worker))
+        elif roll < 0.86 and self.ids:
+            job_id = rng.choice(self.ids)
+            kind = rng.choice((Cancel, GetJob, GetJob))
+            self.both(lambda r: kind(r, job_id))
+        elif roll < 0.88 and self.ids:
+            job_id = rng.choice(self.ids)
+            self.both(lambda r: Redrive(r, (job_id,)))
+        else:
+            self.advance(rng.choice((0.01, 0.5, 5.0, 40.0)))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_same_replies_with_tiny_segments_as_without(seed: int) -> None:
+    rng = random.Random(seed)
+    twins = Twins(tiny(read_ahead=seed % 3, cache=400 * (1 + seed % 4)))
+    for step in range(400):
+        twins.step(rng)
+        if step % 50 == 49:
+            # Same jobs, same records, wherever they live.
+            assert stored_jobs(twins.spilling.store) == stored_jobs(twins.plain.store)
+    stats = [h.broker.stats() for h in (twins.spilling, twins.plain)]
+    assert stats[0].ready == stats[1].ready
+    assert [q.ready for q in stats[0].queues] == [q.ready for q in stats[1].queues]
+    assert stats[0].spills > 0, "the run never spilled: it tests nothing"
+    assert stats[0].segment_reads > 0
+    # Drain both (no wait, one at a time), claim order included.
+    while True:
+        answer = twins.both(lambda r: Claim(r, "drain", 0.0, QUEUES))
+        if not isinstance(answer, Claimed):
+            break
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_claim_many_takes_the_same_jobs_in_the_same_order(seed: int) -> None:
+    """Claim many stops early only at a segment that is not loaded; with reads
+    delivered at once and read-ahead, the union of what claims take is the same."""
+    rng = random.Random(100 + seed)
+    twins = Twins(tiny(read_ahead=2, cache=100_000))
+    for _ in range(60):
+        queue, priority = rng.choice(QUEUES), rng.choice((0, 1, 5))
+        twins.both(lambda r, q=queue, p=priority: Push(r, b"x", q, p))  # type: ignore[misc]
+    taken: list[list[str]] = [[], []]
+    for index, h in enumerate((twins.spilling, twins.plain)):
+        while True:
+            reply = h.submit(Claim(h.request_id(), "w", 0.0, QUEUES, count=7))
+            assert reply is not None
+            if not isinstance(reply.result, ClaimedBatch):
+                break
+            taken[index].extend(c.job_id for c in reply.result.jobs)
+    assert taken[0] == taken[1]
+    assert len(taken[0]) == 60
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_successor_serves_every_job_left_exactly_once(seed: int) -> None:
+    rng = random.Random(200 + seed)
+    twins = Twins(tiny(read_ahead=1, cache=800))
+    for _ in range(250):
+        twins.step(rng)
+    expected = []
+    while True:
+        answer = twins.plain.submit(Claim(twins.plain.request_id(), "z", 0.0, QUEUES))
+        assert answer is not None
+        if not isinstance(answer.result, Claimed):
+            break
+        expected.append(answer.result.job_id)
+    now = twins.spilling.now
+    config = tiny(read_ahead=seed % 3, cache=800)
+    successor = Harness.started(twins.spilling.store, config, identity="next", now=now)
+    assert successor.broker.stats().ready == len(expected)
+    got = []
+    while True:
+        answer = successor.submit(Claim(successor.request_id(), "z", 0.0, QUEUES))
+        assert answer is not None
+        if not isinstance(answer.result, Claimed):
+            break
+        got.append(answer.result.job_id)
+    assert got == expected
