@@ -34,7 +34,22 @@ from typing import Any
 import attrs
 import orjson
 
-from osqueue_core import SCHEMA_VERSION, Job, JobStatus, decode_state, encode_job
+from osqueue_core import (
+    SCHEMA_VERSION,
+    Job,
+    JobStatus,
+    decode_state,
+    encode_job,
+    encode_state,
+    segment_job,
+)
+from osqueue_core import (
+    decode_segment as core_decode_segment,
+)
+from osqueue_core import (
+    encode_ref as core_encode_ref,
+)
+from osqueue_core.segment_codec import encode_segment as core_encode_segment
 
 from .model_basics import EPSILON, ready_at, seq_of
 
@@ -395,11 +410,30 @@ def audit_moves(before: Stored, after: Stored) -> None:
 
 
 def spilled_only_due_unkeyed(segment: Segment, highest_wall: float) -> None:
-    """Stage 1: a spill writes only jobs due when it picked them, none with a key."""
+    """A spill writes only jobs due when it picked them; stage 1 none with a key, and
+    none that ever waited for a time (docs/architecture.md, "Stage 1 as built")."""
     for job in segment.records:
         if STAGE == 1:
             assert job.born.key is None, f"{segment.key}: keyed {job.id} spilled (stage 1)"
+            assert ready_at(job) is None, f"{segment.key}: {job.id} has a due time (stage 1)"
         at = ready_at(job)
         assert at is None or at <= highest_wall + EPSILON, (
             f"{segment.key}: {job.id} spilled before it was due ({at} > {highest_wall})"
         )
+
+
+def core_round_trip(data: bytes, fetch: Callable[[str], bytes | None]) -> None:
+    """The core's own codec reads the stored state and every segment it references
+    (checked against its ref), and re-encodes each to the same bytes."""
+    decoded = decode_state(data)
+    refs = b",".join(core_encode_ref(ref) for ref in decoded.segments)
+    fragments = [encode_job(job) for job in decoded.jobs]
+    again = encode_state(decoded.header, fragments, encoded_refs=refs)
+    assert again == data, "the stored state does not re-encode to its bytes"
+    for ref in decoded.segments:
+        body = fetch(ref.key)
+        assert body is not None, f"{ref.key} is referenced and missing"
+        contents = core_decode_segment(body, ref)
+        records = [encode_job(segment_job(record, ref.key)) for record in contents.records]
+        again = core_encode_segment(ref.key, ref.groups, contents.seqs, records)
+        assert again == body, f"{ref.key} does not re-encode to its bytes"

@@ -110,7 +110,7 @@ def test_the_history_audit_sees_a_position_come_back_and_a_record_change() -> No
     all_back = attrs.evolve(ref, left=())
     with pytest.raises(AssertionError, match="untouched again"):
         audit_moves(_stored(ref, segment), _stored(all_back, segment))
-    changed = attrs.evolve(segment.records[1], attempts=3)
+    changed = attrs.evolve(segment.records[1], last_error="x")
     before = _stored(all_back, segment)
     before = attrs.evolve(before, inline=[changed], places={})
     with pytest.raises(AssertionError, match="record changed"):
