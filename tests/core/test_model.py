@@ -601,25 +601,29 @@ class QueueModel(RuleBasedStateMachine):
         # since): what was known ready is unknown now.
         self.ref.uncertain()
 
-    def _segment_reads(self) -> list[tuple[Slot, int]]:
+    def _segment_effects(self) -> list[tuple[Slot, int]]:
         return [
             (slot, index)
             for slot in self.slots
             for index, effect in enumerate(slot.pending)
-            if isinstance(effect, ReadObject) and self.store.is_segment(effect.key)
+            if isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
         ]
 
-    @precondition(lambda self: bool(self._segment_reads()))
-    @rule(pick=st.integers(0, 100), outcome=st.sampled_from(["absent", "damaged"]))
-    def segment_read_lies(self, pick: int, outcome: Delivery) -> None:
-        """A segment read answered "absent" although the object is there, or with one
-        byte changed: the broker must fail (CorruptState, SegmentMissing, or
-        BrokerReplaced once it reads the state), never serve or write on it."""
-        reads = self._segment_reads()
-        slot, index = reads[pick % len(reads)]
+    @precondition(lambda self: bool(self._segment_effects()))
+    @rule(pick=st.integers(0, 100), outcome=st.sampled_from([*OUTCOMES[5:], "absent", "damaged"]))
+    def deliver_segment(self, pick: int, outcome: Delivery) -> None:
+        """A segment create or read, with a fault more often than not. A create that
+        conflicts finds a foreign object planted under its key (the broker must read it
+        back and abandon the key). A read may be answered "absent" although the object
+        is there, or with one byte changed: the broker must fail (CorruptState,
+        SegmentMissing, or BrokerReplaced once it reads the state), never serve or write
+        on it."""
+        effects = self._segment_effects()
+        slot, index = effects[pick % len(effects)]
         effect = slot.pending.pop(index)
-        assert isinstance(effect, ReadObject)
-        event(f"segment read: {outcome}")
+        if isinstance(effect, WriteObject) and outcome in ("absent", "damaged"):
+            outcome = "ok"
+        event(f"deliver segment {type(effect).__name__}: {outcome}")
         slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
         if outcome == "damaged" and effect.key in self.store.objects:
             if slot.broker.phase is Phase.FAILED:
