@@ -94,13 +94,14 @@ def _check_batch_whole(
 def check_endings_stay(ref: Reference, state: list[Job]) -> None:
     """Acknowledged endings are final: completed, cancelled, purged (leaving)."""
     for job in state:
+        was = f"{job.id} is {job.status.value} after an acknowledged"
         if job.id in ref.acked_completions:
-            assert job.status is JobStatus.COMPLETED
+            assert job.status is JobStatus.COMPLETED, f"{was} completion"
         if job.id in ref.known_cancelled:
-            assert job.status is JobStatus.CANCELLED
+            assert job.status is JobStatus.CANCELLED, f"{was} cancel"
         if job.id in ref.known_purged:
-            assert job.status is JobStatus.DEAD
-            assert leaving(job)
+            assert job.status is JobStatus.DEAD, f"{was} purge"
+            assert leaving(job), f"{job.id} purged, not leaving"
 
 
 def check_archived(

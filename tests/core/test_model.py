@@ -201,6 +201,10 @@ class Slot:
 class QueueModel(RuleBasedStateMachine):
     #: What the model drives (tests/core/test_model_mutants.py swaps in broken ones).
     broker_class: type[Broker] = Broker
+    #: Spill in every example (True), never (False), or in two examples of three
+    #: (None). tests/core/test_model_mutants.py runs its lifecycle mutants without
+    #: spilling, as they were written, and its segment mutants with.
+    spilling: bool | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -226,6 +230,10 @@ class QueueModel(RuleBasedStateMachine):
 
     @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]), segments=segment_options())
     def first_broker(self, linger: float, segments: dict[str, Any]) -> None:
+        if self.spilling is False:
+            segments = {"spill_jobs": None}
+        elif self.spilling and segments.get("spill_jobs") is None:
+            segments = {"spill_jobs": 2, "segment_jobs": 3, "segment_cache_bytes": 1500}
         self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger, **segments)
         event(f"spilling: {segments.get('spill_jobs')}")
         self._start_broker()
