@@ -9,14 +9,17 @@ not duplicate it.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 
 _EPOCH_AND_REVISION = re.compile(r"/([0-9]+)-([0-9]+)\.json$")
 
 
+@functools.lru_cache(maxsize=64)
 def archive_bucket(finished_at: float, bucket_format: str) -> str:
-    """The time bucket (``strftime`` of the UTC time) a job finished at."""
+    """The time bucket (``strftime`` of the UTC time) a job finished at. (Cached: the
+    jobs finished by one input share its wall time.)"""
     return datetime.fromtimestamp(finished_at, UTC).strftime(bucket_format)
 
 

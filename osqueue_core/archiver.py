@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from osqueue_core.backoffs import KeyBackoffs
 from osqueue_core.batch import Batch
 from osqueue_core.clock import Clock
 from osqueue_core.codec import ArchivedJob, decode_archive_jobs
-from osqueue_core.config import BrokerConfig, backoff
+from osqueue_core.config import BrokerConfig
 from osqueue_core.effects import ReadObject, WriteObject
 from osqueue_core.events import (
     ObjectRead,
@@ -55,8 +56,7 @@ class Archiver:
         self._open_batch = open_batch
         self._context = context
         self._in_flight: set[str] = set()
-        self._retry_at: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
+        self._backoffs = KeyBackoffs(config, clock)
         self._active = True
         #: Keys found holding somebody else's jobs (their jobs moved to fresh keys).
         self.collisions = 0
@@ -65,10 +65,10 @@ class Archiver:
         """Create the archive object for ``key`` (unless already under way)."""
         if not self._active or key in self._in_flight:
             return
-        self._retry_at.pop(key, None)
+        self._backoffs.trying(key)
         data, jobs = self._rules.archive_contents(key)
         if not jobs:
-            self._failures.pop(key, None)
+            self._backoffs.succeeded(key)
             return  # nothing left under it (already archived, or moved to another key)
         self._in_flight.add(key)
         self._out.issue(
@@ -78,17 +78,16 @@ class Archiver:
 
     def pump(self) -> None:
         """Retry the keys whose backoff has passed."""
-        now = self._clock.now
-        for key in [key for key, at in self._retry_at.items() if at <= now]:
+        for key in self._backoffs.due():
             self.write(key)
 
     def next_deadline(self) -> float | None:
-        return min(self._retry_at.values(), default=None)
+        return self._backoffs.next_deadline()
 
     def stop(self) -> None:
         """No more archive writes: a stopped broker leaves them to its successor."""
         self._active = False
-        self._retry_at.clear()
+        self._backoffs.clear()
 
     def _on_write(self, key: str, jobs: list[ArchivedJob], result: StorageResult) -> None:
         if not self._active:
@@ -118,18 +117,16 @@ class Archiver:
         # Somebody else's object (or a damaged one): never drop our jobs on its
         # strength; they move to a fresh key, committed with the next write.
         self._in_flight.discard(key)
-        self._failures.pop(key, None)
+        self._backoffs.succeeded(key)
         self.collisions += 1
         self._rules.reassign_archive(key, self._open_batch(), self._context())
 
     def _archived(self, key: str) -> None:
         self._in_flight.discard(key)
-        self._failures.pop(key, None)
+        self._backoffs.succeeded(key)
         # The archive object is durable: the jobs may now leave the state.
         self._rules.drop_archived(key, self._open_batch())
 
     def _failed(self, key: str) -> None:
         self._in_flight.discard(key)
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        self._retry_at[key] = self._clock.now + backoff(self._config, failures)
+        self._backoffs.failed(key)

@@ -2,7 +2,8 @@
 
 Theory of operation (docs/architecture.md has the long form):
 
-* Inputs: ``start``, ``submit`` (client commands), ``receive`` (storage results),
+* Inputs: ``start``, ``submit`` / ``submit_many`` (client commands; the second for
+  several that arrived together), ``receive`` (storage results),
   ``tick`` (time passed), ``cancel_claim`` and ``stop``. Every input carries ``now``
   (seconds on a clock that never jumps; it drives every timer) and optionally ``wall``
   (UNIX seconds; it only stamps jobs and picks archive buckets). Nothing here reads a
@@ -23,7 +24,7 @@ exception other than an ``OsqueueError`` crossing its public methods for bad inp
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -153,6 +154,21 @@ class Broker:
             raise InvalidArgument(f"not an osqueue command: {type(command).__name__}")
         _check_request_id(command.request_id)
         self._input(now, wall, lambda: self._admit(command))
+
+    def submit_many(
+        self, commands: Sequence[Command], now: float, wall: float | None = None
+    ) -> None:
+        """Several client commands that arrived together: each as if by ``submit``, in
+        order, but as one input (time is taken, leases expired and the next state
+        operation considered once, after the last), so they share the open batch as far
+        as its caps allow. Each gets its own ``Reply``. Raises ``InvalidArgument``
+        (nothing is done) if any is not a command or has an unhashable ``request_id``.
+        """
+        for command in commands:
+            if not hasattr(command, "request_id"):
+                raise InvalidArgument(f"not an osqueue command: {type(command).__name__}")
+            _check_request_id(command.request_id)
+        self._input(now, wall, lambda: self._admit_all(commands))
 
     def receive(self, result: StorageResult, now: float, wall: float | None = None) -> None:
         """The outcome of a storage effect this broker emitted.
@@ -337,6 +353,15 @@ class Broker:
             self._enqueue(command)
         else:
             self._rules.apply(command, self._commit.open, self._commit.context())
+
+    def _admit_all(self, commands: Sequence[Command]) -> None:
+        for command in commands:
+            try:
+                self._admit(command)
+            except OsqueueError as error:
+                # A fatal error while applying one: fail now, so the rest are answered
+                # with the failure (each still gets its reply) instead of being lost.
+                self._fail(error)
 
     def _enqueue(self, command: Command) -> None:
         size = payload_bytes(command)

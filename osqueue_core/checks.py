@@ -109,9 +109,13 @@ def _check_batch(config: BrokerConfig, items: object) -> None:
         )
     total = 0
     for index, item in enumerate(items):
-        job = item if isinstance(item, NewJob) else NewJob(item)
-        check_new_job(config, job, f"payload {index} of the batch")
-        total += len(job.payload)
+        what = f"payload {index} of the batch"
+        if isinstance(item, NewJob):
+            check_new_job(config, item, what)
+            total += len(item.payload)
+        else:  # a bare payload: the defaults need no check
+            _check_bytes(config, item, what, config.max_payload_bytes)
+            total += len(item)
     if total > config.max_batch_bytes:
         raise PayloadTooLarge(
             f"a batch of {total} bytes exceeds the broker's limit of "

@@ -10,6 +10,7 @@ the full table.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -111,12 +112,19 @@ def check_queue_name(value: object) -> str:
         raise InvalidArgument(
             f"a queue name must be 1 to {MAX_QUEUE_NAME_LENGTH} characters long, got {len(value)}"
         )
-    if not _QUEUE_NAME.fullmatch(value):
+    if not _valid_queue_name(value):
         raise InvalidArgument(
             f"queue name {quote(value)} has characters outside [A-Za-z0-9._:-] (or does "
             "not start with a letter or digit)"
         )
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_queue_name(value: str) -> bool:
+    # Cached: a queue's name is checked with every job pushed to it (at most 64
+    # characters each, so the cache stays small).
+    return _QUEUE_NAME.fullmatch(value) is not None
 
 
 def check_queues(value: object) -> tuple[str, ...]:

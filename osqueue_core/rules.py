@@ -100,7 +100,9 @@ def payload_bytes(command: Command) -> int:
         case Push():
             return len(command.payload)
         case PushBatch():
-            return sum(len(job.payload) for job in command.new_jobs())
+            return sum(
+                len(item.payload if isinstance(item, NewJob) else item) for item in command.payloads
+            )
         case Complete():
             return len(command.result or b"")
     return 0

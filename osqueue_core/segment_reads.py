@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from osqueue_core.backoffs import KeyBackoffs
 from osqueue_core.clock import Clock
-from osqueue_core.config import BrokerConfig, backoff
+from osqueue_core.config import BrokerConfig
 from osqueue_core.effects import ReadObject
 from osqueue_core.errors import CorruptState, SegmentMissing
 from osqueue_core.events import ObjectCorrupt, ObjectRead, StorageFailed, StorageResult
@@ -53,8 +54,7 @@ class SegmentReader:
         self._owned = owned
         self._on_loaded = on_loaded
         self._in_flight: set[str] = set()
-        self._retry_at: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
+        self._backoffs = KeyBackoffs(config, clock)
         self._active = True
         #: Segment reads issued.
         self.reads = 0
@@ -64,19 +64,16 @@ class SegmentReader:
         if not self._active:
             return
         index = self._rules.table.segments
-        now = self._clock.now
         wanted = index.wanted(self._config.read_ahead)
         keep = set(wanted) | set(index.demanded)
-        for key in [key for key in self._retry_at if key not in keep]:
-            # Nobody needs it any more (its jobs left, or read-ahead moved on): no retry
-            # stays due, so next_deadline() is never in the past.
-            del self._retry_at[key]
-            self._failures.pop(key, None)
+        # A key nobody needs any more (its jobs left, or read-ahead moved on) is not
+        # retried: no retry stays due, so next_deadline() is never in the past.
+        self._backoffs.keep_only(keep)
         for key in wanted:
             segment = index.get(key)
             if segment is None or segment.records is not None or key in self._in_flight:
                 continue
-            if self._retry_at.get(key, now) > now:
+            if self._backoffs.waiting(key):
                 continue
             demanded = key in index.demanded
             if not demanded and len(self._in_flight) >= MAX_READS:
@@ -87,14 +84,14 @@ class SegmentReader:
             self._read(key)
 
     def next_deadline(self) -> float | None:
-        return min(self._retry_at.values(), default=None)
+        return self._backoffs.next_deadline()
 
     def stop(self) -> None:
         self._active = False
-        self._retry_at.clear()
+        self._backoffs.clear()
 
     def _read(self, key: str) -> None:
-        self._retry_at.pop(key, None)
+        self._backoffs.trying(key)
         self._in_flight.add(key)
         self.reads += 1
         self._out.issue(lambda op_id: ReadObject(op_id, key), lambda r: self._on_read(key, r))
@@ -112,22 +109,17 @@ class SegmentReader:
                 "restore it from a backup"
             )
         if isinstance(result, StorageFailed):
-            self._failed(key)
+            self._backoffs.failed(key)
             return
         assert isinstance(result, ObjectRead)
         if result.data is None:
             self._check_owner(key)
             return
         contents = decode_segment(result.data, segment.ref)
-        self._failures.pop(key, None)
+        self._backoffs.succeeded(key)
         table = self._rules.table
         index.loaded(key, contents, lambda job_id: table.get(job_id) is not None)
         self._on_loaded(tuple(group.queue for group in segment.ref.groups))
-
-    def _failed(self, key: str) -> None:
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        self._retry_at[key] = self._clock.now + backoff(self._config, failures)
 
     def _check_owner(self, key: str) -> None:
         """A referenced segment is absent: replaced, or lost? The state tells."""
@@ -139,7 +131,7 @@ class SegmentReader:
             if not self._active:
                 return
             if not isinstance(result, ObjectRead):
-                self._failed(key)  # cannot tell now: read the segment again later
+                self._backoffs.failed(key)  # cannot tell now: read the segment later
                 return
             self._owned(result.data)  # raises BrokerReplaced when another owner wrote it
             if self._rules.table.segments.get(key) is not None:

@@ -11,10 +11,9 @@ Every operation is O(log n) or better in the number of jobs, never a scan:
 * per-queue counters answer stats, and a per-queue heap by "ready since" gives the
   oldest ready job's age.
 
-Each job's JSON fragment is cached and re-encoded only after the job changes, so
-encoding a state for a write costs what the batch changed plus one ``bytes.join``.
-Fragments are grouped in chunks of ``CHUNK`` consecutive seqs whose joined bytes are
-cached too, so assembling a state touches one Python object per chunk.
+Each job's JSON fragment is cached and re-encoded only after the job changes
+(:mod:`osqueue_core.fragments`), so encoding a state for a write costs what the batch
+changed plus one ``bytes.join`` per chunk of jobs.
 
 Heaps use lazy deletion: an entry is checked against the membership sets when it
 reaches the top, and a heap is rebuilt when stale entries outnumber live ones.
@@ -33,13 +32,10 @@ from collections.abc import Iterable, Iterator
 import attrs
 
 from osqueue_core.clock import Clock
-from osqueue_core.codec import encode_job
+from osqueue_core.fragments import Fragments
 from osqueue_core.job import Job, JobStatus
 from osqueue_core.segment_refs import SegmentRef
 from osqueue_core.segments import Location, SegmentIndex, id_seq
-
-#: Jobs per cached chunk of the encoded job list.
-CHUNK = 256
 
 
 @attrs.frozen
@@ -107,11 +103,7 @@ class JobTable:
         self.spillable_bytes = 0
         self.next_seq = next_seq
         self._jobs: dict[str, Job] = {}
-        # Chunk (seq // CHUNK) -> job id -> encoded job, None when it must be re-encoded.
-        # Seqs only grow, so both dicts iterate in seq order: the order of the state.
-        self._chunks: dict[int, dict[str, bytes | None]] = {}
-        # Chunk -> its fragments joined with ",", None when a job in it changed.
-        self._joined: dict[int, bytes | None] = {}
+        self._fragments = Fragments(self._jobs)
         self._queues: dict[str, _Queue] = {}
         self._delayed: list[tuple[float, int, str]] = []
         self._delayed_at: dict[str, float] = {}
@@ -314,25 +306,11 @@ class JobTable:
 
     def fragments(self, jobs: Iterable[Job]) -> Iterator[bytes]:
         """The encoded JSON of ``jobs``, encoding only those that changed."""
-        for job in jobs:
-            chunk = self._chunks[job.seq // CHUNK]
-            fragment = chunk[job.id]
-            if fragment is None:
-                fragment = chunk[job.id] = encode_job(job)
-            yield fragment
+        return self._fragments.of(jobs)
 
     def encoded_chunks(self) -> Iterator[bytes]:
         """All jobs' JSON in seq order, as comma-joined chunks (join them with ",")."""
-        for index, chunk in self._chunks.items():
-            joined = self._joined[index]
-            if joined is None:
-                fragments = []
-                for job_id, fragment in chunk.items():
-                    if fragment is None:
-                        fragment = chunk[job_id] = encode_job(self._jobs[job_id])
-                    fragments.append(fragment)
-                joined = self._joined[index] = b",".join(fragments)
-            yield joined
+        return self._fragments.chunks()
 
     # -- changing --------------------------------------------------------------------
 
@@ -351,20 +329,14 @@ class JobTable:
         lease = self._leases.get(job.id) if still_claimed else None
         self._unindex(old)
         self._jobs[job.id] = job
-        self._stale(job)
+        self._fragments.stale(job)
         self._index(job)
         if lease is not None:
             self.set_lease(job.id, lease)
 
     def remove(self, job_id: str) -> None:
         job = self._jobs.pop(job_id)
-        index = job.seq // CHUNK
-        chunk = self._chunks[index]
-        del chunk[job_id]
-        if chunk:
-            self._joined[index] = None
-        else:
-            del self._chunks[index], self._joined[index]
+        self._fragments.remove(job)
         self._unindex(job)
 
     def promote_due(self) -> set[str]:
@@ -412,27 +384,14 @@ class JobTable:
 
     def _insert(self, job: Job) -> None:
         self._jobs[job.id] = job
-        self._stale(job)
+        self._fragments.stale(job)
         self._index(job)
 
     def _restore(self, job: Job) -> None:
-        """Insert a job that left a segment: its seq is old, so its chunk (and the
-        chunk order) may need sorting again to keep the state in seq order."""
-        index = job.seq // CHUNK
-        last_chunk = next(reversed(self._chunks), None)
-        chunk = self._chunks.get(index)
-        last_seq = self._jobs[next(reversed(chunk))].seq if chunk else None
-        self._insert(job)
-        if last_seq is not None and last_seq > job.seq:
-            chunk = self._chunks[index]
-            self._chunks[index] = dict(sorted(chunk.items(), key=lambda kv: self._jobs[kv[0]].seq))
-        if chunk is None and last_chunk is not None and last_chunk > index:
-            self._chunks = dict(sorted(self._chunks.items()))
-
-    def _stale(self, job: Job) -> None:
-        index = job.seq // CHUNK
-        self._chunks.setdefault(index, {})[job.id] = None
-        self._joined[index] = None
+        """Insert a job that left a segment (an old seq: kept in seq order)."""
+        self._jobs[job.id] = job
+        self._fragments.restored(job)
+        self._index(job)
 
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)
@@ -519,8 +478,6 @@ class JobTable:
         heapq.heapify(q.oldest)
 
     def _resort(self) -> None:
-        """After loading: death order was fixed by the sort in ``__init__``; the chunk
-        caches must iterate in seq order."""
-        self._chunks = dict(sorted(self._chunks.items()))
-        for index, chunk in self._chunks.items():
-            self._chunks[index] = dict(sorted(chunk.items(), key=lambda kv: self._jobs[kv[0]].seq))
+        """After loading: death order was fixed by the sort in ``__init__``; the
+        fragment caches must iterate in seq order."""
+        self._fragments.resort()

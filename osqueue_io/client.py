@@ -19,7 +19,14 @@ from typing import Generic, Protocol, TypeVar
 
 import attrs
 
-from osqueue_core import DEFAULT_QUEUE, InvalidArgument, JobInfo
+from osqueue_core import (
+    DEFAULT_QUEUE,
+    InvalidArgument,
+    JobInfo,
+    OsqueueError,
+    PayloadTooLarge,
+    quote,
+)
 from osqueue_io.keepalive import Lease
 
 T = TypeVar("T")
@@ -47,6 +54,37 @@ def item_keys(keys: Sequence[str | None] | None, count: int) -> list[str | None]
     if isinstance(keys, str) or len(keys) != count:
         raise InvalidArgument("keys must be a list with one key (or None) per item")
     return list(keys)
+
+
+def item_results(results: Sequence[bytes | None] | None, count: int) -> list[bytes | None]:
+    """``complete_many``'s ``results``, one per job (None: no results), refusing a list
+    of the wrong length, one ``bytes`` given bare, or an entry that is not bytes."""
+    if results is None:
+        return [None] * count
+    given: object = results  # (bytes is a sequence too, of ints)
+    if isinstance(given, bytes | bytearray | str) or len(results) != count:
+        raise InvalidArgument("results must be a list with one result (or None) per job")
+    for result in results:
+        if result is not None and not isinstance(result, bytes):
+            raise InvalidArgument(f"a job result must be bytes, got {type(result).__name__}")
+    return list(results)
+
+
+def check_batch_jobs(job_ids: Sequence[str], limit: int | None = None) -> None:
+    """Refuse a batch of jobs (``complete_many``) that names a job twice, or (with
+    ``limit``) has more than ``limit`` jobs: the whole call, nothing done."""
+    if limit is not None and len(job_ids) > limit:
+        raise PayloadTooLarge(
+            f"a batch of {len(job_ids)} jobs exceeds the broker's limit of {limit}: split it "
+            "(nothing was done)"
+        )
+    seen: set[str] = set()
+    for job_id in job_ids:
+        if job_id in seen:
+            raise InvalidArgument(
+                f"job {quote(job_id)} appears twice in the batch (nothing was done)"
+            )
+        seen.add(job_id)
 
 
 @attrs.frozen
@@ -144,6 +182,17 @@ class JobQueue(Protocol[T]):
 
     async def complete(self, job: ClaimedJob[T], result: bytes | None = None) -> None:
         """Done: the job leaves the queue and is archived with ``result``."""
+        ...
+
+    async def complete_many(
+        self, jobs: Sequence[ClaimedJob[T]], results: Sequence[bytes | None] | None = None
+    ) -> list[OsqueueError | None]:
+        """Complete ``jobs`` in one call (``results``: one per job, or None), committed
+        together. Each job gets its own outcome, in order: None when it is durably
+        completed, else the error its own ``complete`` would have raised (``LeaseLost``,
+        ``JobNotFound``, or a retryable one such as ``StorageUnavailable``). Raises
+        only for the call as a whole: a job named twice, more jobs than the broker's
+        batch limit (nothing is done), or a broker out of reach."""
         ...
 
     async def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:

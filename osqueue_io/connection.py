@@ -56,7 +56,8 @@ from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
 from osqueue_io.client import QueueInfo, claim_queues
 from osqueue_io.http2 import limit_closed_streams
-from osqueue_io.status import CallContext, error_from_status
+from osqueue_io.protowire import FastProtoCodec
+from osqueue_io.status import CallContext, error_from_item, error_from_status
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
 
@@ -131,6 +132,11 @@ def _ms(seconds: float) -> int:
 
 def push_item(job: NewJob) -> pb.PushItem:
     """``job`` as its wire fields (see the module docstring for what is checked)."""
+    return pb.PushItem(**push_fields(job))
+
+
+def push_fields(job: NewJob) -> dict[str, Any]:
+    """The fields of a ``PushItem`` or ``PushRequest`` for ``job``, checked."""
     if not isinstance(job.payload, bytes):
         raise InvalidArgument(f"a job payload must be bytes, got {type(job.payload).__name__}")
     if not isinstance(job.queue, str) or not job.queue:
@@ -143,15 +149,15 @@ def push_item(job: NewJob) -> pb.PushItem:
     limit = job.max_attempts
     if limit is not None:
         check_int("max_attempts", limit, 1, MAX_ATTEMPTS)
-    return pb.PushItem(
-        data=job.payload,
-        queue="" if job.queue == DEFAULT_QUEUE else job.queue,
-        priority=priority,
-        delay_ms=0 if delay is None else _ms(delay),
-        run_at_ms=0 if run_at is None else _ms(run_at),
-        key=job.key or "",
-        max_attempts=limit or 0,
-    )
+    return {
+        "data": job.payload,
+        "queue": "" if job.queue == DEFAULT_QUEUE else job.queue,
+        "priority": priority,
+        "delay_ms": 0 if delay is None else _ms(delay),
+        "run_at_ms": 0 if run_at is None else _ms(run_at),
+        "key": job.key or "",
+        "max_attempts": limit or 0,
+    }
 
 
 def queue_names(queues: Sequence[str]) -> list[str]:
@@ -229,7 +235,7 @@ class BrokerConnection:
         if self._channel is not None:
             raise RuntimeError(f"the {self._owner} is already open")
         limit_closed_streams()  # ~12 MB per long-lived connection otherwise
-        self._channel = Channel(self.host, self.port)
+        self._channel = Channel(self.host, self.port, codec=FastProtoCodec())
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -239,16 +245,7 @@ class BrokerConnection:
     # -- publishing ------------------------------------------------------------------
 
     async def push(self, job: NewJob) -> Pushed:
-        item = push_item(job)
-        request = pb.PushRequest(
-            data=item.data,
-            queue=item.queue,
-            priority=item.priority,
-            delay_ms=item.delay_ms,
-            run_at_ms=item.run_at_ms,
-            key=item.key,
-            max_attempts=item.max_attempts,
-        )
+        request = pb.PushRequest(**push_fields(job))
         reply = await self.call("Push", request, pb.PushResponse)
         return Pushed(reply.job_id, reply.existing)
 
@@ -332,6 +329,37 @@ class BrokerConnection:
             job_id=check_id("job_id", job_id), worker_id=worker_id, result=result
         )
         await self.call("Complete", request, pb.CompleteResponse)
+
+    async def complete_batch(
+        self, items: Sequence[tuple[str, str, bytes | None]]
+    ) -> list[OsqueueError | None]:
+        """Complete each (job id, worker id, result) in one call: per item, None when
+        it completed, else its typed error (as its own Complete would have raised)."""
+        for _, _, result in items:
+            if result is not None and not isinstance(result, bytes):
+                raise InvalidArgument(f"a job result must be bytes, got {type(result).__name__}")
+        request = pb.CompleteBatchRequest(
+            items=[
+                pb.CompleteRequest(job_id=job_id, worker_id=worker_id, result=result)
+                for job_id, worker_id, result in items
+            ]
+        )
+        reply = await self.call("CompleteBatch", request, pb.CompleteBatchResponse)
+        if len(reply.items) != len(items):
+            raise OsqueueError(
+                f"CompleteBatch: the broker at {self.address} answered {len(reply.items)} "
+                f"items for {len(items)}"
+            )
+        return [
+            error_from_item(
+                answer.code,
+                answer.message,
+                answer.error,
+                answer.details,
+                CallContext("CompleteBatch", job_id=job_id, worker_id=worker_id),
+            )
+            for (job_id, worker_id, _), answer in zip(items, reply.items, strict=True)
+        ]
 
     async def fail(self, job_id: str, worker_id: str, error: str, requeue: bool) -> Failed:
         """``error`` must be within ``MAX_ERROR_LENGTH`` (cut it with

@@ -50,6 +50,7 @@ from osqueue_core import (
     LeaseExtended,
     ListDead,
     NewJob,
+    OsqueueError,
     Purge,
     Purged,
     Push,
@@ -66,9 +67,11 @@ from osqueue_core import (
 from osqueue_io.client import (
     ClaimedJob,
     QueueInfo,
+    check_batch_jobs,
     claim_queues,
     default_worker_id,
     item_keys,
+    item_results,
 )
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
@@ -304,6 +307,25 @@ class EmbeddedQueue(AsyncResource, Generic[T]):
         """Mark ``job`` done; it leaves the queue and is archived with ``result``.
         Raises ``LeaseLost``."""
         await self._request(Complete(self._id(), job.id, job.worker_id, result))
+
+    async def complete_many(
+        self, jobs: Sequence[ClaimedJob[T]], results: Sequence[bytes | None] | None = None
+    ) -> list[OsqueueError | None]:
+        """Complete ``jobs`` together (see ``JobQueue.complete_many``): None for each
+        job durably completed, else its error."""
+        outcomes = await self.runtime.request_many(self._completes(jobs, results))
+        return [outcome if isinstance(outcome, OsqueueError) else None for outcome in outcomes]
+
+    def _completes(
+        self, jobs: Sequence[ClaimedJob[T]], results: Sequence[bytes | None] | None
+    ) -> list[Command]:
+        """The ``Complete`` of each job, after checking the batch as a whole."""
+        results = item_results(results, len(jobs))
+        check_batch_jobs([job.id for job in jobs], self.config.max_batch_ops)
+        return [
+            Complete(self._id(), job.id, job.worker_id, result)
+            for job, result in zip(jobs, results, strict=True)
+        ]
 
     async def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:
         """Give up on this attempt: retried after the backoff (default) or dead.

@@ -38,7 +38,11 @@ class PayloadCodec(Generic[T]):
                 raise InvalidArgument(f"this queue carries bytes, got {type(item).__name__}")
             return item
         try:
-            return orjson.dumps(self._converter.unstructure(item, self.item_type))
+            # A right-sized copy: the payload lives in the broker's table for the job's
+            # life, and orjson over-allocates small results (~4 KB each).
+            return bytes(
+                memoryview(orjson.dumps(self._converter.unstructure(item, self.item_type)))
+            )
         except (TypeError, orjson.JSONEncodeError) as error:
             raise InvalidArgument(f"cannot encode {item!r} as JSON: {error}") from error
 

@@ -47,11 +47,19 @@ from osqueue_core import (
     JobCancelled,
     JobInfo,
     NewJob,
+    OsqueueError,
     check_id,
     clip_error_text,
 )
 from osqueue_core.limits import check_wait
-from osqueue_io.client import ClaimedJob, QueueInfo, default_worker_id, item_keys
+from osqueue_io.client import (
+    ClaimedJob,
+    QueueInfo,
+    check_batch_jobs,
+    default_worker_id,
+    item_keys,
+    item_results,
+)
 from osqueue_io.connection import (
     DEFAULT_LEASE_TIMEOUT,
     BrokerConnection,
@@ -446,6 +454,18 @@ class RemoteQueue(AsyncResource, Generic[T]):
     async def complete(self, job: ClaimedJob[T], result: bytes | None = None) -> None:
         """Done: the job leaves the queue and is archived with ``result``."""
         await self.connection.complete(job.id, job.worker_id, result)
+
+    async def complete_many(
+        self, jobs: Sequence[ClaimedJob[T]], results: Sequence[bytes | None] | None = None
+    ) -> list[OsqueueError | None]:
+        """Complete ``jobs`` in one CompleteBatch call (see ``JobQueue.complete_many``):
+        None for each job durably completed, else its error."""
+        results = item_results(results, len(jobs))
+        check_batch_jobs([job.id for job in jobs])  # the broker checks its size limit
+        if not jobs:
+            return []
+        items = [(job.id, job.worker_id, result) for job, result in zip(jobs, results, strict=True)]
+        return await self.connection.complete_batch(items)
 
     async def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:
         """Give up on this attempt: retried after its queue's backoff, or dead (out of

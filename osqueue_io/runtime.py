@@ -7,26 +7,31 @@ until the next input or the broker's ``next_deadline()``. The runtime holds no p
 retries, batching, leases and fencing are the core's; this module only reports what
 storage did.
 
-Callers use :meth:`BrokerRuntime.request` from any task on the same event loop. Open a
-runtime with ``async with BrokerRuntime(...)``; leaving the block stops the broker
-cleanly (in-flight requests get their reply, ownership is released).
+Callers use :meth:`BrokerRuntime.request` (or :meth:`BrokerRuntime.request_many`) from
+any task on the same event loop. Open a runtime with ``async with BrokerRuntime(...)``;
+leaving the block stops the broker cleanly (in-flight requests get their reply,
+ownership is released).
+
+The per-request path is kept cheap (docs/performance.md, "CPU per operation"):
+commands queued together reach the broker as one input (``Broker.submit_many``), and a
+caller waits on a plain asyncio future rather than an anyio event (the runtime runs on
+asyncio anyway: grpclib and obstore need it).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from osqueue_core import (
     MAX_ID_LENGTH,
@@ -43,6 +48,7 @@ from osqueue_core import (
     ObjectCorrupt,
     ObjectRead,
     ObjectWritten,
+    OsqueueError,
     Phase,
     ReadObject,
     ReadVersion,
@@ -82,7 +88,9 @@ def default_identity() -> str:
 
 @attrs.frozen
 class _Submit:
-    command: Command
+    """Commands from one caller, submitted together."""
+
+    commands: tuple[Command, ...]
 
 
 @attrs.frozen
@@ -115,10 +123,35 @@ class _Stop:
 _Input = _Submit | _CancelClaim | _HandBack | _Stop | StorageResult
 
 
-@attrs.define
-class _Waiting:
-    event: anyio.Event = attrs.Factory(anyio.Event)
-    reply: Reply | None = None
+class _Waiter:
+    """A caller waiting for the replies to the commands it submitted together: one
+    future, resolved once every reply has come (cheaper than an event per request)."""
+
+    __slots__ = ("future", "remaining", "replies")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future
+        self.replies: list[Reply | None] = [None] * count
+        self.remaining = count
+
+    def answer(self, index: int, reply: Reply) -> None:
+        if self.replies[index] is None:
+            self.replies[index] = reply
+            self.remaining -= 1
+            if not self.remaining and not self.future.done():
+                self.future.set_result(None)
+
+
+def _outcome(reply: Reply) -> Result | OsqueueError:
+    if reply.error is not None:
+        return reply.error
+    assert reply.result is not None
+    return reply.result
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class BrokerRuntime(AsyncResource):
@@ -168,14 +201,16 @@ class BrokerRuntime(AsyncResource):
             incarnation=uuid.uuid4().hex,
             address=address,
         )
-        # Unbounded in type only: requests enter through ``_slots`` (or are waiting
-        # claims, bounded by the core), storage results are bounded by the effects in
-        # flight, so at most that many inputs can queue here.
-        send, receive = anyio.create_memory_object_stream[_Input](math.inf)
-        self._inputs: MemoryObjectSendStream[_Input] = send
-        self._receive: MemoryObjectReceiveStream[_Input] = receive
+        # Inputs for the core task. Unbounded in type only: requests enter through
+        # ``_slots`` (or are waiting claims, bounded by the core), storage results are
+        # bounded by the effects in flight, so at most that many inputs can queue here.
+        # A plain deque and one future to wake the core task: the per-request path
+        # needs nothing more (the runtime runs on asyncio, as grpclib and obstore need).
+        self._inputs: deque[_Input] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
         self._slots: anyio.Semaphore | None = None
-        self._waiting: dict[RequestId, _Waiting] = {}
+        #: Request id -> the caller waiting for its reply, and the reply's place.
+        self._waiting: dict[RequestId, tuple[_Waiter, int]] = {}
         #: Claims whose caller left before their reply came: request id -> worker id.
         #: A grant that still arrives (its write landed just before the withdrawal
         #: reached the core) is handed back; every request gets one reply, so this
@@ -183,7 +218,9 @@ class BrokerRuntime(AsyncResource):
         self._abandoned: dict[RequestId, str] = {}
         self._next_request = 0
         self._started = anyio.Event()
-        self._progress = anyio.Event()
+        # Made when somebody waits for progress (wait_for_phase, wait_until), so the
+        # core task does not make an event per step for nobody.
+        self._progress: anyio.Event | None = None
         self._finished = anyio.Event()
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -229,8 +266,7 @@ class BrokerRuntime(AsyncResource):
         if self._task_group is None or self._finished.is_set() or self._closed:
             return
         with anyio.move_on_after(self._shutdown_timeout) as scope:
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._inputs.send_nowait(_Stop())
+            self._put(_Stop())
             await self._finished.wait()
         if scope.cancelled_caught:
             log.warning("broker did not stop within %.1fs", self._shutdown_timeout)
@@ -271,15 +307,20 @@ class BrokerRuntime(AsyncResource):
         """Wait until the broker is in one of ``phases`` (cheap: it reads the phase, not
         the stats, after every step)."""
         while (phase := self._broker.phase) not in phases:
-            await self._progress.wait()
+            await self._next_step()
         return phase
 
     async def wait_until(self, predicate: Callable[[BrokerStats], bool]) -> BrokerStats:
         """Wait until the broker's stats satisfy ``predicate`` (checked after every
         step of the broker), e.g. ``lambda s: s.finished_pending_archive == 0``."""
         while not predicate(stats := self._broker.stats()):
-            await self._progress.wait()
+            await self._next_step()
         return stats
+
+    async def _next_step(self) -> None:
+        if self._progress is None:
+            self._progress = anyio.Event()
+        await self._progress.wait()
 
     # -- requests --------------------------------------------------------------------
 
@@ -296,38 +337,59 @@ class BrokerRuntime(AsyncResource):
         runtime, it is handed back with ``Release``: either way the claim does not
         count as an attempt and the job goes to the next worker at once.
         """
+        [reply] = await self._submit((command,))
+        if reply.error is not None:
+            raise reply.error
+        assert reply.result is not None
+        return reply.result
+
+    async def request_many(self, commands: Sequence[Command]) -> list[Result | OsqueueError]:
+        """Submit ``commands`` together and wait for all their replies: each one's
+        result, or its error (returned, not raised), in order.
+
+        They reach the broker as one input (:meth:`~osqueue_core.Broker.submit_many`),
+        so they share one batch, and one write, as far as the batch's caps allow. They
+        take one turn of ``max_pending_requests`` between them. Cancelled, claims among
+        them are withdrawn or handed back as in :meth:`request`.
+        """
+        replies = await self._submit(tuple(commands)) if commands else []
+        return [_outcome(reply) for reply in replies]
+
+    async def _submit(self, commands: tuple[Command, ...]) -> list[Reply]:
         if self._closed or self._task_group is None or self._slots is None:
             raise BrokerNotRunning("the broker runtime is not running")
-        if isinstance(command, Claim) and command.wait > 0:
-            return await self._request(command)  # bounded by the core's waiting limit
+        if len(commands) == 1 and isinstance(commands[0], Claim) and commands[0].wait > 0:
+            return await self._wait_for(commands)  # bounded by the core's waiting limit
         slots = self._slots
         try:
             slots.acquire_nowait()  # no extra scheduling round while there is room
         except anyio.WouldBlock:
             await slots.acquire()
         try:
-            return await self._request(command)
+            return await self._wait_for(commands)
         finally:
             slots.release()
 
-    async def _request(self, command: Command) -> Result:
-        waiting = _Waiting()
-        self._waiting[command.request_id] = waiting
+    async def _wait_for(self, commands: tuple[Command, ...]) -> list[Reply]:
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), len(commands))
+        waiting = self._waiting
+        for index, command in enumerate(commands):
+            waiting[command.request_id] = (waiter, index)
         try:
-            self._inputs.send_nowait(_Submit(command))
-            await waiting.event.wait()
+            self._put(_Submit(commands))
+            await waiter.future
         except BaseException:
-            if isinstance(command, Claim) and not self._closed:
-                self._abandon_claim(command, waiting.reply)
+            if not self._closed:
+                for command, reply in zip(commands, waiter.replies, strict=True):
+                    if isinstance(command, Claim):
+                        self._abandon_claim(command, reply)
             raise
         finally:
-            self._waiting.pop(command.request_id, None)
-        reply = waiting.reply
-        assert reply is not None
-        if reply.error is not None:
-            raise reply.error
-        assert reply.result is not None
-        return reply.result
+            for command in commands:
+                waiting.pop(command.request_id, None)
+        replies = [reply for reply in waiter.replies if reply is not None]
+        assert len(replies) == len(commands), "the future is resolved once all are answered"
+        return replies
 
     def _abandon_claim(self, command: Claim, reply: Reply | None) -> None:
         """The caller of ``command`` left: whatever it was granted goes back."""
@@ -338,8 +400,7 @@ class BrokerRuntime(AsyncResource):
         else:
             items.extend(self._hand_back(reply.result, command.worker_id))
         for item in items:
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._inputs.send_nowait(item)
+            self._put(item)
 
     def _hand_back(self, result: Result | None, worker_id: str) -> list[_Input]:
         """A release of every job ``result`` granted to ``worker_id``."""
@@ -350,69 +411,104 @@ class BrokerRuntime(AsyncResource):
 
     # -- the core task ---------------------------------------------------------------
 
+    def _put(self, item: _Input) -> None:
+        """Hand ``item`` to the core task (from the event loop's thread)."""
+        self._inputs.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     async def _core_loop(self) -> None:
         broker = self._broker
+        inputs = self._inputs
+        loop = asyncio.get_running_loop()
         while True:
-            deadline = broker.next_deadline()
-            timeout = math.inf if deadline is None else max(0.0, deadline - self._clock())
-            item: _Input | None = None
-            with anyio.move_on_after(timeout):
-                item = await self._receive.receive()
-            if item is None:
-                broker.tick(self._clock(), self._wall_clock())
-            else:
+            if not inputs:
+                deadline = broker.next_deadline()
+                timeout = None if deadline is None else deadline - self._clock()
+                if timeout is None or timeout > 0:
+                    await self._wait_for_input(loop, timeout)
+                else:
+                    await asyncio.sleep(0)  # due now: still let others run first
+            if inputs:
                 # Take everything already queued before draining effects, so requests
                 # that arrived together are committed together.
-                self._handle(item)
-                while True:
-                    try:
-                        self._handle(self._receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
+                self._handle_inputs()
+            else:
+                broker.tick(self._clock(), self._wall_clock())
             self._dispatch()
-            self._progress.set()
-            self._progress = anyio.Event()
-            if broker.phase is not Phase.STARTING:
+            if self._progress is not None:
+                self._progress.set()
+                self._progress = None
+            phase = broker.phase
+            if phase is not Phase.STARTING and not self._started.is_set():
                 self._started.set()
-            if broker.phase in (Phase.STOPPED, Phase.FAILED) and self._stopping:
+            if phase in (Phase.STOPPED, Phase.FAILED) and self._stopping:
                 self._finished.set()
             # A stopped or failed broker still answers (with an error) until aclose()
             # ends this task, so no late caller waits forever.
 
-    def _handle(self, item: _Input) -> None:
+    async def _wait_for_input(self, loop: asyncio.AbstractEventLoop, seconds: float | None) -> None:
+        """Until an input arrives, or ``seconds`` pass (None: no limit)."""
+        wakeup = self._wakeup = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, _wake, wakeup)
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _handle_inputs(self) -> None:
+        """Every queued input, in order; consecutive commands go to the broker as one
+        input (``submit_many``). One reading of the clocks serves them all: they are
+        handled at the same instant."""
+        broker = self._broker
         now, wall = self._clock(), self._wall_clock()
-        match item:
-            case _Submit(command) | _HandBack(command):
-                self._broker.submit(command, now, wall)
-            case _CancelClaim(request_id):
-                self._broker.cancel_claim(request_id, now, wall)
-            case _Stop():
-                self._stopping = True
-                self._broker.stop(now, wall)
-            case _:
-                self._broker.receive(item, now, wall)
+        commands: list[Command] = []
+        inputs = self._inputs
+        while inputs:
+            item = inputs.popleft()
+            if isinstance(item, _Submit):
+                commands.extend(item.commands)
+                continue
+            if isinstance(item, _HandBack):
+                commands.append(item.command)
+                continue
+            if commands:
+                broker.submit_many(commands, now, wall)
+                commands = []
+            match item:
+                case _CancelClaim(request_id):
+                    broker.cancel_claim(request_id, now, wall)
+                case _Stop():
+                    self._stopping = True
+                    broker.stop(now, wall)
+                case _:
+                    broker.receive(item, now, wall)
+        if commands:
+            broker.submit_many(commands, now, wall)
 
     def _dispatch(self) -> None:
         assert self._task_group is not None
+        waiting = self._waiting
         for effect in self._broker.take_effects():
             if isinstance(effect, Reply):
-                waiting = self._waiting.get(effect.request_id)
-                if waiting is not None:
-                    waiting.reply = effect
-                    waiting.event.set()
-                worker_id = self._abandoned.pop(effect.request_id, None)
-                if worker_id is not None:
-                    # Granted after all: its caller is gone, so the jobs go back.
-                    for item in self._hand_back(effect.result, worker_id):
-                        self._inputs.send_nowait(item)
+                found = waiting.get(effect.request_id)
+                if found is not None:
+                    found[0].answer(found[1], effect)
+                if self._abandoned:
+                    worker_id = self._abandoned.pop(effect.request_id, None)
+                    if worker_id is not None:
+                        # Granted after all: its caller is gone, so the jobs go back.
+                        for item in self._hand_back(effect.result, worker_id):
+                            self._put(item)
             else:
-                self._task_group.start_soon(self._execute, effect)
+                self._task_group.start_soon(self._execute, effect, name="osqueue storage")
 
     def _fail_waiting(self, error: BrokerNotRunning) -> None:
-        for request_id, waiting in list(self._waiting.items()):
-            if waiting.reply is None:
-                waiting.reply = Reply(request_id, error=error)
-                waiting.event.set()
+        for request_id, (waiter, index) in list(self._waiting.items()):
+            waiter.answer(index, Reply(request_id, error=error))
 
     # -- storage effects -------------------------------------------------------------
 
@@ -430,8 +526,7 @@ class BrokerRuntime(AsyncResource):
                 outcome_unknown=isinstance(effect, WriteObject),
                 message=f"no answer within {self._storage_timeout:g}s",
             )
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._inputs.send_nowait(result)
+        self._put(result)
 
 
 def _name(effect: StorageEffect) -> str:

@@ -128,12 +128,19 @@ async def add_error_trailers(event: SendTrailingMetadata) -> None:
     error = event.status_details
     if not isinstance(error, OsqueueError):
         return
-    name = wire_name(type(error))
+    name, fields = describe_error(error)
     event.metadata[ERROR_KEY] = name
+    for key, value in fields.items():
+        event.metadata[key] = value
+
+
+def describe_error(error: OsqueueError) -> tuple[str, dict[str, bytes]]:
+    """The ``osqueue-error`` name of ``error`` and its other trailers (clipped): what a
+    call that failed with it says, and what an item of a batch call that did says."""
+    name = wire_name(type(error))
     wire = WIRE_ERRORS.get(name)
-    if wire is not None:
-        for key, value in wire.fields(error).items():
-            event.metadata[key] = clip_trailer_value(value)
+    fields = wire.fields(error) if wire is not None else {}
+    return name, {key: clip_trailer_value(value) for key, value in fields.items()}
 
 
 def wire_name(error_type: type[OsqueueError]) -> str:
@@ -324,6 +331,24 @@ _BY_STATUS: dict[str, _Decoder] = {
         message or "the broker cancelled the call; it may or may not have taken effect"
     ),
 }
+
+
+def error_from_item(
+    code: int,
+    message: str,
+    name: str,
+    details: Mapping[str, bytes],
+    call: CallContext,
+) -> OsqueueError | None:
+    """The typed error of one item of a batch call (an ``ItemStatus``), read as the
+    status and trailers of a call of its own; None when the item succeeded."""
+    if code == Status.OK.value:
+        return None
+    try:
+        status = Status(code)
+    except ValueError:
+        status = Status.UNKNOWN
+    return error_from_status(status, message, {**details, ERROR_KEY: name}, call)
 
 
 def error_from_status(

@@ -39,6 +39,7 @@ from osqueue_core import (
     OsqueueError,
     check_queue_name,
 )
+from osqueue_io import eventloop
 from osqueue_io.address import split_host_port
 from osqueue_io.client import JobQueue
 from osqueue_io.embedded import EmbeddedQueue
@@ -251,6 +252,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default="INFO",
         help="logging verbosity; logs go to stderr (default: INFO)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=eventloop.CHOICES,
+        default=None,
+        help="the asyncio event loop the worker runs on: asyncio's own, uvloop (pip "
+        "install 'osqueue[fast]'), or auto (uvloop when installed) "
+        f"(default: ${eventloop.ENV_VAR}, else asyncio)",
+    )
     return parser
 
 
@@ -305,6 +314,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     if len(queues) > MAX_QUEUES_PER_CLAIM:
         parser.error(f"argument --queue: at most {MAX_QUEUES_PER_CLAIM} queues, got {len(queues)}")
     try:
+        loop = eventloop.resolve(args.event_loop)
+    except ValueError as error:
+        parser.error(f"argument --event-loop: {error}")
+    try:
         handler = cast("Handler[bytes]", load_handler(args.handler))
     except HandlerNotFound as error:
         parser.error(f"argument MODULE:FUNCTION: {error}")
@@ -333,8 +346,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             if store is not None:
                 await store.aclose()
 
-    # The embedded broker's storage and the gRPC client need asyncio.
-    return anyio.run(run, backend="asyncio")
+    # The embedded broker's storage and the gRPC client need asyncio (or uvloop).
+    return eventloop.run(run, loop)
 
 
 async def _serve(

@@ -1,7 +1,9 @@
 """Which incoming calls the broker serves, which are still running, and their deadlines.
 
-An :class:`Admission` sees every call first (a ``RecvRequest`` listener, which runs in
-the call's own handler task) and keeps the broker's intake bounded:
+An :class:`Admission` sees every call first (:meth:`Admission.admit`, called by the
+request reader, :mod:`osqueue_io.server.reader`, in the call's own handler task before
+anything else; a grpclib event listener would cost an event object per call) and keeps
+the broker's intake bounded:
 
 * at most ``max_concurrent_calls`` calls at once (waiting claims included); one more
   is refused at once with RESOURCE_EXHAUSTED (``Overloaded``, retryable), before its
@@ -26,9 +28,7 @@ import asyncio
 from contextvars import ContextVar
 
 import anyio
-from grpclib.events import RecvRequest, listen
 from grpclib.metadata import Deadline
-from grpclib.server import Server
 
 from osqueue_core import OsqueueError, Overloaded
 from osqueue_io.status import to_grpc_error
@@ -61,9 +61,6 @@ class Admission:
         self._reserved: dict[asyncio.Task[object], int] = {}
         self._bytes_in_flight = 0
         self._idle: anyio.Event | None = None  # made on first use, inside the event loop
-
-    def attach(self, server: Server) -> None:
-        listen(server, RecvRequest, self._on_request)
 
     @property
     def running(self) -> int:
@@ -107,7 +104,9 @@ class Admission:
             self._idle = anyio.Event()
         return self._idle
 
-    async def _on_request(self, event: RecvRequest) -> None:
+    def admit(self, deadline: Deadline | None) -> None:
+        """Admit the current call (``deadline``: its client's), from its handler task
+        before its request is read; raise its refusal as a ``GRPCError``."""
         if self._refusal is not None:
             raise to_grpc_error(self._refusal)
         if len(self._running) >= self.max_concurrent_calls:
@@ -117,7 +116,7 @@ class Admission:
                     "allows at once; retry after a pause"
                 )
             )
-        call_deadline.set(event.deadline)
+        call_deadline.set(deadline)
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)

@@ -32,7 +32,6 @@ import socket
 import anyio
 import attrs
 from anyio.abc import TaskStatus
-from grpclib.events import SendTrailingMetadata, listen
 from grpclib.server import Server
 
 from osqueue_core import (
@@ -53,7 +52,6 @@ from osqueue_io.server.admission import (
 from osqueue_io.server.codec import StrictProtoCodec, default_max_message_bytes
 from osqueue_io.server.reader import BoundedService
 from osqueue_io.server.service import QueueService
-from osqueue_io.status import add_error_trailers
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.server")
@@ -260,14 +258,12 @@ class BrokerServer:
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
         limit_closed_streams()  # ~12 MB per long-lived worker connection otherwise
         # Our codec is given explicitly, so grpclib adds no googleapis status-details
-        # codec: error details go to add_error_trailers instead of being encoded.
+        # codec: an error's details become osqueue trailers instead (BoundedService).
         server = Server(
             [BoundedService(service, self._codec, self._admission)],
             codec=self._codec,
             status_details_codec=None,
         )
-        self._admission.attach(server)
-        listen(server, SendTrailingMetadata, add_error_trailers)
         await server.start(sock=sock)
         stats = runtime.stats()
         log.info(

@@ -17,8 +17,6 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-import anyio
-
 from osqueue_core import (
     MAX_ATTEMPTS,
     MAX_ID_LENGTH,
@@ -27,6 +25,7 @@ from osqueue_core import (
     RetryPolicy,
     check_queue_name,
 )
+from osqueue_io import eventloop
 from osqueue_io.address import split_host_port
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
@@ -321,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         help="logging verbosity; logs go to stderr (default: INFO)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=eventloop.CHOICES,
+        default=None,
+        help="the asyncio event loop the broker runs on: asyncio's own, uvloop (pip "
+        "install 'osqueue[fast]'), or auto (uvloop when installed) "
+        f"(default: ${eventloop.ENV_VAR}, else asyncio)",
+    )
     return parser
 
 
@@ -348,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight
         )
+        loop = eventloop.resolve(args.event_loop)
         store = open_store(args.data)
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
@@ -372,8 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             await store.aclose()
 
-    # grpclib needs asyncio.
-    return anyio.run(run, backend="asyncio")
+    # grpclib needs asyncio (or uvloop, its drop-in).
+    logging.getLogger("osqueue.server").info("event loop: %s", loop)
+    return eventloop.run(run, loop)
 
 
 def exit_process(code: int) -> NoReturn:

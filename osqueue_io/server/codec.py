@@ -3,7 +3,9 @@
 betterproto2 decodes leniently: truncated fields, wrong wire types and invalid UTF-8
 come out as odd values or as exceptions that grpclib would report as "Internal Server
 Error". The broker must answer every bad request with a clear status and carry on, so
-the codec checks the wire format of every request before betterproto2 parses it:
+the codec checks the wire format of every request as it parses it (one pass, with
+:mod:`osqueue_io.protowire`, which also encodes the replies far faster than
+betterproto2):
 
 * every field is well formed (varints end, lengths stay inside the message);
 * a known field has the wire type its declaration implies, strings are UTF-8, and
@@ -23,12 +25,9 @@ error, reported the first time it is seen.
 
 from __future__ import annotations
 
-import dataclasses
-from functools import cache
 from typing import Any
 
 import betterproto2
-from grpclib.encoding.proto import ProtoCodec
 
 from osqueue_core import (
     MAX_KEY_LENGTH,
@@ -38,27 +37,22 @@ from osqueue_core import (
     InvalidArgument,
     PayloadTooLarge,
 )
+from osqueue_io import protowire
+from osqueue_io.protowire import FastProtoCodec, MalformedMessage, TooManyEntries
 from osqueue_io.status import to_grpc_error
 
-#: Wire type of each supported field type (0 varint, 2 length-delimited).
-_WIRE_TYPES = {
-    betterproto2.TYPE_STRING: 2,
-    betterproto2.TYPE_BYTES: 2,
-    betterproto2.TYPE_MESSAGE: 2,
-    betterproto2.TYPE_BOOL: 0,
-    betterproto2.TYPE_UINT32: 0,
-    betterproto2.TYPE_UINT64: 0,
-    betterproto2.TYPE_SINT32: 0,
-}
-#: Largest varint of each integer type: a zigzag-encoded ``sint32`` uses 32 bits too.
-_MAXIMUM = {
-    betterproto2.TYPE_BOOL: 1,
-    betterproto2.TYPE_UINT32: 2**32 - 1,
-    betterproto2.TYPE_UINT64: 2**64 - 1,
-    betterproto2.TYPE_SINT32: 2**32 - 1,
-}
+__all__ = [
+    "DEFAULT_MAX_REPEATED",
+    "MAX_NESTING",
+    "MalformedMessage",
+    "StrictProtoCodec",
+    "TooManyEntries",
+    "check_wire_format",
+    "default_max_message_bytes",
+]
+
 #: Nested messages deeper than this are refused (osqueue's requests nest one level).
-MAX_NESTING = 8
+MAX_NESTING = protowire.MAX_NESTING
 
 #: Room in a request besides its payloads: ids and error texts (a few KiB at their
 #: limits) and unknown fields a newer client may add.
@@ -96,57 +90,6 @@ def default_max_message_bytes(config: BrokerConfig) -> int:
 DEFAULT_MAX_REPEATED = max(BrokerConfig().max_batch_ops, MAX_QUEUES_PER_CLAIM)
 
 
-class MalformedMessage(ValueError):
-    """The bytes are not a valid encoding of the expected message."""
-
-
-class TooManyEntries(MalformedMessage):
-    """A repeated field has more entries than the broker accepts (like a batch over
-    ``max_batch_ops``: refused as too large, not as malformed)."""
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = 0
-    for shift in range(0, 70, 7):
-        if pos >= len(data):
-            raise MalformedMessage("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-    raise MalformedMessage("varint longer than 10 bytes")
-
-
-@cache
-def _fields(
-    message_type: type[betterproto2.Message],
-) -> dict[int, tuple[str, type[betterproto2.Message] | None, bool]]:
-    """Field number -> (proto type, message class of a message field, repeated) of
-    ``message_type``, checked once per type."""
-    fields: dict[int, tuple[str, type[betterproto2.Message] | None, bool]] = {}
-    for field in dataclasses.fields(message_type):  # type: ignore[arg-type]
-        meta = betterproto2.FieldMetadata.get(field)
-        supported = meta.proto_type in _WIRE_TYPES and meta.map_meta is None
-        if meta.repeated and _WIRE_TYPES.get(meta.proto_type) != 2:
-            supported = False  # a repeated number may come packed: not handled here
-        if not supported:
-            raise TypeError(
-                f"{message_type.__name__}.{field.name}: the strict codec does not support "
-                f"{'repeated ' if meta.repeated else ''}{meta.proto_type} fields; extend "
-                "osqueue_io/server/codec.py"
-            )
-        nested: type[betterproto2.Message] | None = None
-        if meta.proto_type == betterproto2.TYPE_MESSAGE:
-            found = message_type._cls_for(field)
-            if not (isinstance(found, type) and issubclass(found, betterproto2.Message)):
-                raise TypeError(f"{message_type.__name__}.{field.name}: not a message type")
-            nested = found
-            _fields(nested)  # its fields are checked now too
-        fields[meta.number] = (meta.proto_type, nested, bool(meta.repeated))
-    return fields
-
-
 def check_wire_format(
     data: bytes,
     message_type: type[betterproto2.Message],
@@ -155,64 +98,15 @@ def check_wire_format(
 ) -> None:
     """Raise :class:`MalformedMessage` unless ``data`` is a valid ``message_type`` with
     at most ``max_repeated`` entries in each repeated field (counted as they are read,
-    so a request of millions of tiny entries costs no more than its first few)."""
-    if depth > MAX_NESTING:
-        raise MalformedMessage(f"messages nested more than {MAX_NESTING} deep")
-    fields = _fields(message_type)
-    counts: dict[int, int] = {}
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise MalformedMessage("field number 0")
-        value: int | bytes
-        if wire_type == 0:
-            value, pos = _varint(data, pos)
-        elif wire_type == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > len(data):
-                raise MalformedMessage(f"field {number}: length {length} runs past the end")
-            value, pos = data[pos : pos + length], pos + length
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            if pos + size > len(data):
-                raise MalformedMessage(f"field {number}: truncated fixed{size * 8}")
-            value, pos = data[pos : pos + size], pos + size
-        else:
-            raise MalformedMessage(f"field {number}: unsupported wire type {wire_type}")
-        known = fields.get(number)
-        if known is None:
-            continue  # an unknown field (a newer client): skipped, as protobuf does
-        proto_type, nested, repeated = known
-        if repeated:
-            counts[number] = count = counts.get(number, 0) + 1
-            if count > max_repeated:
-                raise TooManyEntries(
-                    f"field {number} has more than {max_repeated} entries (the broker's "
-                    "limit): split the request"
-                )
-        if _WIRE_TYPES[proto_type] != wire_type:
-            raise MalformedMessage(f"field {number}: wire type {wire_type} for a {proto_type}")
-        if proto_type == betterproto2.TYPE_STRING:
-            assert isinstance(value, bytes)
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedMessage(f"field {number}: string is not UTF-8") from None
-        if nested is not None:
-            assert isinstance(value, bytes)
-            try:
-                check_wire_format(value, nested, depth + 1, max_repeated)
-            except MalformedMessage as error:
-                raise MalformedMessage(f"field {number}: {error}") from None
-        maximum = _MAXIMUM.get(proto_type)
-        if maximum is not None and isinstance(value, int) and value > maximum:
-            raise MalformedMessage(f"field {number}: {value} is out of range for a {proto_type}")
+    so a request of millions of tiny entries costs no more than its first few);
+    ``TypeError`` if ``message_type`` has a field type this check does not support."""
+    protowire.check_strict_support(message_type)
+    protowire.decode(data, message_type, strict=True, max_repeated=max_repeated, depth=depth)
 
 
-class StrictProtoCodec(ProtoCodec):
-    """grpclib's protobuf codec, refusing what :func:`check_wire_format` refuses."""
+class StrictProtoCodec(FastProtoCodec):
+    """grpclib's protobuf codec, refusing what :func:`check_wire_format` refuses (and
+    encoding replies with :mod:`osqueue_io.protowire`)."""
 
     def __init__(
         self, max_message_bytes: int | None = None, max_repeated: int | None = None
@@ -237,12 +131,9 @@ class StrictProtoCodec(ProtoCodec):
                 )
             )
         try:
-            check_wire_format(data, message_type, max_repeated=self.max_repeated)
+            # Checked and parsed in one pass (betterproto2's own parser is far slower).
+            return protowire.decode(data, message_type, strict=True, max_repeated=self.max_repeated)
         except TooManyEntries as error:
             raise to_grpc_error(PayloadTooLarge(f"{name}: {error}")) from None
         except MalformedMessage as error:
-            raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None
-        try:
-            return super().decode(data, message_type)
-        except Exception as error:  # betterproto2 objecting to what the check let through
             raise to_grpc_error(InvalidArgument(f"malformed {name}: {error}")) from None

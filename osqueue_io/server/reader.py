@@ -29,9 +29,11 @@ body is sent) fails if that changes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
+import h2.exceptions
 from grpclib import GRPCError
 from grpclib.const import Handler, Status
 from grpclib.server import Stream
@@ -39,7 +41,7 @@ from grpclib.server import Stream
 from osqueue_core import InvalidArgument, OsqueueError, PayloadTooLarge
 from osqueue_io.server.admission import Admission
 from osqueue_io.server.codec import StrictProtoCodec
-from osqueue_io.status import to_grpc_error
+from osqueue_io.status import ERROR_KEY, describe_error, to_grpc_error
 
 T = TypeVar("T")
 
@@ -90,6 +92,19 @@ async def read_request(
     return message
 
 
+async def send_error(stream: Stream[Any, Any], error: GRPCError, cause: OsqueueError) -> None:
+    """End the call with ``error``'s status and trailers describing ``cause`` (see
+    :mod:`osqueue_io.status`): what grpclib would send for ``error``, plus the trailers.
+    (Sent here, rather than by a grpclib trailer listener, so that a successful call
+    costs no listener event.)"""
+    name, fields = describe_error(cause)
+    trailers: dict[str, str | bytes] = {ERROR_KEY: name, **fields}
+    with contextlib.suppress(h2.exceptions.StreamClosedError):
+        await stream.send_trailing_metadata(
+            status=error.status, status_message=error.message, metadata=trailers
+        )
+
+
 class _ReadAhead:
     """A server stream whose request message was already read: what a generated
     handler needs of a unary call (``recv_message`` and ``send_message``)."""
@@ -131,8 +146,16 @@ class BoundedService:
             raise TypeError(f"{name}: BoundedService reads unary requests only")
 
         async def read_then_handle(stream: Stream[Any, Any]) -> None:
-            message = await read_request(stream, handler.request_type, self._codec, self._admission)
-            await handler.func(_ReadAhead(stream, message))
+            try:
+                self._admission.admit(stream.deadline)
+                message = await read_request(
+                    stream, handler.request_type, self._codec, self._admission
+                )
+                await handler.func(_ReadAhead(stream, message))
+            except GRPCError as error:
+                if not isinstance(error.details, OsqueueError):
+                    raise
+                await send_error(stream, error, error.details)
 
         return Handler(
             read_then_handle, handler.cardinality, handler.request_type, handler.reply_type

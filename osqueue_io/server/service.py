@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from grpclib.const import Status
+
 from osqueue_core import (
     DEFAULT_QUEUE,
     Cancel,
@@ -58,6 +60,8 @@ from osqueue_io._proto.osqueue.v1 import (
     ClaimBatchResponse,
     ClaimRequest,
     ClaimResponse,
+    CompleteBatchRequest,
+    CompleteBatchResponse,
     CompleteRequest,
     CompleteResponse,
     FailRequest,
@@ -66,6 +70,7 @@ from osqueue_io._proto.osqueue.v1 import (
     GetJobResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    ItemStatus,
     LeasedJob,
     ListDeadRequest,
     ListDeadResponse,
@@ -85,9 +90,10 @@ from osqueue_io._proto.osqueue.v1 import (
     StatsRequest,
     StatsResponse,
 )
+from osqueue_io.client import check_batch_jobs
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.admission import call_deadline
-from osqueue_io.status import to_grpc_error
+from osqueue_io.status import clip_status_message, describe_error, to_grpc_error
 
 log = logging.getLogger("osqueue.server")
 
@@ -143,6 +149,22 @@ def job_info_message(info: JobInfo) -> pb.JobInfo:
         key=info.key,
         cancel_requested=info.cancel_requested,
         finished_at_ms=to_ms(info.finished_at),
+    )
+
+
+_OK = ItemStatus()
+
+
+def item_status(outcome: Result | OsqueueError) -> ItemStatus:
+    """One item's outcome as the status and trailers its own call would have sent."""
+    if not isinstance(outcome, OsqueueError):
+        return _OK
+    name, details = describe_error(outcome)
+    return ItemStatus(
+        code=Status[outcome.grpc_status].value,
+        message=clip_status_message(str(outcome)),
+        error=name,
+        details=details,
     )
 
 
@@ -279,6 +301,27 @@ class QueueService(QueueServiceBase):
         command = Complete(self._id(), message.job_id, message.worker_id, message.result)
         await self._call(command, Completed)
         return CompleteResponse()
+
+    async def complete_batch(self, message: CompleteBatchRequest) -> CompleteBatchResponse:
+        """Every item's Complete, submitted together (one batch, one write, as far as
+        the batch's caps allow); each item answered with what its own Complete would
+        have got. The call as a whole is refused, nothing done, when it carries no item,
+        more than ``max_batch_ops``, or a job twice."""
+        items = message.items
+        try:
+            if not items:
+                raise InvalidArgument("a CompleteBatchRequest carries no items: nothing to do")
+            check_batch_jobs([item.job_id for item in items], self._runtime.config.max_batch_ops)
+        except OsqueueError as error:
+            raise to_grpc_error(error) from None
+        commands: list[Command] = [
+            Complete(self._id(), item.job_id, item.worker_id, item.result) for item in items
+        ]
+        outcomes = await self._runtime.request_many(commands)
+        failure = self._runtime.failure
+        if failure is not None:
+            self._on_failure(failure)
+        return CompleteBatchResponse(items=[item_status(outcome) for outcome in outcomes])
 
     async def fail(self, message: FailRequest) -> FailResponse:
         command = Fail(

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from osqueue_core import DEFAULT_QUEUE, JobInfo
+from osqueue_core import DEFAULT_QUEUE, JobInfo, OsqueueError
 from osqueue_io.client import ClaimedJob, JobQueue, QueueInfo
 from osqueue_io.keepalive import Lease
 from osqueue_io.sync.portal import PortalShell
@@ -114,6 +114,11 @@ class BlockingQueue(PortalShell, Generic[T, Q]):
 
     def complete(self, job: ClaimedJob[T], result: bytes | None = None) -> None:
         self.portal.call(self.async_queue.complete, job, result)
+
+    def complete_many(
+        self, jobs: Sequence[ClaimedJob[T]], results: Sequence[bytes | None] | None = None
+    ) -> list[OsqueueError | None]:
+        return self.portal.call(self.async_queue.complete_many, jobs, results)
 
     def fail(self, job: ClaimedJob[T], error: str = "", *, retry: bool = True) -> bool:
         return self.portal.call(lambda: self.async_queue.fail(job, error, retry=retry))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from osqueue_core import BrokerConfig, Push, Pushed, WriteObject, decode_state
+import pytest
+
+from osqueue_core import BrokerConfig, InvalidArgument, Push, Pushed, WriteObject, decode_state
 
 from .harness import Harness
 
@@ -100,3 +102,38 @@ def test_commands_before_takeover_wait_for_it() -> None:
     while h.pending:
         h.deliver(0)
     assert h.replies[1].result == Pushed("000000000000-1")
+
+
+def test_commands_submitted_together_share_one_write() -> None:
+    h = Harness.started()
+    h.auto = False
+    writes = h.writes
+    commands = [Push(h.request_id(), bytes([i])) for i in range(5)]
+    h.broker.submit_many(commands, h.now)
+    h.flush()
+    assert len(h.pending_of(WriteObject, "state.json")) == 1, "one write carries all five"
+    h.deliver(0)
+    assert [r.request_id for r in h.replies.values()] == [c.request_id for c in commands]
+    assert all(isinstance(r.result, Pushed) for r in h.replies.values())
+    assert h.writes == writes + 1
+
+
+def test_commands_submitted_together_beyond_the_cap_fill_the_next_batch() -> None:
+    h = Harness.started(config=BrokerConfig(max_batch_ops=3))
+    h.auto = False
+    h.broker.submit_many([Push(h.request_id(), b"x") for _ in range(7)], h.now)
+    h.flush()
+    answered = []
+    while h.pending:
+        h.deliver(0)
+        answered.append(len(h.replies))
+    assert answered == [3, 6, 7]
+
+
+def test_submit_many_refuses_them_all_for_one_bad_request_id() -> None:
+    h = Harness.started()
+    good = Push(h.request_id(), b"x")
+    with pytest.raises(InvalidArgument):
+        h.broker.submit_many([good, Push([1], b"y")], h.now)  # type: ignore[arg-type]
+    h.flush()
+    assert h.replies == {}, "nothing was done"

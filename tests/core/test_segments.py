@@ -458,3 +458,30 @@ def test_a_command_whose_segment_cannot_be_read_gets_storage_unavailable_in_time
     h.advance(30.0)
     assert h.broker.stats().segment_reads == reads  # nobody needs it now: no more reads
     assert claim_all(h) == [*ids, h.replies[push].result.job_id]  # type: ignore[union-attr]
+
+
+def test_claim_many_stops_at_the_first_job_whose_segment_is_not_loaded() -> None:
+    store = SimStore()
+    first = Harness.started(store, config=config())
+    ids = push_ids(first, 8)  # two segments of four
+    assert first.broker.stats().segments == 2
+    h = Harness.started(store, config(), identity="b")
+    h.auto = False
+    request = h.request_id()
+    h.broker.submit(Claim(request, "w", 0.0, ("default",), count=10), h.now)
+    h.flush()
+    h.deliver(segment_reads(h)[0])  # the first segment only
+    while request not in h.replies:
+        h.deliver(next(i for i in range(len(h.pending)) if i not in segment_reads(h)))
+    taken = [claim.job_id for claim in h.replies[request].result.jobs]  # type: ignore[union-attr]
+    assert taken == ids[:4]
+    assert segment_reads(h), "it asked for the next segment"
+
+
+def test_a_spill_also_starts_at_spill_bytes() -> None:
+    h = Harness.started(config=config(spill_jobs=1000, spill_bytes=300))
+    h.submit(Push(h.request_id(), b"x" * 200))
+    assert h.store.keys(SEGMENTS) == []
+    h.submit(Push(h.request_id(), b"y" * 200))
+    assert len(h.store.keys(SEGMENTS)) == 1
+    assert h.broker.stats().untouched == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from osqueue_core import (
@@ -19,11 +20,12 @@ from osqueue_core import (
     JobCancelled,
     JobNotDead,
     JobNotFound,
+    LeaseLost,
     PayloadTooLarge,
     RetryPolicy,
 )
 from osqueue_io import EmbeddedQueue, RemoteQueue, open_store
-from osqueue_io.client import JobQueue
+from osqueue_io.client import ClaimedJob, JobQueue
 from tests.io.archive import archived_records
 from tests.io.distributed.conftest import BrokerProcess
 
@@ -58,6 +60,10 @@ async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             yield remote
     finally:
         broker.kill()
+
+
+#: A claimed job handle for requests refused before they reach a job.
+FAKE = ClaimedJob("no-such-job", b"", "w1", 1, LEASE, 0.0)
 
 
 async def archived_record(data: Path, job_id: str) -> dict[str, Any]:
@@ -216,6 +222,40 @@ async def test_complete_with_a_result_and_claim_many(
     assert base64.b64decode(record["result"]) == b"\x00answer"
 
 
+async def test_complete_many_commits_together_and_answers_each_job(
+    client: JobQueue[bytes], tmp_path: Path
+) -> None:
+    ids = await client.push_many([b"1", b"2", b"3", b"4"], queue="many")
+    jobs = await client.claim_many(4, queues=["many"])
+    await client.complete(jobs[3])  # done already: a repeat is answered like the first
+    outcomes = await client.complete_many(jobs, results=[b"\x00one", None, b"", None])
+    assert outcomes == [None, None, None, None]
+    assert await client.claim_many(5, queues=["many"]) == []
+    record = await archived_record(tmp_path / "queue", ids[0])
+    assert base64.b64decode(record["result"]) == b"\x00one"
+    assert "result" not in await archived_record(tmp_path / "queue", ids[1])
+    assert await client.complete_many([]) == []
+
+
+async def test_complete_many_answers_a_lost_lease_for_its_job_only(
+    client: JobQueue[bytes],
+) -> None:
+    await client.push_many([b"1", b"2"], queue="lost")
+    mine, theirs = await client.claim_many(2, queues=["lost"])
+    foreign = attrs.evolve(theirs, worker_id="w2")  # a worker that does not hold it
+    gone = attrs.evolve(mine, id="no-such-job")
+    outcomes = await client.complete_many([mine, foreign, gone])
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], LeaseLost)
+    assert outcomes[1].job_id == theirs.id
+    assert isinstance(outcomes[2], JobNotFound)
+    assert outcomes[2].job_id == "no-such-job"
+    too_big = b"x" * (CONFIG.max_result_bytes + 1)
+    [refused] = await client.complete_many([theirs], results=[too_big])
+    assert isinstance(refused, PayloadTooLarge)
+    assert await client.complete_many([theirs]) == [None], "the refused one changed nothing"
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
@@ -229,6 +269,10 @@ async def test_complete_with_a_result_and_claim_many(
         (lambda c: c.push_many([b"a", b"b"], keys=["a"]), InvalidArgument),
         (lambda c: c.claim_many(0), InvalidArgument),
         (lambda c: c.dead_letters(limit=0), InvalidArgument),
+        (lambda c: c.complete_many([FAKE, FAKE]), InvalidArgument),
+        (lambda c: c.complete_many([FAKE], results=b"x"), InvalidArgument),
+        (lambda c: c.complete_many([FAKE], results=["text"]), InvalidArgument),
+        (lambda c: c.complete_many([FAKE], results=[None, None]), InvalidArgument),
     ],
 )
 async def test_bad_input_is_a_typed_error_and_changes_nothing(

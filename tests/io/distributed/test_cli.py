@@ -43,6 +43,7 @@ FLAGS = [
     "--queue-retry",
     "--recreate",
     "--log-level",
+    "--event-loop",
 ]
 
 

@@ -192,3 +192,62 @@ async def test_the_broker_refuses_bad_lifecycle_input_and_changes_nothing(
     statuses = {job.id: job.status.value for job in (await local_storage.aread_state()).jobs}
     assert statuses.pop(ready, "completed") == "completed"  # archived, or on its way
     assert statuses == {held_id: "claimed", dying.id: "dead"}
+
+
+async def test_a_complete_batch_is_refused_whole_or_answered_per_item(
+    broker: BrokerProcess,
+) -> None:
+    async with RemoteQueue(broker.address, bytes, worker_id="w1") as queue:
+        first, second = await queue.push_many([b"1", b"2"])
+        jobs = await queue.claim_many(2)
+        assert [job.id for job in jobs] == [first, second]
+        before = unchanged(await queue.stats())
+        call = queue.connection.call
+
+        def item(job_id: str, worker_id: str = "w1") -> pb.CompleteRequest:
+            return pb.CompleteRequest(job_id=job_id, worker_id=worker_id)
+
+        # The whole call refused, nothing completed: no item, a job twice, too many.
+        refusals: list[tuple[type[OsqueueError], pb.CompleteBatchRequest]] = [
+            (InvalidArgument, pb.CompleteBatchRequest()),
+            (InvalidArgument, pb.CompleteBatchRequest(items=[item(first), item(first)])),
+            (
+                PayloadTooLarge,
+                pb.CompleteBatchRequest(items=[item(f"j{i}") for i in range(1001)]),
+            ),
+        ]
+        for error, request in refusals:
+            with pytest.raises(error):
+                await call("CompleteBatch", request, pb.CompleteBatchResponse)
+        with pytest.raises(InvalidArgument):  # the client's own check, before sending
+            await queue.complete_many([jobs[0], jobs[0]])
+        assert unchanged(await queue.stats()) == before
+
+        # Per item: a foreign worker, an unknown job, an id over its limit, a result
+        # over its limit; the one good item completes.
+        reply = await call(
+            "CompleteBatch",
+            pb.CompleteBatchRequest(
+                items=[
+                    item(first, "w2"),
+                    item("no-such-job"),
+                    item("j" * 257),
+                    pb.CompleteRequest(job_id="other", worker_id="w1", result=b"r" * 65537),
+                    item(second),
+                ]
+            ),
+            pb.CompleteBatchResponse,
+        )
+        assert [(i.code, i.error) for i in reply.items] == [
+            (9, "LeaseLost"),  # FAILED_PRECONDITION
+            (5, "JobNotFound"),  # NOT_FOUND
+            (3, "InvalidArgument"),
+            (8, "PayloadTooLarge"),  # RESOURCE_EXHAUSTED
+            (0, ""),
+        ]
+        assert reply.items[1].details == {"osqueue-job-id-bin": b"no-such-job"}
+        assert all(len(i.message) <= 1024 for i in reply.items)
+        assert (await queue.get(first)).status == "claimed", "still held by w1"
+        assert await queue.complete_many(jobs) == [None, None], "the second: a repeat"
+    assert broker.terminate() == 0, broker.text
+    assert "Traceback" not in broker.text

@@ -10,7 +10,14 @@ from typing import Any
 import anyio
 from obstore.store import MemoryStore
 
-from osqueue_core import DecodedState, decode_state
+from osqueue_core import (
+    DecodedState,
+    Job,
+    decode_segment,
+    decode_state,
+    segment_job,
+    untouched_positions,
+)
 from osqueue_io import EmbeddedQueue
 from osqueue_io.storage import Faults, FaultyStore, ObjectStore, ObjectVersion, ObstoreStore
 
@@ -99,6 +106,17 @@ async def read_state(store: ObjectStore) -> DecodedState:
     found = await store.read(STATE_KEY)
     assert found is not None, "the state object exists"
     return decode_state(found.data)
+
+
+async def stored_jobs(store: ObjectStore, state: DecodedState) -> list[Job]:
+    """Every job of a stored state: inline, and untouched in its segments."""
+    jobs = list(state.jobs)
+    for ref in state.segments:
+        found = await store.read(ref.key)
+        assert found is not None, f"referenced segment {ref.key} exists"
+        records = decode_segment(found.data, ref).records
+        jobs += [segment_job(records[p], ref.key) for p in untouched_positions(ref)]
+    return jobs
 
 
 async def open_and_close(queue: EmbeddedQueue[Any]) -> None:

@@ -18,7 +18,7 @@ from osqueue_core import BrokerConfig, BrokerReplaced, JobStatus, Phase
 from osqueue_io import EmbeddedQueue
 from osqueue_io.storage import Faults, FaultyStore, LocalFileStore
 
-from .hardening import only_state, read_state
+from .hardening import only_state, read_state, stored_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +73,8 @@ async def test_a_busy_owner_pauses_for_a_challenger_and_loses_nothing(tmp_path: 
 
                 state = await read_state(slower.inner)
                 assert state.header.owner.epoch == challenger.stats().epoch
-                ready = {job.id for job in state.jobs if job.status is JobStatus.READY}
+                jobs = await stored_jobs(slower.inner, state)  # segments included
+                ready = {job.id for job in jobs if job.status is JobStatus.READY}
                 assert set(acked) <= ready, "no acknowledged push was lost"
                 job = await challenger.claim("w")
                 assert job is not None

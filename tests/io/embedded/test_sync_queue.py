@@ -37,6 +37,17 @@ def test_round_trip(storage: Storage) -> None:
         assert q.claim("w1", wait=0.05) is None
 
 
+def test_complete_many_blocks_and_answers_each_job(storage: Storage) -> None:
+    with open_queue(storage) as q:
+        q.push_many([Task("a"), Task("b")])
+        jobs = q.claim_many(2)
+        lost = attrs.evolve(jobs[1], worker_id="not-the-holder")
+        outcomes = q.complete_many([jobs[0], lost], [b"done", None])
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], LeaseLost)
+        assert q.complete_many([jobs[1]]) == [None]
+
+
 def test_threads_share_one_queue_and_each_job_runs_once(storage: Storage) -> None:
     done: Counter[str] = Counter()
     lock = threading.Lock()

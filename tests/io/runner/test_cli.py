@@ -40,6 +40,7 @@ FLAGS = [
     "--poll",
     "--worker-id",
     "--log-level",
+    "--event-loop",
 ]
 
 

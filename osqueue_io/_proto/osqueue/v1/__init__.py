@@ -10,6 +10,8 @@ __all__ = (
     "ClaimBatchResponse",
     "ClaimRequest",
     "ClaimResponse",
+    "CompleteBatchRequest",
+    "CompleteBatchResponse",
     "CompleteRequest",
     "CompleteResponse",
     "FailRequest",
@@ -18,6 +20,7 @@ __all__ = (
     "GetJobResponse",
     "HeartbeatRequest",
     "HeartbeatResponse",
+    "ItemStatus",
     "JobInfo",
     "LeasedJob",
     "ListDeadRequest",
@@ -191,6 +194,38 @@ default_message_pool.register_message("osqueue.v1", "ClaimResponse", ClaimRespon
 
 
 @dataclass(eq=False, repr=False)
+class CompleteBatchRequest(betterproto2.Message):
+    """
+    Extension. At least one item, at most the broker's batch limit (max_batch_ops), and
+    no job twice; otherwise the whole call is refused and nothing is completed
+    (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for too many items).
+    """
+
+    items: "list[CompleteRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Each as a CompleteRequest: the job, the worker holding it, its optional result.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "CompleteBatchRequest", CompleteBatchRequest)
+
+
+@dataclass(eq=False, repr=False)
+class CompleteBatchResponse(betterproto2.Message):
+    """
+    Extension.
+    """
+
+    items: "list[ItemStatus]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    One per item, in request order.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "CompleteBatchResponse", CompleteBatchResponse)
+
+
+@dataclass(eq=False, repr=False)
 class CompleteRequest(betterproto2.Message):
     job_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -314,6 +349,41 @@ class HeartbeatResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("osqueue.v1", "HeartbeatResponse", HeartbeatResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ItemStatus(betterproto2.Message):
+    """
+    Extension. How one item of a batch call ended: what the status and the osqueue
+    trailers of its own call would have said (docs/protocol.md, "Errors").
+    """
+
+    code: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+    """
+    The gRPC status code: 0 (OK) when the item succeeded.
+    """
+
+    message: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The status message (empty on success).
+    """
+
+    error: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The osqueue-error trailer: the error's name, e.g. LeaseLost (empty on success).
+    """
+
+    details: "dict[str, bytes]" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES),
+    )
+    """
+    The error's other osqueue trailers (osqueue-job-id-bin...), by name.
+    """
+
+
+default_message_pool.register_message("osqueue.v1", "ItemStatus", ItemStatus)
 
 
 @dataclass(eq=False, repr=False)
@@ -1050,6 +1120,30 @@ class QueueServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def complete_batch(
+        self,
+        message: "CompleteBatchRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CompleteBatchResponse":
+        """
+        Extension. Completes several held jobs in one call. They reach the broker
+        together and are committed together (one storage write, as far as the broker's
+        batch limits allow); each item gets its own outcome, the one its own Complete
+        would have got.
+        """
+
+        return await self._unary_unary(
+            "/osqueue.v1.QueueService/CompleteBatch",
+            message,
+            CompleteBatchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class QueueServiceBase(betterproto2_grpclib.ServiceBase):
     async def push(self, message: "PushRequest") -> "PushResponse":
@@ -1150,6 +1244,16 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
     async def purge(self, message: "PurgeRequest") -> "PurgeResponse":
         """
         Extension. Drops dead letters from the state into the archive (all or none).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def complete_batch(self, message: "CompleteBatchRequest") -> "CompleteBatchResponse":
+        """
+        Extension. Completes several held jobs in one call. They reach the broker
+        together and are committed together (one storage write, as far as the broker's
+        batch limits allow); each item gets its own outcome, the one its own Complete
+        would have got.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -1262,6 +1366,14 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.purge(request)
         await stream.send_message(response)
 
+    async def __rpc_complete_batch(
+        self, stream: "grpclib.server.Stream[CompleteBatchRequest, CompleteBatchResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.complete_batch(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/osqueue.v1.QueueService/Push": grpclib.const.Handler(
@@ -1347,5 +1459,11 @@ class QueueServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 PurgeRequest,
                 PurgeResponse,
+            ),
+            "/osqueue.v1.QueueService/CompleteBatch": grpclib.const.Handler(
+                self.__rpc_complete_batch,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CompleteBatchRequest,
+                CompleteBatchResponse,
             ),
         }
