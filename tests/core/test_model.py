@@ -39,11 +39,34 @@ Invariants:
   once unless its broker crashed; every acknowledged completion ends up archived
   exactly once, with its result, and never goes back to the queue; acknowledged
   cancels end archived as cancelled, purges as dead;
-* ``next_deadline()`` is never in the past (a runtime would spin);
-* the stored state always parses and re-encodes to the same bytes.
+* ``next_deadline()`` is never in the past (a runtime would spin), and no broker keeps
+  issuing storage operations by itself;
+* the stored state always parses and re-encodes to the same bytes, and so does every
+  segment it references.
 
-The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py;
-one still open is excluded where it would fire, with a comment naming its test.
+**Segments** (docs/architecture.md, "Segments"; stage 1): two examples in three spill
+with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache of at most two
+segments, read-ahead 0 to 2), so spills, drops, commands waiting for a read and
+evictions happen within a few steps. The model reads every stored state as its inline
+jobs plus the untouched records of its referenced segments, read from the store
+(tests/core/model_segments.py), so every check above applies to that list, and checks:
+every ref names an object whose size, digest, key, groups, seq range, due range and
+keyed count match, and whose records are canonical ``ready`` fragments in claim order;
+one place (no id or seq twice over inline and untouched jobs); refs attached only once
+their segment was known durable; a job that only moved keeps its record; a position
+that left never comes back; an all-left ref does not outlive the next version; segment
+keys are written create-only, once; stage 1 spills only jobs with no key and no due
+time; once settled, the broker holds no ``Job`` for an untouched job and its counts of
+refs, untouched and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
+to be spilled. Segment creates and reads get every storage outcome; a conflicting create
+finds a foreign object planted under its key; a read may answer "absent" although the
+object is there, or one byte changed (the broker must fail, or never write a state
+referencing that segment). Crashes with writes in flight, late landings and a second
+broker taking over apply to segment writes as to the state's.
+
+The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
+and tests/core/test_segments_found.py; one still open is excluded where it would fire,
+with a comment naming its test.
 
 ``HYPOTHESIS_PROFILE=long`` (tests/conftest.py) runs many more examples locally.
 """
@@ -91,6 +114,7 @@ from osqueue_core import (
     Reply,
     RetryPolicy,
     WriteObject,
+    decode_header,
 )
 
 from .harness import Outcome
@@ -216,6 +240,8 @@ class QueueModel(RuleBasedStateMachine):
         self.segments = SegmentReader(CONFIG.segment_prefix)
         #: The last stored state read (its bytes), and what it holds.
         self._read: tuple[bytes, Stored] | None = None
+        #: Whether client rules that settle leave segment creates and reads pending.
+        self.hold_segments = False
         #: Segment key -> the step its create was first handed to storage.
         self.segment_emitted: dict[str, int] = {}
         self.segments_checked: set[str] = set()
@@ -228,8 +254,13 @@ class QueueModel(RuleBasedStateMachine):
         self.sent_to: dict[int, Slot] = {}
         self.crashed: set[str] = set()
 
-    @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]), segments=segment_options())
-    def first_broker(self, linger: float, segments: dict[str, Any]) -> None:
+    @initialize(
+        linger=st.sampled_from([0.0, 0.0, 0.3]),
+        segments=segment_options(),
+        hold_segments=st.booleans(),
+    )
+    def first_broker(self, linger: float, segments: dict[str, Any], hold_segments: bool) -> None:
+        self.hold_segments = hold_segments
         if self.spilling is False:
             segments = {"spill_jobs": None}
         elif self.spilling and segments.get("spill_jobs") is None:
@@ -272,6 +303,10 @@ class QueueModel(RuleBasedStateMachine):
                         assert not served, f"a state written on damaged segments {served}"
                 if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
                     self.segment_emitted.setdefault(effect.key, self.timeline.step)
+                    stored = self.store.get(self.config.state_key)
+                    owner = None if stored is None else decode_header(stored).owner
+                    if owner is not None and owner.incarnation != slot.broker.incarnation:
+                        event("a fenced broker creates a segment")
                 slot.pending.append(effect)
 
     def _submit(self, slot_index: int, make: Any, settle: bool = False) -> None:
@@ -288,7 +323,7 @@ class QueueModel(RuleBasedStateMachine):
         slot.broker.submit(command, self.now, self.wall)
         self._collect(slot)
         if settle and slot in self.slots:
-            self._settle(slot)
+            self._settle(slot, but_segments=self.hold_segments)
 
     def _live(self) -> bool:
         return bool(self.slots)
@@ -296,11 +331,19 @@ class QueueModel(RuleBasedStateMachine):
     def _holding(self) -> bool:
         return bool(self.slots and self.ref.holds)
 
-    def _settle(self, slot: Slot) -> None:
+    def _settle(self, slot: Slot, but_segments: bool = False) -> None:
+        """Deliver ``slot``'s storage effects, successfully, until it issues no more
+        (``but_segments``: leave its segment creates and reads pending, for
+        ``deliver_segment`` and the other delivering rules)."""
         for _ in range(1000):
-            if not slot.pending:
+            ready = [
+                i
+                for i, effect in enumerate(slot.pending)
+                if not (but_segments and self.store.is_segment(getattr(effect, "key", "")))
+            ]
+            if not ready:
                 return
-            effect = slot.pending.pop(0)
+            effect = slot.pending.pop(ready[0])
             slot.broker.receive(self.store.execute(effect), self.now, self.wall)
             self._collect(slot)
         raise AssertionError(f"a broker keeps issuing storage operations: {slot.pending}")
@@ -652,6 +695,8 @@ class QueueModel(RuleBasedStateMachine):
         self.crashes += 1
         victim = self.slots.pop(slot % len(self.slots))
         self.crashed.add(victim.broker.incarnation)
+        if self._spilling(victim):
+            event(f"crash with a segment operation in flight (landed: {landed})")
         # A claim may have landed unacknowledged (or been handed back only in memory).
         self.ref.uncertain()
         if landed:
@@ -663,7 +708,16 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.slots) < 2)
     @rule()
     def start_broker(self) -> None:
+        if any(self._spilling(slot) for slot in self.slots):
+            event("a second broker starts while a segment operation is in flight")
         self._start_broker()
+
+    def _spilling(self, slot: Slot) -> bool:
+        """Whether ``slot`` has a segment create or read not delivered yet."""
+        return any(
+            isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
+            for effect in slot.pending
+        )
 
     @precondition(lambda self: self._live() and self.stops < 2)
     @rule(slot=st.integers(0, 1))
