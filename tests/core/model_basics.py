@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import attrs
 import orjson
@@ -25,13 +26,20 @@ import orjson
 from osqueue_core import (
     SCHEMA_VERSION,
     BrokerConfig,
+    Effect,
     Job,
     JobStatus,
+    ObjectRead,
+    ObjectWritten,
+    ReadObject,
     RetryPolicy,
+    StorageResult,
+    WriteConflicted,
+    WriteObject,
     decode_state,
 )
 
-from .harness import SimStore
+from .harness import Outcome, SimStore
 
 #: How far two computations of the same wall time may differ.
 EPSILON = 1e-6
@@ -144,20 +152,79 @@ def limit_of(config: BrokerConfig, job: Job) -> int | None:
     return policy_of(config, job.born.queue).max_attempts
 
 
+#: Outcomes of a delivery: a storage outcome, or a lie about a segment read (the object
+#: is there, the read says ``absent``, or returns it ``damaged``: one byte changed).
+Delivery = Outcome | Literal["absent", "damaged"]
+
+#: What a foreign writer plants under a segment key the broker is creating.
+FOREIGN_SEGMENT = b'{"planted":"by somebody else"}'
+
+
 @attrs.define
 class RecordingStore(SimStore):
     """A SimStore that keeps every version of the state object, with the step at which
-    it landed (``moment`` tells the model's current step)."""
+    it landed (``moment`` tells the model's current step), and every segment object a
+    broker ever created (stage 2 deletes them: the history audit still reads them).
+
+    Segment keys are create-only and written once: a write under ``segment_prefix``
+    that is not a create fails the test at once. A ``conflict`` on a segment create
+    plants a foreign object under the key (the broker must read it back and abandon
+    the key); reads of segments can lie (:data:`Delivery`)."""
 
     moment: Callable[[], int] = lambda: 0
     states: list[tuple[int, bytes]] = attrs.Factory(list)
     state_key: str = "state.json"
+    segment_prefix: str = "segments/"
+    #: Segment key -> (the step it landed, its bytes), for every create that landed.
+    created: dict[str, tuple[int, bytes]] = attrs.Factory(dict)
+    #: Segment key -> the step a broker first learnt it is durable (written, or read
+    #: back with its bytes).
+    known: dict[str, int] = attrs.Factory(dict)
+    #: Segment keys under which a foreign object was planted.
+    foreign: set[str] = attrs.Factory(set)
 
     def put(self, key: str, data: bytes) -> int:
         version = super().put(key, data)
         if key == self.state_key and (not self.states or self.states[-1][1] != data):
             self.states.append((self.moment(), data))
         return version
+
+    def is_segment(self, key: str) -> bool:
+        return key.startswith(self.segment_prefix)
+
+    def write(self, effect: WriteObject) -> StorageResult:
+        if self.is_segment(effect.key):
+            assert effect.expected_version is None, f"{effect.key}: a segment rewritten"
+        result = super().write(effect)
+        if self.is_segment(effect.key) and isinstance(result, ObjectWritten):
+            assert effect.key not in self.created, f"{effect.key} written twice"
+            self.created[effect.key] = (self.moment(), effect.data)
+        return result
+
+    def execute(self, effect: Effect, outcome: Delivery = "ok") -> StorageResult:
+        key = getattr(effect, "key", "")
+        if not self.is_segment(key):
+            assert outcome not in ("absent", "damaged"), outcome
+            return super().execute(effect, outcome)
+        if isinstance(effect, WriteObject) and outcome == "conflict":
+            if key not in self.objects:
+                self.foreign.add(key)
+                super().put(key, FOREIGN_SEGMENT)
+            return WriteConflicted(effect.op_id)
+        if isinstance(effect, ReadObject) and outcome in ("absent", "damaged"):
+            found = self.objects.get(key)
+            if outcome == "absent" or found is None:
+                return ObjectRead(effect.op_id, None, None)
+            data, version = found
+            return ObjectRead(effect.op_id, bytes([data[0] ^ 1]) + data[1:], version)
+        assert outcome not in ("absent", "damaged"), outcome
+        result = super().execute(effect, outcome)
+        ours = self.created.get(key)
+        if isinstance(result, ObjectWritten) or (
+            isinstance(result, ObjectRead) and ours is not None and result.data == ours[1]
+        ):
+            self.known.setdefault(key, self.moment())
+        return result
 
 
 @attrs.define

@@ -19,7 +19,7 @@ to storage and the step the second landed. Checked for every job:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -70,9 +70,14 @@ class Asked:
         return any(step <= until for step in self.cancels.get(job_id, ()))
 
 
-def audit_history(states: list[tuple[int, bytes]], asked: Asked) -> dict[str, Job]:
+def audit_history(
+    states: list[tuple[int, bytes]],
+    asked: Asked,
+    jobs_of: Callable[[bytes], list[Job]] = lambda data: decode_state(data).jobs,
+) -> dict[str, Job]:
     """Check every change between consecutive state objects that landed (see the module
-    docstring); returns the last version of every job that was ever in the state."""
+    docstring); returns the last version of every job that was ever in the state.
+    ``jobs_of`` reads a state's jobs (inline, and untouched in its segments)."""
     config = asked.config
     last_seen: dict[str, Job] = {}
     previous: dict[str, Job] = {}
@@ -81,7 +86,7 @@ def audit_history(states: list[tuple[int, bytes]], asked: Asked) -> dict[str, Jo
     unchanged_since: dict[str, int] = {}
     since = 0
     for landed, data in states:
-        jobs = {job.id: job for job in decode_state(data).jobs}
+        jobs = {job.id: job for job in jobs_of(data)}
         highest = asked.timeline.highest(since, landed)
         deaths = any(
             job.status is JobStatus.DEAD

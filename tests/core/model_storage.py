@@ -5,6 +5,7 @@ tests/core/model_history.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from osqueue_core import Job, JobStatus, PushBatch
@@ -93,18 +94,22 @@ def _check_batch_whole(
 def check_endings_stay(ref: Reference, state: list[Job]) -> None:
     """Acknowledged endings are final: completed, cancelled, purged (leaving)."""
     for job in state:
+        was = f"{job.id} is {job.status.value} after an acknowledged"
         if job.id in ref.acked_completions:
-            assert job.status is JobStatus.COMPLETED
+            assert job.status is JobStatus.COMPLETED, f"{was} completion"
         if job.id in ref.known_cancelled:
-            assert job.status is JobStatus.CANCELLED
+            assert job.status is JobStatus.CANCELLED, f"{was} cancel"
         if job.id in ref.known_purged:
-            assert job.status is JobStatus.DEAD
-            assert leaving(job)
+            assert job.status is JobStatus.DEAD, f"{was} purge"
+            assert leaving(job), f"{job.id} purged, not leaving"
 
 
-def check_archived(ref: Reference, remaining: list[Job]) -> None:
+def check_archived(
+    ref: Reference, remaining: list[Job], jobs_of: Callable[[bytes], list[Job]]
+) -> None:
     """Once everything settled: every acknowledged ending archived with its status
-    (and result), and the whole history of the state allowed."""
+    (and result), and the whole history of the state allowed (``jobs_of`` reads a
+    stored version's jobs, inline and untouched)."""
     assert not [j.id for j in remaining if leaving(j)], "finished jobs never archived"
     archived = {job.id: job for job in ref.archives.jobs(ref.store)}
     endings = [
@@ -129,7 +134,7 @@ def check_archived(ref: Reference, remaining: list[Job]) -> None:
         ref.cancels,
         ref.not_applied,
     )
-    last_seen = audit_history(ref.store.states, asked)
+    last_seen = audit_history(ref.store.states, asked, jobs_of)
     present = {job.id for job in remaining}
     for job_id, job in last_seen.items():
         if job_id not in present:

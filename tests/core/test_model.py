@@ -39,11 +39,34 @@ Invariants:
   once unless its broker crashed; every acknowledged completion ends up archived
   exactly once, with its result, and never goes back to the queue; acknowledged
   cancels end archived as cancelled, purges as dead;
-* ``next_deadline()`` is never in the past (a runtime would spin);
-* the stored state always parses and re-encodes to the same bytes.
+* ``next_deadline()`` is never in the past (a runtime would spin), and no broker keeps
+  issuing storage operations by itself;
+* the stored state always parses and re-encodes to the same bytes, and so does every
+  segment it references.
 
-The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py;
-one still open is excluded where it would fire, with a comment naming its test.
+**Segments** (docs/architecture.md, "Segments"; stage 1): two examples in three spill
+with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache of at most two
+segments; read-ahead 0 while a bug is open), so spills, drops, commands waiting for a read and
+evictions happen within a few steps. The model reads every stored state as its inline
+jobs plus the untouched records of its referenced segments, read from the store
+(tests/core/model_segments.py), so every check above applies to that list, and checks:
+every ref names an object whose size, digest, key, groups, seq range, due range and
+keyed count match, and whose records are canonical ``ready`` fragments in claim order;
+one place (no id or seq twice over inline and untouched jobs); refs attached only once
+their segment was known durable; a job that only moved keeps its record; a position
+that left never comes back; an all-left ref does not outlive the next version; segment
+keys are written create-only, once; stage 1 spills only jobs with no key and no due
+time; once settled, the broker holds no ``Job`` for an untouched job and its counts of
+refs, untouched and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
+to be spilled. Segment creates and reads get every storage outcome; a conflicting create
+finds a foreign object planted under its key; a read may answer "absent" although the
+object is there, or one byte changed (the broker must fail, or never write a state
+referencing that segment). Crashes with writes in flight, late landings and a second
+broker taking over apply to segment writes as to the state's.
+
+The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
+and tests/core/test_segments_found.py; one still open is excluded where it would fire,
+with a comment naming its test.
 
 ``HYPOTHESIS_PROFILE=long`` (tests/conftest.py) runs many more examples locally.
 """
@@ -54,6 +77,7 @@ import sys
 from typing import Any
 
 import attrs
+import orjson
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -90,14 +114,19 @@ from osqueue_core import (
     Reply,
     RetryPolicy,
     WriteObject,
-    decode_state,
-    encode_job,
-    encode_state,
+    decode_header,
 )
 
 from .harness import Outcome
-from .model_basics import RecordingStore, Timeline, leaving
+from .model_basics import Delivery, RecordingStore, Timeline, leaving
 from .model_reference import Reference
+from .model_segments import (
+    SegmentReader,
+    Stored,
+    audit_segments,
+    core_round_trip,
+    spilled_only_due_unkeyed,
+)
 from .model_storage import check_archived, check_endings_stay, check_storage
 
 TIMEOUT = 10.0
@@ -166,17 +195,42 @@ JOB_OPTIONS = st.tuples(
 SETTLE = st.sampled_from([True, True, False])
 
 
+def segment_options() -> st.SearchStrategy[dict[str, Any]]:
+    """Spilling off, or on with tiny sizes (a spill every few pushes, a cache of a few
+    segments) so that spills, drops, waiting commands and evictions happen within a
+    few steps."""
+    tiny = st.fixed_dictionaries(
+        {
+            "spill_jobs": st.sampled_from([2, 3]),
+            "segment_jobs": st.sampled_from([3, 8]),
+            "segment_cache_bytes": st.sampled_from([1, 1500, 4000]),
+            # Open: tests/core/test_segments_found.py::test_a_failed_read_that_read_
+            # ahead_still_wants_keeps_next_deadline_in_the_future (read-ahead 1 or 2).
+            "read_ahead": st.just(0),
+        }
+    )
+    off: dict[str, Any] = {"spill_jobs": None}
+    return st.sampled_from([False, True, True]).flatmap(lambda on: tiny if on else st.just(off))
+
+
 @attrs.define
 class Slot:
     """A live broker and its storage effects not yet delivered."""
 
     broker: Broker
     pending: list[Effect] = attrs.Factory(list)
+    #: Segment keys whose read this broker was answered with damaged bytes: it must
+    #: fail, or never reference them again (it may have dropped them meanwhile).
+    damaged: set[str] = attrs.Factory(set)
 
 
 class QueueModel(RuleBasedStateMachine):
     #: What the model drives (tests/core/test_model_mutants.py swaps in broken ones).
     broker_class: type[Broker] = Broker
+    #: Spill in every example (True), never (False), or in two examples of three
+    #: (None). tests/core/test_model_mutants.py runs its lifecycle mutants without
+    #: spilling, as they were written, and its segment mutants with.
+    spilling: bool | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,6 +239,14 @@ class QueueModel(RuleBasedStateMachine):
         self.config = CONFIG
         self.timeline = Timeline([self.wall])
         self.store = RecordingStore(moment=lambda: self.timeline.step)
+        self.segments = SegmentReader(CONFIG.segment_prefix)
+        #: The last stored state read (its bytes), and what it holds.
+        self._read: tuple[bytes, Stored] | None = None
+        #: Whether client rules that settle leave segment creates and reads pending.
+        self.hold_segments = False
+        #: Segment key -> the step its create was first handed to storage.
+        self.segment_emitted: dict[str, int] = {}
+        self.segments_checked: set[str] = set()
         self.ref = Reference(self.config, self.timeline, self.store, lambda: self.now)
         self.slots: list[Slot] = []
         self.crashes = 0
@@ -194,9 +256,24 @@ class QueueModel(RuleBasedStateMachine):
         self.sent_to: dict[int, Slot] = {}
         self.crashed: set[str] = set()
 
-    @initialize(linger=st.sampled_from([0.0, 0.0, 0.3]))
-    def first_broker(self, linger: float) -> None:
-        self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger)
+    @initialize(
+        linger=st.sampled_from([0.0, 0.0, 0.3]),
+        segments=segment_options(),
+        hold_segments=st.booleans(),
+    )
+    def first_broker(self, linger: float, segments: dict[str, Any], hold_segments: bool) -> None:
+        self.hold_segments = hold_segments
+        if self.spilling is False:
+            segments = {"spill_jobs": None}
+        elif self.spilling and segments.get("spill_jobs") is None:
+            segments = {
+                "spill_jobs": 2,
+                "segment_jobs": 3,
+                "segment_cache_bytes": 1500,
+                "read_ahead": 0,
+            }
+        self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger, **segments)
+        event(f"spilling: {segments.get('spill_jobs')}")
         self._start_broker()
 
     # -- plumbing --------------------------------------------------------------------
@@ -227,6 +304,16 @@ class QueueModel(RuleBasedStateMachine):
             else:
                 if isinstance(effect, WriteObject) and effect.key == self.config.state_key:
                     self.ref.emitted.setdefault(effect.data, self.timeline.step)
+                    if slot.damaged:
+                        refs = orjson.loads(effect.data).get("segments", ())
+                        served = slot.damaged & {ref["key"] for ref in refs}
+                        assert not served, f"a state written on damaged segments {served}"
+                if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
+                    self.segment_emitted.setdefault(effect.key, self.timeline.step)
+                    stored = self.store.get(self.config.state_key)
+                    owner = None if stored is None else decode_header(stored).owner
+                    if owner is not None and owner.incarnation != slot.broker.incarnation:
+                        event("a fenced broker creates a segment")
                 slot.pending.append(effect)
 
     def _submit(self, slot_index: int, make: Any, settle: bool = False) -> None:
@@ -243,7 +330,7 @@ class QueueModel(RuleBasedStateMachine):
         slot.broker.submit(command, self.now, self.wall)
         self._collect(slot)
         if settle and slot in self.slots:
-            self._settle(slot)
+            self._settle(slot, but_segments=self.hold_segments)
 
     def _live(self) -> bool:
         return bool(self.slots)
@@ -251,11 +338,22 @@ class QueueModel(RuleBasedStateMachine):
     def _holding(self) -> bool:
         return bool(self.slots and self.ref.holds)
 
-    def _settle(self, slot: Slot) -> None:
-        while slot.pending:
-            effect = slot.pending.pop(0)
+    def _settle(self, slot: Slot, but_segments: bool = False) -> None:
+        """Deliver ``slot``'s storage effects, successfully, until it issues no more
+        (``but_segments``: leave its segment creates and reads pending, for
+        ``deliver_segment`` and the other delivering rules)."""
+        for _ in range(1000):
+            ready = [
+                i
+                for i, effect in enumerate(slot.pending)
+                if not (but_segments and self.store.is_segment(getattr(effect, "key", "")))
+            ]
+            if not ready:
+                return
+            effect = slot.pending.pop(ready[0])
             slot.broker.receive(self.store.execute(effect), self.now, self.wall)
             self._collect(slot)
+        raise AssertionError(f"a broker keeps issuing storage operations: {slot.pending}")
 
     def open(self) -> list[int]:
         """Requests not answered yet, sent to a broker that is still alive."""
@@ -265,14 +363,32 @@ class QueueModel(RuleBasedStateMachine):
             if r not in self.ref.answered and slot in self.slots
         )
 
-    def _stored_state(self) -> list[Job]:
+    def _stored(self) -> Stored | None:
+        """The stored state as the model reads it: inline jobs and the untouched jobs of
+        its segments, read from the store (checked: tests/core/model_segments.py)."""
         data = self.store.get(self.config.state_key)
         if data is None:
-            return []
-        try:
-            return decode_state(data).jobs
-        except CorruptState as error:
-            raise AssertionError(f"the stored state does not parse: {error}") from error
+            return None
+        if self._read is None or self._read[0] != data:
+            try:
+                self._read = (data, self.segments.read_state(data, self.store.get))
+            except CorruptState as error:
+                raise AssertionError(f"the stored state does not parse: {error}") from error
+        return self._read[1]
+
+    def _stored_state(self) -> list[Job]:
+        stored = self._stored()
+        return [] if stored is None else stored.jobs
+
+    def _jobs_of(self, data: bytes) -> list[Job]:
+        """The jobs of a state version that landed some time ago, with the segments as
+        their creators wrote them."""
+
+        def fetch(key: str) -> bytes | None:
+            created = self.store.created.get(key)
+            return None if created is None else created[1]
+
+        return self.segments.read_state(data, fetch).jobs
 
     # -- rules: clients --------------------------------------------------------------
 
@@ -459,6 +575,11 @@ class QueueModel(RuleBasedStateMachine):
             return (), queue
         known_dead = self.ref.known_dead
         pool = sorted(known_dead) if dead_only and known_dead else self.ref.job_ids()
+        if self.config.spill_jobs is not None:
+            # Open: tests/core/test_segments_found.py::
+            # test_a_command_naming_jobs_in_two_segments_is_applied_with_a_small_cache
+            # (two ids in two segments thrash a small cache).
+            picks = picks[:1]
         return tuple(pool[p % len(pool)] for p in picks), None
 
     @precondition(_live)
@@ -522,7 +643,8 @@ class QueueModel(RuleBasedStateMachine):
         candidates = [s for s in self.slots if s.pending]
         chosen = candidates[slot % len(candidates)]
         effect = chosen.pending.pop(pick % len(chosen.pending))
-        event(f"deliver {type(effect).__name__}: {outcome}")
+        segment = " (segment)" if self.store.is_segment(getattr(effect, "key", "")) else ""
+        event(f"deliver {type(effect).__name__}{segment}: {outcome}")
         result = self.store.execute(effect, outcome)
         chosen.broker.receive(result, self.now, self.wall)
         self._collect(chosen)
@@ -537,6 +659,37 @@ class QueueModel(RuleBasedStateMachine):
         # since): what was known ready is unknown now.
         self.ref.uncertain()
 
+    def _segment_effects(self) -> list[tuple[Slot, int]]:
+        return [
+            (slot, index)
+            for slot in self.slots
+            for index, effect in enumerate(slot.pending)
+            if isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
+        ]
+
+    @precondition(lambda self: bool(self._segment_effects()))
+    @rule(pick=st.integers(0, 100), outcome=st.sampled_from([*OUTCOMES[5:], "absent", "damaged"]))
+    def deliver_segment(self, pick: int, outcome: Delivery) -> None:
+        """A segment create or read, with a fault more often than not. A create that
+        conflicts finds a foreign object planted under its key (the broker must read it
+        back and abandon the key). A read may be answered "absent" although the object
+        is there, or with one byte changed: the broker must fail (CorruptState,
+        SegmentMissing, or BrokerReplaced once it reads the state), never serve or write
+        on it."""
+        effects = self._segment_effects()
+        slot, index = effects[pick % len(effects)]
+        effect = slot.pending.pop(index)
+        if isinstance(effect, WriteObject) and outcome in ("absent", "damaged"):
+            outcome = "ok"
+        event(f"deliver segment {type(effect).__name__}: {outcome}")
+        slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
+        if outcome == "damaged" and effect.key in self.store.objects:
+            if slot.broker.phase is Phase.FAILED:
+                assert isinstance(slot.broker.failure, CorruptState), slot.broker.failure
+            else:
+                slot.damaged.add(effect.key)
+        self._collect(slot)
+
     @precondition(lambda self: any(s.pending for s in self.slots))
     @rule()
     def deliver_everything(self) -> None:
@@ -549,6 +702,8 @@ class QueueModel(RuleBasedStateMachine):
         self.crashes += 1
         victim = self.slots.pop(slot % len(self.slots))
         self.crashed.add(victim.broker.incarnation)
+        if self._spilling(victim):
+            event(f"crash with a segment operation in flight (landed: {landed})")
         # A claim may have landed unacknowledged (or been handed back only in memory).
         self.ref.uncertain()
         if landed:
@@ -560,7 +715,16 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.slots) < 2)
     @rule()
     def start_broker(self) -> None:
+        if any(self._spilling(slot) for slot in self.slots):
+            event("a second broker starts while a segment operation is in flight")
         self._start_broker()
+
+    def _spilling(self, slot: Slot) -> bool:
+        """Whether ``slot`` has a segment create or read not delivered yet."""
+        return any(
+            isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
+            for effect in slot.pending
+        )
 
     @precondition(lambda self: self._live() and self.stops < 2)
     @rule(slot=st.integers(0, 1))
@@ -585,8 +749,19 @@ class QueueModel(RuleBasedStateMachine):
         if data is None:
             return
         self._stored_state()  # parses, or fails saying why
-        decoded = decode_state(data)
-        assert encode_state(decoded.header, [encode_job(j) for j in decoded.jobs]) == data
+        core_round_trip(data, self.store.get)
+
+    @invariant()
+    def segments_are_sound(self) -> None:
+        """The stored state's refs name existing, matching segments and every job is in
+        one place (checked when read); every segment a broker created holds only jobs
+        that were due when it picked them (stage 1: none with a key)."""
+        self._stored()
+        for key, (_, data) in self.store.created.items():
+            if key not in self.segments_checked:
+                self.segments_checked.add(key)
+                highest = self.timeline.highest(0, self.segment_emitted[key])
+                spilled_only_due_unkeyed(self.segments.segment(data), highest)
 
     @invariant()
     def storage_holds_exactly_what_was_pushed(self) -> None:
@@ -649,7 +824,67 @@ class QueueModel(RuleBasedStateMachine):
         assert slot.broker.phase is Phase.RUNNING, slot.broker.failure
         self.ref.events()
         check_storage(self.ref, self._stored_state())
-        check_archived(self.ref, self._stored_state())
+        check_archived(self.ref, self._stored_state(), self._jobs_of)
+        self._audit_segments()
+        self._check_settled_segments(slot)
+
+    def _check_settled_segments(self, slot: Slot) -> None:
+        """Once the last broker is idle (its head is what is stored): it holds no
+        ``Job`` for an untouched job (its inline count is the stored one), its counts
+        of refs and untouched jobs are the stored ones, and the jobs a spill could move
+        are fewer than ``spill_jobs``."""
+        for _ in range(3):  # a linger, a gather or a spill's backoff may still be due
+            self.now += 1.0
+            slot.broker.tick(self.now, self.wall)
+            self._collect(slot)
+            self._settle(slot)
+        stored = self._stored()
+        assert stored is not None
+        stats = slot.broker.stats()
+        assert (stats.segments, stats.untouched) == (len(stored.refs), len(stored.places)), (
+            f"the broker counts {stats.segments} refs and {stats.untouched} untouched jobs; "
+            f"storage holds {len(stored.refs)} and {len(stored.places)}"
+        )
+        held = [job_id for job_id in stored.places if slot.broker.job(job_id) is not None]
+        assert not held, f"the broker holds a Job for untouched {held}"
+        inline = (
+            stats.ready
+            - stats.untouched
+            + stats.delayed
+            + stats.claimed
+            + stats.dead
+            + stats.finished_pending_archive
+        )
+        assert inline == len(stored.inline), f"{inline} jobs in memory, {len(stored.inline)} inline"
+        if self.config.spill_jobs is not None:
+            spillable = [
+                job.id
+                for job in stored.inline
+                if job.status is JobStatus.READY
+                and job.born.key is None
+                and job.retry_at is None
+                and job.born.run_at is None
+            ]
+            assert len(spillable) < self.config.spill_jobs, f"never spilled: {spillable}"
+        event(f"untouched at the end: {min(len(stored.places), 3)}")
+        event(f"spills: {min(stats.spills, 3)}, abandoned: {min(stats.spills_abandoned, 1)}")
+
+    def _audit_segments(self) -> None:
+        """Every version that landed, read with its segments: refs attached only once
+        known durable; jobs that only moved keep their records; all-left refs dropped."""
+        fetch = self.store.created
+        versions = [
+            (
+                self.ref.emitted[data],
+                self.segments.read_state(data, lambda key: fetch[key][1] if key in fetch else None),
+                landed,
+            )
+            for landed, data in self.store.states
+        ]
+        audit_segments(versions, self.store.known)
+        refs = sum(len(stored.refs) for _, stored, _ in versions)
+        event(f"segments created: {min(len(self.store.created), 5)}")
+        event(f"refs over all versions: {'0' if not refs else '1-9' if refs < 10 else '10+'}")
 
 
 TestQueueModel = QueueModel.TestCase

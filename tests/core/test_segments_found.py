@@ -1,0 +1,75 @@
+"""Core bugs the model test (tests/core/test_model.py) found in segments (stage 1),
+each reduced to its smallest example and kept as a regression test.
+
+Open ones are marked ``xfail(strict=True)``: the mark must go with the fix, and the
+model test's exclusion for it (a comment names the test) with it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from osqueue_core import (
+    BrokerConfig,
+    Claim,
+    JobNotDead,
+    Purge,
+    PushBatch,
+    ReadObject,
+    StorageUnavailable,
+)
+
+from .harness import Harness
+
+
+@pytest.mark.xfail(strict=True, reason="open: a command needing two segments thrashes the cache")
+def test_a_command_naming_jobs_in_two_segments_is_applied_with_a_small_cache() -> None:
+    """A purge (or redrive) by ids names untouched jobs of two segments, and the cache
+    holds fewer than two. The broker reads the first segment, then the second, whose
+    room is made by evicting the first, which the purge still needs: it reads the first
+    again, evicting the second... The purge is never applied (it is answered
+    StorageUnavailable after ``stall_timeout``), and the broker reads segments back to
+    back meanwhile. (Likely fix: keep the segments the head command needs loaded until
+    it is applied, overfilling the cache for a while as a demanded read already may.)"""
+    config = BrokerConfig(spill_jobs=2, segment_jobs=2, segment_cache_bytes=1, read_ahead=0)
+    h = Harness.started(config=config)
+    first = h.submit(PushBatch(h.request_id(), (b"a", b"b")))
+    second = h.submit(PushBatch(h.request_id(), (b"c", b"d")))
+    assert first is not None
+    assert second is not None
+    assert h.broker.stats().segments == 2
+    ids = (first.result.job_ids[0], second.result.job_ids[0])  # type: ignore[union-attr]
+    h.auto = False
+    purge = Purge(h.request_id(), ids)
+    reads = 0
+    h.submit(purge)
+    while h.pending and reads < 10:
+        reads += isinstance(h.pending[0], ReadObject)
+        h.deliver(0)
+    reply = h.replies.get(purge.request_id)
+    assert reply is not None, f"not applied after {reads} segment reads"
+    assert isinstance(reply.error, JobNotDead)
+
+
+@pytest.mark.xfail(strict=True, reason="open: a read-ahead retry that finds no room stays due")
+def test_a_failed_read_that_read_ahead_still_wants_keeps_next_deadline_in_the_future() -> None:
+    """A claim needs a segment; its read fails (a backoff is armed); the claim waits
+    ``stall_timeout`` and is answered StorageUnavailable, which clears the demand. The
+    segment is still wanted by read-ahead, but the cache has no room for it, so the
+    reader neither reads it nor drops its backoff: ``next_deadline()`` stays in the past
+    and a runtime ticking at it would spin. (Likely fix: drop the backoff of a key the
+    pump passes over, or stop wanting what cannot get room.)"""
+    config = BrokerConfig(spill_jobs=2, segment_jobs=3, segment_cache_bytes=1, read_ahead=1)
+    h = Harness.started(config=config)
+    h.submit(PushBatch(h.request_id(), (b"a", b"b")))
+    assert h.broker.stats().segments == 1
+    h.auto = False
+    claim = Claim(h.request_id(), "w1", 0.0)
+    h.submit(claim)
+    h.deliver(h.pending_of(ReadObject, "segments/")[0], "failed")
+    h.advance(config.stall_timeout + 1)
+    reply = h.replies.get(claim.request_id)
+    assert reply is not None
+    assert isinstance(reply.error, StorageUnavailable)
+    deadline = h.broker.next_deadline()
+    assert deadline is None or deadline > h.now, (deadline, h.now)
