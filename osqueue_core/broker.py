@@ -400,8 +400,10 @@ class Broker:
                 self._blocked_since = None
                 # Whoever still needs a segment asks again (the next command at once).
                 self._rules.table.segments.demanded.clear()
+                self._rules.table.segments.pinned.clear()
                 continue
             self._blocked_since = None
+            self._rules.table.segments.pinned.clear()
             command = self._inbox.popleft()
             self._inbox_bytes -= payload_bytes(command)
             self._rules.apply(command, self._commit.open, self._commit.context())

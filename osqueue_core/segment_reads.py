@@ -65,11 +65,12 @@ class SegmentReader:
             return
         index = self._rules.table.segments
         wanted = index.wanted(self._config.read_ahead)
-        keep = set(wanted) | set(index.demanded)
+        keep = set(wanted) | set(index.demanded) | index.pinned
         # A key nobody needs any more (its jobs left, or read-ahead moved on) is not
         # retried: no retry stays due, so next_deadline() is never in the past.
         self._backoffs.keep_only(keep)
-        for key in wanted:
+        passed_over: list[str] = []
+        for position, key in enumerate(wanted):
             segment = index.get(key)
             if segment is None or segment.records is not None or key in self._in_flight:
                 continue
@@ -77,11 +78,19 @@ class SegmentReader:
                 continue
             demanded = key in index.demanded
             if not demanded and len(self._in_flight) >= MAX_READS:
+                passed_over = wanted[position:]
                 break
             room = index.make_room(loaded_cost(segment.ref), self._config.segment_cache_bytes, keep)
             if not (room or demanded):
+                passed_over = wanted[position:]
                 break
             self._read(key)
+        # Read-ahead that must wait for room (or for a read slot) is tried again when
+        # the pump runs next, not at a backoff already due: a due retry left armed
+        # would keep next_deadline() in the past, and a runtime ticking at it would spin.
+        for key in passed_over:
+            if key not in index.demanded and not self._backoffs.waiting(key):
+                self._backoffs.succeeded(key)
 
     def next_deadline(self) -> float | None:
         return self._backoffs.next_deadline()

@@ -43,4 +43,5 @@ def segment_needed(table: JobTable, command: Command) -> str | None:
     if needed is None:
         return None
     table.segments.demanded[needed.key] = None
+    table.segments.pinned.add(needed.key)
     return needed.key

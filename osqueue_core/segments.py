@@ -148,6 +148,10 @@ class SegmentIndex:
         self.total = 0
         #: Segments a command, a claim or a waiting claim needs loaded, oldest first.
         self.demanded: dict[str, None] = {}
+        #: Segments the command waiting at the head of the inbox has needed so far: kept
+        #: loaded until it is applied, so a command naming jobs of several segments never
+        #: evicts one it needs while loading the next (it would read them forever).
+        self.pinned: set[str] = set()
         self.loaded_bytes = 0
         self._uses = 0
         # Bumped by every change to a reference or a cursor: what the caches below

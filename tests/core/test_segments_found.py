@@ -1,13 +1,11 @@
 """Core bugs the model test (tests/core/test_model.py) found in segments (stage 1),
 each reduced to its smallest example and kept as a regression test.
 
-Open ones are marked ``xfail(strict=True)``: the mark must go with the fix, and the
-model test's exclusion for it (a comment names the test) with it.
+Both were fixed in the core: a command's segments stay loaded until it is applied
+(``SegmentIndex.pinned``), and read-ahead that must wait for room drops its due retry.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from osqueue_core import (
     BrokerConfig,
@@ -22,7 +20,6 @@ from osqueue_core import (
 from .harness import Harness
 
 
-@pytest.mark.xfail(strict=True, reason="open: a command needing two segments thrashes the cache")
 def test_a_command_naming_jobs_in_two_segments_is_applied_with_a_small_cache() -> None:
     """A purge (or redrive) by ids names untouched jobs of two segments, and the cache
     holds fewer than two. The broker reads the first segment, then the second, whose
@@ -51,7 +48,6 @@ def test_a_command_naming_jobs_in_two_segments_is_applied_with_a_small_cache() -
     assert isinstance(reply.error, JobNotDead)
 
 
-@pytest.mark.xfail(strict=True, reason="open: a read-ahead retry that finds no room stays due")
 def test_a_failed_read_that_read_ahead_still_wants_keeps_next_deadline_in_the_future() -> None:
     """A claim needs a segment; its read fails (a backoff is armed); the claim waits
     ``stall_timeout`` and is answered StorageUnavailable, which clears the demand. The
