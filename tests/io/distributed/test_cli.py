@@ -40,6 +40,7 @@ FLAGS = [
     "--retry-base",
     "--retry-cap",
     "--max-attempts",
+    "--spill-jobs",
     "--queue-retry",
     "--recreate",
     "--log-level",
