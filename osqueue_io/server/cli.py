@@ -99,17 +99,22 @@ def parse_count(text: str) -> int:
     return count
 
 
-def parse_max_attempts(text: str) -> int | None:
-    """Claims a job gets before it is dead: ``0`` for unlimited (None)."""
+def parse_zero_or_count(text: str, highest: int, zero_means: str) -> int | None:
+    """A whole number from 0 to ``highest``; 0 (which means ``zero_means``) is None."""
     try:
         count = int(text)
     except ValueError:
         count = -1
-    if not 0 <= count <= MAX_ATTEMPTS:
+    if not 0 <= count <= highest:
         raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not a whole number from 0 (unlimited) to {MAX_ATTEMPTS}"
+            f"{text[:40]!r} is not a whole number from 0 ({zero_means}) to {highest}"
         )
     return count or None
+
+
+def parse_max_attempts(text: str) -> int | None:
+    """Claims a job gets before it is dead: ``0`` for unlimited (None)."""
+    return parse_zero_or_count(text, MAX_ATTEMPTS, "unlimited")
 
 
 #: The most jobs a spill threshold may name (a segment holds what one spill takes).
@@ -118,15 +123,7 @@ MAX_SPILL_JOBS = 1_000_000
 
 def parse_spill_jobs(text: str) -> int | None:
     """Inline ready jobs that start a spill into a segment: ``0`` never spills (None)."""
-    try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if not 0 <= count <= MAX_SPILL_JOBS:
-        raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not a whole number from 0 (never spill) to {MAX_SPILL_JOBS}"
-        )
-    return count or None
+    return parse_zero_or_count(text, MAX_SPILL_JOBS, "never spill")
 
 
 def parse_queue_retry(text: str) -> tuple[str, RetryPolicy]:
