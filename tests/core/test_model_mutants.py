@@ -337,9 +337,10 @@ SEGMENT_MUTANTS = [
         "attach",
         lambda _: _attach_blindly,
         # Jobs changed since the pick come back as their stale ready records: claimed
-        # twice, claimed before their backoff, a finished one handed out again...
+        # twice, claimed before their backoff, a finished one handed out again, or
+        # never archived (its cancelled record replaced by the stale ready one)...
         r"while .* holds it|handed out|after an acknowledged|lost|left the state|"
-        r"claimed (before|for)|" + KNOWN_READY,
+        r"never archived|claimed (before|for)|" + KNOWN_READY,
     ),
     RuleMutant(
         "claim without its left bit",
