@@ -338,9 +338,10 @@ SEGMENT_MUTANTS = [
         lambda _: _attach_blindly,
         # Jobs changed since the pick come back as their stale ready records: claimed
         # twice, claimed before their backoff, a finished one handed out again, or
-        # never archived (its cancelled record replaced by the stale ready one)...
+        # never archived (its cancelled record replaced by the stale ready one), a dead
+        # letter ready again without a redrive...
         r"while .* holds it|handed out|after an acknowledged|lost|left the state|"
-        r"never archived|claimed (before|for)|" + KNOWN_READY,
+        r"never archived|changed \(\w+\) without|claimed (before|for)|" + KNOWN_READY,
     ),
     RuleMutant(
         "claim without its left bit",
