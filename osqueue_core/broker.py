@@ -328,6 +328,9 @@ class Broker:
             self._transition(event)
             if RULES[self._phase].final:
                 self._out.forget()  # archive writes in flight are the successor's
+            elif event is PhaseEvent.STEPPED_BACK:
+                # Queued while it tried to take over: it will not serve them.
+                self._answer_inbox(self._not_owner())
             elif event is PhaseEvent.TOOK_OVER:
                 # The state just loaded may hold work already due (delayed jobs, old
                 # dead letters): do it now, so next_deadline() is never in the past.

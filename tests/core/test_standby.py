@@ -216,9 +216,13 @@ def test_a_takeover_that_finds_the_owner_wrote_after_all_steps_back() -> None:
     assert b.broker.phase is Phase.STARTING
     assert b.pending_of(ReadObject), "the takeover reads the state"
     owner.push()  # ... and writes just now: alive after all
+    queued = b.push()  # queued while b takes over
+    assert queued is None
     while b.pending:
         b.deliver(0)
     assert b.broker.phase is Phase.STANDBY
+    answered = b.replies[b._next_request]
+    assert isinstance(answered.error, NotOwner), "what it queued is answered, not kept"
     assert owner_of(store) == ("a", 1)
     assert not any(isinstance(e, WriteObject) for e in b.pending)
 
