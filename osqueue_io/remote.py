@@ -349,8 +349,8 @@ class RemoteQueue(AsyncResource, Generic[T]):
     tasks. ``address`` may be several addresses, or None with ``storage`` (a storage
     URL or an open store) to find the owner in the bucket; calls then follow the owner
     across a failover for up to ``failover_timeout`` seconds
-    (docs/high-availability.md). A claimed payload that does not decode into ``T`` is dead-lettered and the
-    claim moves on to the next job, as in the embedded queue.
+    (docs/high-availability.md). A claimed payload that does not decode into ``T`` is
+    dead-lettered and the claim moves on to the next job, as in the embedded queue.
     """
 
     def __init__(
