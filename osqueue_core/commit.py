@@ -116,6 +116,7 @@ class CommitProtocol:
         self._confirmed_at = -math.inf
         #: When the last write of ours landed: an idle owner renews its lease from it.
         self._renewed_at = -math.inf
+        self._renewal: PendingWrite | None = None
         self._stalled = False
         # Owner side of takeover requests.
         self._yield_until = -math.inf
@@ -223,6 +224,7 @@ class CommitProtocol:
             # lives (and, landing, confirms that it still owns the state).
             self.counters.renewals += 1
             self._write_batch()
+            self._renewal = self.pending_write
         elif (
             rules.checks_ownership
             and self.config.ownership_check is not None
@@ -370,7 +372,10 @@ class CommitProtocol:
         self.pending_write = None
         self.revision = write.revision
         self.version = version
-        self._writes_since_poll += 1  # a landed write changed the object: busy
+        if write is not self._renewal:
+            # A landed write changed the object: busy. (A renewal does not count: it
+            # comes after a third of a lease of quiet, far apart from any other.)
+            self._writes_since_poll += 1
         batch = write.batch
         for reply in batch.replies:
             self._out.reply(reply)
