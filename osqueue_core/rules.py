@@ -72,6 +72,7 @@ from osqueue_core.results import (
     Released,
 )
 from osqueue_core.segment_refs import SegmentRef
+from osqueue_core.segment_windows import READ_AHEAD_SECONDS
 from osqueue_core.table import JobTable, SegmentNeeded
 from osqueue_core.transitions import Transitions, max_attempts
 from osqueue_core.waiters import Waiter, WaitingClaims
@@ -116,7 +117,7 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock, spill=config.spills)
+        self.table = self._table()
         #: The first epoch of this queue's life (written with every state).
         self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
@@ -501,10 +502,16 @@ class JobRules:
     ) -> None:
         """Replace the head state with a state read from storage (at takeover). Its
         segments are not read: their references are enough to serve."""
-        spill = self.config.spills
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
+        self.table = self.moves.table = self._table(jobs, next_seq, refs)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
         self.segment_floor = segment_floor
+
+    def _table(
+        self, jobs: Iterable[Job] = (), next_seq: int = 0, refs: Iterable[SegmentRef] = ()
+    ) -> JobTable:
+        config = self.config
+        lead = READ_AHEAD_SECONDS if config.read_ahead else 0.0
+        return JobTable(self._clock, jobs, next_seq, refs, spill=config.spills, window_lead=lead)
 
     def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
         """A segment was read: claims waiting for its jobs can be served now."""
