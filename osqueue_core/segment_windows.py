@@ -82,8 +82,8 @@ class Window:
         # Positions not due when scanned, sorted by (due time, position), with their
         # claim keys (the records may be evicted by the time they fall due).
         self.due_at: array[float] = array("d")
-        self.positions: array[int] = array("L")
-        self.priorities: array[int] = array("l")
+        self.positions: array[int] = array("I")
+        self.priorities: array[int] = array("i")
         self.seqs: array[int] = array("q")
         self.next = 0
 
@@ -145,9 +145,10 @@ class DueWindows:
         return best
 
     def has_due(self, segment: Segment, group: int) -> bool:
-        """Whether ``group`` of an open window holds a due untouched job (then its
-        ``since`` counts for stats: promotion goes in due order, so the group's oldest
-        ready-since is the first promoted's, a bound while it is there)."""
+        """Whether ``group`` holds a due untouched job, so that its ``since`` counts
+        for stats: always outside a window; in one, once a job of it was promoted
+        (promotion goes in due order, so the group's oldest ready-since is the first
+        promoted job's, exact until that job leaves, then an over-estimate of the age)."""
         window = segment.window
         return window is None or window.promoted_in[group] > 0
 
@@ -298,8 +299,8 @@ class DueWindows:
                 later.append((at, position, priority, seq))
         later.sort()
         window.due_at = array("d", (entry[0] for entry in later))
-        window.positions = array("L", (entry[1] for entry in later))
-        window.priorities = array("l", (entry[2] for entry in later))
+        window.positions = array("I", (entry[1] for entry in later))
+        window.priorities = array("i", (entry[2] for entry in later))
         window.seqs = array("q", (entry[3] for entry in later))
         window.scanned = True
         self.urgent.pop(segment.key, None)
@@ -323,7 +324,7 @@ class DueWindows:
         else:
             # Nothing left to promote: free the arrays (the window closes at ``max``).
             window.due_at, window.seqs = array("d"), array("q")
-            window.positions, window.priorities = array("L"), array("l")
+            window.positions, window.priorities = array("I"), array("i")
             window.next = 0
         return gained
 

@@ -44,25 +44,30 @@ Invariants:
 * the stored state always parses and re-encodes to the same bytes, and so does every
   segment it references.
 
-**Segments** (docs/architecture.md, "Segments"; stage 1): two examples in three spill
-with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache of at most two
-segments; read-ahead 0 while a bug is open), so spills, drops, commands waiting for a read and
-evictions happen within a few steps. The model reads every stored state as its inline
-jobs plus the untouched records of its referenced segments, read from the store
-(tests/core/model_segments.py), so every check above applies to that list, and checks:
-every ref names an object whose size, digest, key, groups, seq range, due range and
-keyed count match, and whose records are canonical ``ready`` fragments in claim order;
-one place (no id or seq twice over inline and untouched jobs); refs attached only once
-their segment was known durable; a job that only moved keeps its record; a position
-that left never comes back; an all-left ref does not outlive the next version; segment
-keys are written create-only, once; stage 1 spills only jobs with no key and no due
-time; once settled, the broker holds no ``Job`` for an untouched job and its counts of
-refs, untouched and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
-to be spilled. Segment creates and reads get every storage outcome; a conflicting create
-finds a foreign object planted under its key; a read may answer "absent" although the
-object is there, or one byte changed (the broker must fail, or never write a state
-referencing that segment). Crashes with writes in flight, late landings and a second
-broker taking over apply to segment writes as to the state's.
+**Segments** (docs/architecture.md, "Segments"; stage 1 and due windows): two examples
+in three spill with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache
+of at most two segments; read-ahead 0 while a bug is open), so spills, drops, commands
+waiting for a read and evictions happen within a few steps. The model reads every stored
+state as its inline jobs plus the untouched records of its referenced segments, read
+from the store (tests/core/model_segments.py), so every check above applies to that
+list, and checks: every ref names an object whose size, digest, key, groups, seq range,
+due range and keyed count match, and whose records are canonical ``ready`` fragments in
+claim order; one place (no id or seq twice over inline and untouched jobs); refs
+attached only once their segment was known durable; a job that only moved keeps its
+record; a position that left never comes back; an all-left ref does not outlive the next
+version; segment keys are written create-only, once; no keyed job is spilled, and a
+segment never mixes jobs with a due time and jobs without one; once settled, the broker
+holds no ``Job`` for an untouched job, its counts of refs, untouched and inline jobs are
+storage's, its ready and delayed counts per queue are storage's judged by its wall
+clock, and fewer than ``spill_jobs`` jobs wait to be spilled. Delayed jobs and retries
+spill into segments with due windows; the wall clock steps back into a stored segment's
+due range, and a broker may start right there (its clock behind): the history audit
+judges every claim by the wall clocks the broker that made it has seen. Segment creates
+and reads get every storage outcome; a conflicting create finds a foreign object planted
+under its key; a read may answer "absent" although the object is there, or one byte
+changed (the broker must fail, or never write a state referencing that segment). Crashes
+with writes in flight, late landings and a second broker taking over apply to segment
+writes as to the state's.
 
 The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
 and tests/core/test_segments_found.py; one still open is excluded where it would fire,
