@@ -86,7 +86,8 @@ class BrokerStats:
     #: Per queue, by name: every queue with jobs in the state.
     queues: tuple[QueueCounts, ...] = ()
     #: Segments referenced by the state, the untouched jobs in them (counted in
-    #: ``ready`` too), and those loaded in memory (and their stored bytes).
+    #: ``ready`` too, or in ``delayed`` until due), and those loaded in memory (and
+    #: their stored bytes).
     segments: int = 0
     untouched: int = 0
     segments_loaded: int = 0

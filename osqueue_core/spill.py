@@ -18,8 +18,9 @@ segment"):
    jobs; one that changed meanwhile stays inline with its position left. The reference
    goes into the head state and is written by the next batch write.
 
-One spill (one pick) at a time. A segment never attached stays in storage as garbage until the
-sweep (not built yet): it is never referenced, so it costs storage, not correctness.
+One spill (one pick) at a time. A segment never attached stays in storage as garbage
+until the sweep (not built yet): it is never referenced, so it costs storage, not
+correctness.
 """
 
 from __future__ import annotations

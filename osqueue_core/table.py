@@ -301,14 +301,17 @@ class JobTable:
     def next_due_at(self) -> float | None:
         """Wall time the next delayed job falls due, inline or untouched, or a due
         window changes (None: none)."""
-        heap = self._delayed
-        while heap and self._delayed_at.get(heap[0][2]) != heap[0][0]:
-            heapq.heappop(heap)
-        inline = heap[0][0] if heap else None
+        inline = self._next_inline_due()
         spilled = self.segments.windows.next_due_at() if self.segments.total else None
         if inline is None or (spilled is not None and spilled < inline):
             return spilled
         return inline
+
+    def _next_inline_due(self) -> float | None:
+        heap = self._delayed
+        while heap and self._delayed_at.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def archive_keys(self) -> list[str]:
         return list(self._archive)
@@ -357,7 +360,7 @@ class JobTable:
         ready heaps, untouched ones included; returns the queues that gained jobs."""
         wall = self._clock.wall
         gained = self.segments.advance()
-        while (at := self.next_due_at()) is not None and at <= wall:
+        while (at := self._next_inline_due()) is not None and at <= wall:
             _, _, job_id = heapq.heappop(self._delayed)
             del self._delayed_at[job_id]
             job = self._jobs[job_id]
