@@ -450,10 +450,12 @@ class JobRules:
 
     # -- time --------------------------------------------------------------------------
 
-    def expire(self, batch: Batch, ctx: CommitContext) -> None:
+    def expire(self, batch: Batch, ctx: CommitContext) -> list[Claim]:
         """What the passing of time does: leases that ran out count as failed attempts,
         delayed jobs fall due, old dead letters leave for the archive, and claims whose
-        wait ran out are answered."""
+        wait ran out are answered. Returns those of them whose best job is in a segment
+        being read (it fell due as they waited: a broker that never spills would have
+        handed it over): claims without a wait, to apply once that read has landed."""
         now = self._clock.now
         touched: set[str] = set()
         for job_id in self.table.expired_leases(now):
@@ -469,8 +471,14 @@ class JobRules:
         touched |= self.table.promote_due()
         self.moves.expire_dead(batch, *self._key(ctx))
         self._serve_waiters(touched, batch, ctx)
-        for request_id in self.waiters.expire(now):
-            self._out.reply(Reply(request_id, NothingToClaim()))
+        late = []
+        for waiter in self.waiters.expire(now):
+            if self.table.peek_ready(waiter.queues) is not None:
+                queues, count = waiter.queues, waiter.count
+                late.append(Claim(waiter.request_id, waiter.worker_id, 0.0, queues, count))
+            else:
+                self._out.reply(Reply(waiter.request_id, NothingToClaim()))
+        return late
 
     def next_deadline(self) -> float | None:
         """The earliest time (on the clock of ``now``) something above is due."""
