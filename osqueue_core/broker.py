@@ -87,7 +87,8 @@ class BrokerStats:
     #: Per queue, by name: every queue with jobs in the state.
     queues: tuple[QueueCounts, ...] = ()
     #: Segments referenced by the state, the untouched jobs in them (counted in
-    #: ``ready`` too), and those loaded in memory (and their stored bytes).
+    #: ``ready`` too, or in ``delayed`` until due), and those loaded in memory (and
+    #: their stored bytes).
     segments: int = 0
     untouched: int = 0
     segments_loaded: int = 0
@@ -296,7 +297,7 @@ class Broker:
         self._clock.advance(now, wall)
         try:
             if self._commit.established and not RULES[self._phase].final:
-                self._rules.expire(self._commit.open, self._commit.context())
+                self._expire()
             action()
             self._settle()
         except OsqueueError as error:
@@ -334,7 +335,16 @@ class Broker:
             elif event is PhaseEvent.TOOK_OVER:
                 # The state just loaded may hold work already due (delayed jobs, old
                 # dead letters): do it now, so next_deadline() is never in the past.
-                self._rules.expire(self._commit.open, self._commit.context())
+                self._expire()
+
+    def _expire(self) -> None:
+        """Let time pass. A waiting claim whose wait ran out while its job is being read
+        from a segment goes back to the head of the commands (it arrived before all of
+        them), applied without waiting once the read lands, like any claim that needs a
+        segment read (answered StorageUnavailable if that takes ``stall_timeout``)."""
+        self._inbox.extendleft(
+            reversed(self._rules.expire(self._commit.open, self._commit.context()))
+        )
 
     # -- commands --------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ from osqueue_core.results import (
     Released,
 )
 from osqueue_core.segment_refs import SegmentRef
+from osqueue_core.segment_windows import READ_AHEAD_SECONDS
 from osqueue_core.table import JobTable, SegmentNeeded
 from osqueue_core.transitions import Transitions, max_attempts
 from osqueue_core.waiters import Waiter, WaitingClaims
@@ -116,7 +117,7 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock, spill=config.spills)
+        self.table = self._table()
         #: The first epoch of this queue's life (written with every state).
         self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
@@ -449,10 +450,12 @@ class JobRules:
 
     # -- time --------------------------------------------------------------------------
 
-    def expire(self, batch: Batch, ctx: CommitContext) -> None:
+    def expire(self, batch: Batch, ctx: CommitContext) -> list[Claim]:
         """What the passing of time does: leases that ran out count as failed attempts,
         delayed jobs fall due, old dead letters leave for the archive, and claims whose
-        wait ran out are answered."""
+        wait ran out are answered. Returns those of them whose best job is in a segment
+        being read (it fell due as they waited: a broker that never spills would have
+        handed it over): claims without a wait, to apply once that read has landed."""
         now = self._clock.now
         touched: set[str] = set()
         for job_id in self.table.expired_leases(now):
@@ -468,8 +471,14 @@ class JobRules:
         touched |= self.table.promote_due()
         self.moves.expire_dead(batch, *self._key(ctx))
         self._serve_waiters(touched, batch, ctx)
-        for request_id in self.waiters.expire(now):
-            self._out.reply(Reply(request_id, NothingToClaim()))
+        late = []
+        for waiter in self.waiters.expire(now):
+            if self.table.peek_ready(waiter.queues) is not None:
+                queues, count = waiter.queues, waiter.count
+                late.append(Claim(waiter.request_id, waiter.worker_id, 0.0, queues, count))
+            else:
+                self._out.reply(Reply(waiter.request_id, NothingToClaim()))
+        return late
 
     def next_deadline(self) -> float | None:
         """The earliest time (on the clock of ``now``) something above is due."""
@@ -501,10 +510,16 @@ class JobRules:
     ) -> None:
         """Replace the head state with a state read from storage (at takeover). Its
         segments are not read: their references are enough to serve."""
-        spill = self.config.spills
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
+        self.table = self.moves.table = self._table(jobs, next_seq, refs)
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
         self.segment_floor = segment_floor
+
+    def _table(
+        self, jobs: Iterable[Job] = (), next_seq: int = 0, refs: Iterable[SegmentRef] = ()
+    ) -> JobTable:
+        config = self.config
+        lead = READ_AHEAD_SECONDS if config.read_ahead else 0.0
+        return JobTable(self._clock, jobs, next_seq, refs, spill=config.spills, window_lead=lead)
 
     def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
         """A segment was read: claims waiting for its jobs can be served now."""

@@ -132,6 +132,7 @@ def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
     if not isinstance(records, list) or len(records) != ref.jobs:
         raise CorruptState(f"{where}: expected {ref.jobs} job records")
     keyed = 0
+    dues: list[float] = []
     position = 0
     for group in ref.groups:
         previous: tuple[int, int] | None = None
@@ -155,10 +156,26 @@ def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
                 raise CorruptState(f"{where}: position {position} is out of claim order")
             previous = order
             keyed += "key" in born
+            if (at := record_due(record, ref.key)) is not None:
+                dues.append(at)
             position += 1
     if keyed != ref.keyed or (min(seqs), max(seqs)) != ref.seqs:
         raise CorruptState(f"{where}: its keyed count or seq range differs from its reference's")
+    # A window closing at a wrong ``max`` would make a job due early.
+    if ((min(dues), max(dues)) if dues else None) != ref.due:
+        raise CorruptState(f"{where}: its jobs' due range differs from its reference's")
     return SegmentContents(seqs, records)
+
+
+def record_due(record: dict[str, Any], key: str) -> float | None:
+    """A segment record's due time (``retry_at``, else ``born.run_at``; None: none),
+    checked to be a number (``CorruptState`` naming the segment)."""
+    at = record.get("retry_at")
+    if at is None:
+        at = record["born"].get("run_at")
+    if at is not None and type(at) not in (int, float):
+        raise CorruptState(f"segment {quote(key)}: a due time that is not a number")
+    return None if at is None else float(at)
 
 
 def segment_job(record: dict[str, Any], key: str) -> Job:

@@ -8,7 +8,8 @@ references it means we were replaced (a successor dropped it), or it was deleted
 hand: the state is read; another owner there gives ``BrokerReplaced``, our own gives
 ``SegmentMissing``. Failed reads are retried after a backoff. Loaded segments stay
 within ``segment_cache_bytes`` (least recently used evicted first); a read a command
-waits for is issued even when that overfills the cache for a while.
+waits for is issued even when that overfills the cache for a while, and so is the read
+of a segment whose due window has begun before its jobs' due times are known.
 """
 
 from __future__ import annotations
@@ -76,12 +77,12 @@ class SegmentReader:
                 continue
             if self._backoffs.waiting(key):
                 continue
-            demanded = key in index.demanded
+            demanded, needed = key in index.demanded, index.must_read(key)
             if not demanded and len(self._in_flight) >= MAX_READS:
                 passed_over = wanted[position:]
                 break
             room = index.make_room(loaded_cost(segment.ref), self._config.segment_cache_bytes, keep)
-            if not (room or demanded):
+            if not (room or needed):
                 passed_over = wanted[position:]
                 break
             self._read(key)
@@ -89,7 +90,11 @@ class SegmentReader:
         # the pump runs next, not at a backoff already due: a due retry left armed
         # would keep next_deadline() in the past, and a runtime ticking at it would spin.
         for key in passed_over:
-            if key not in index.demanded and not self._backoffs.waiting(key):
+            if key in index.demanded or self._backoffs.waiting(key):
+                continue
+            if index.must_read(key):
+                self._backoffs.trying(key)  # (a read in flight lands first: pumped then)
+            else:
                 self._backoffs.succeeded(key)
 
     def next_deadline(self) -> float | None:

@@ -17,6 +17,10 @@ unloaded segment means the segment must be read first (:attr:`SegmentIndex.deman
 Loaded segments keep their records as parsed JSON; a record becomes a ``Job`` only when
 its job leaves (claimed, cancelled) or is looked at. A loaded segment's seqs stay known
 after it is evicted (8 bytes a job), so a lookup by id reads a segment at most once.
+
+A segment of delayed jobs in its due window keeps its groups out of the cursor heaps
+until every job of it is due; meanwhile its jobs fall due one by one into per-queue
+heaps of promoted jobs (:mod:`osqueue_core.segment_windows`), which claims look at too.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
+from osqueue_core.clock import Clock
 from osqueue_core.config import default_job_id
 from osqueue_core.errors import CorruptState
 from osqueue_core.job import Job
 from osqueue_core.quoting import quote
 from osqueue_core.segment_codec import SegmentContents, segment_job
 from osqueue_core.segment_refs import SegmentRef, encode_ref
+from osqueue_core.segment_windows import DueWindows, Window
 
 #: Memory a loaded segment takes per stored byte: its records parsed by orjson
 #: (*measured*: 4,096 records of 100-byte payloads, 0.88 MB stored, 2.8 MB parsed).
@@ -46,7 +52,8 @@ def loaded_cost(ref: SegmentRef) -> int:
     return DECODED_FACTOR * ref.size
 
 
-#: A cursor's heap entry: (-priority, seq, 1 if a lower bound else 0, slot, group).
+#: A cursor's heap entry: (-priority, seq, 1 if a lower bound else 0, slot, group); a
+#: promoted job's has ``-1 - position`` for its group.
 Entry = tuple[int, int, int, int, int]
 _Head = tuple[int, int, int]
 
@@ -102,6 +109,8 @@ class Segment:
         #: The encoded reference, None once ``left`` changed.
         self.fragment: bytes | None = None
         self.used = 0
+        #: Its due window, while open (its groups are not in the cursor heaps then).
+        self.window: Window | None = None
 
     def end(self, group: int) -> int:
         return self.starts[group] + self.ref.groups[group].count
@@ -136,9 +145,13 @@ class Segment:
 
 
 class SegmentIndex:
-    """Every referenced segment, with the per-queue heaps of group cursors."""
+    """Every referenced segment, with the per-queue heaps of group cursors. ``clock``'s
+    wall decides the due windows; ``window_lead`` is how long before a window begins
+    its segment is read ahead (0: not)."""
 
-    def __init__(self, refs: Iterable[SegmentRef] = ()) -> None:
+    def __init__(
+        self, clock: Clock, refs: Iterable[SegmentRef] = (), window_lead: float = 0.0
+    ) -> None:
         self._segments: dict[str, Segment] = {}  # in attach order: the state's order
         self._by_slot: dict[int, Segment] = {}
         self._next_slot = 0
@@ -158,7 +171,8 @@ class SegmentIndex:
         # were computed at.
         self._version = 0
         self._joined: tuple[int, bytes] | None = None
-        self._wanted: tuple[tuple[int, int, tuple[str, ...]], list[str]] | None = None
+        self._wanted: tuple[tuple[int, int, int, tuple[str, ...]], list[str]] | None = None
+        self.windows = DueWindows(clock, window_lead)
         for ref in refs:
             self._add(ref)
 
@@ -188,6 +202,14 @@ class SegmentIndex:
     def untouched_in(self, queue: str) -> int:
         return self._untouched.get(queue, 0)
 
+    def due_in(self, queue: str) -> int:
+        """Untouched jobs of ``queue`` that are due (claimable once loaded)."""
+        return self._untouched.get(queue, 0) - self.windows.delayed_in(queue)
+
+    @property
+    def delayed_total(self) -> int:
+        return self.windows.delayed_total
+
     def queues(self) -> Iterable[str]:
         return self._untouched.keys()
 
@@ -198,12 +220,26 @@ class SegmentIndex:
             group.since
             for segment in self._segments.values()
             for index, group in enumerate(segment.ref.groups)
-            if group.queue == queue and segment.remaining[index] > 0
+            if group.queue == queue
+            and segment.remaining[index] > 0
+            and self.windows.has_due(segment, index)
         ]
         return min(found, default=None)
 
     def best(self, queue: str) -> Entry | None:
-        """The best cursor of ``queue`` (its key may be a lower bound)."""
+        """The best due untouched job of ``queue``: a cursor or a promoted job (its key
+        may be a lower bound)."""
+        cursor, promoted = self._cursor(queue), self.windows.best(queue)
+        if cursor is None or (promoted is not None and promoted < cursor):
+            return promoted
+        return cursor
+
+    def must_read(self, key: str) -> bool:
+        """Whether segment ``key`` is read even when the cache is full: a command needs
+        it, or it is in a window that has begun and must be scanned."""
+        return key in self.demanded or key in self.windows.urgent
+
+    def _cursor(self, queue: str) -> Entry | None:
         heap = self._heaps.get(queue)
         while heap:
             entry = heap[0]
@@ -253,13 +289,15 @@ class SegmentIndex:
     def wanted(self, read_ahead: int) -> list[str]:
         """The segments worth having loaded now, loaded or not: those demanded, then
         the best ``read_ahead`` segments of each queue (best first)."""
-        cache_key = (self._version, read_ahead, tuple(self.demanded))
+        windows = self.windows
+        cache_key = (self._version, windows.version, read_ahead, tuple(self.demanded))
         if self._wanted is not None and self._wanted[0] == cache_key:
             return self._wanted[1]
         keys = dict(self.demanded)
+        keys.update(dict.fromkeys(windows.wanted(read_ahead > 0)))
         if read_ahead:
             for queue in list(self._heaps):
-                if self.best(queue) is None:
+                if self._cursor(queue) is None:
                     continue
                 heap = self._heaps[queue]
                 seen: dict[str, None] = {}
@@ -276,11 +314,21 @@ class SegmentIndex:
 
     # -- changing ----------------------------------------------------------------------
 
-    def attach(self, ref: SegmentRef, ordered: Sequence[Job], left: Iterable[int]) -> None:
+    def attach(
+        self,
+        ref: SegmentRef,
+        ordered: Sequence[Job],
+        left: Iterable[int],
+        due: Iterable[int] = (),
+    ) -> None:
         """A segment this broker wrote holds ``ordered`` (its positions' jobs); those
-        at ``left`` changed since they were picked and stay inline."""
+        at ``left`` changed since they were picked and stay inline; those at ``due``
+        were due inline (they stay due whatever the wall clock does)."""
         segment = self._add(
-            attrs.evolve(ref, left=_as_runs(sorted(left))), [j.seq for j in ordered]
+            attrs.evolve(ref, left=_as_runs(sorted(left))),
+            [j.seq for j in ordered],
+            [(j.ready_at, j.priority, j.seq) for j in ordered],
+            set(due),
         )
         if segment is None:
             return
@@ -290,9 +338,11 @@ class SegmentIndex:
                 self._set_head(segment, index, (-job.priority, job.seq, 0))
 
     def take(self, entry: Entry) -> Job:
-        """The job at a cursor, which leaves its segment (the caller puts it inline)."""
+        """The job at a cursor (or a promoted job), which leaves its segment (the
+        caller puts it inline)."""
         segment = self._by_slot[entry[3]]
-        position = segment.cursors[entry[4]]
+        where = entry[4]
+        position = segment.cursors[where] if where >= 0 else -1 - where
         job = self.materialise(Location(segment, position))
         self.leave(Location(segment, position))
         return job
@@ -306,6 +356,7 @@ class SegmentIndex:
         segment.fragment = None
         group = segment.group_of(position)
         queue = segment.ref.groups[group].queue
+        self.windows.left(segment, position, group)
         segment.remaining[group] -= 1
         segment.untouched -= 1
         self._untouched[queue] -= 1
@@ -344,6 +395,7 @@ class SegmentIndex:
                 )
         segment.records = records
         self._version += 1
+        self.windows.scan(segment, records)
         if segment.sorted_seqs is None:
             segment.know_seqs(contents.seqs)
         self.loaded_bytes += loaded_cost(segment.ref)
@@ -376,9 +428,27 @@ class SegmentIndex:
                 return True
         return False
 
+    def advance(self) -> set[str]:
+        """The wall clock moved: promote the jobs that fell due, and let the groups of
+        segments whose window closed join the cursor heaps. Returns the queues that
+        gained due jobs."""
+        gained, closed = self.windows.advance()
+        for segment in closed:
+            self._version += 1
+            for index in range(len(segment.ref.groups)):
+                if segment.remaining[index] > 0:
+                    self._push(segment, index)
+        return gained
+
     # -- internals ---------------------------------------------------------------------
 
-    def _add(self, ref: SegmentRef, seqs: Sequence[int] | None = None) -> Segment | None:
+    def _add(
+        self,
+        ref: SegmentRef,
+        seqs: Sequence[int] | None = None,
+        jobs: Sequence[tuple[float | None, int, int]] | None = None,
+        due: set[int] | None = None,
+    ) -> Segment | None:
         self._version += 1
         segment = Segment(ref, self._next_slot)
         if segment.untouched == 0:
@@ -393,12 +463,16 @@ class SegmentIndex:
             if remaining:
                 self._untouched[group.queue] = self._untouched.get(group.queue, 0) + remaining
                 self._live_groups[group.queue] = self._live_groups.get(group.queue, 0) + 1
+        self.windows.add(segment, jobs, due or set())
+        for index in range(len(ref.groups)):
+            if segment.remaining[index]:
                 self._push(segment, index)
         return segment
 
     def _drop(self, segment: Segment) -> None:
         del self._segments[segment.key], self._by_slot[segment.slot]
         self.demanded.pop(segment.key, None)
+        self.windows.drop(segment)
         self.evict(segment.key, segment)
         # The group whose last position just left still counts as live.
         for index, group in enumerate(segment.ref.groups):
@@ -416,6 +490,8 @@ class SegmentIndex:
             self._push(segment, group)
 
     def _push(self, segment: Segment, group: int) -> None:
+        if segment.window is not None:
+            return  # in its window: its jobs fall due one by one (promoted)
         queue = segment.ref.groups[group].queue
         heap = self._heaps.setdefault(queue, [])
         if len(heap) > 2 * self._live_groups.get(queue, 0) + 64:

@@ -3,10 +3,13 @@
 Three steps, each after the previous one is known (docs/architecture.md, "Writing a
 segment"):
 
-1. **Pick** the inline ready jobs a spill may move (unkeyed, no due time, default-factory
-   ids), once ``spill_jobs`` of them (or ``spill_bytes``) have gathered, up to
-   ``segment_jobs`` / ``segment_bytes``. The segment is their cached fragments joined in
-   segment order: nothing is encoded anew.
+1. **Pick** the inline ready jobs a spill may move (unkeyed, default-factory ids), once
+   ``spill_jobs`` of them (or ``spill_bytes``) have gathered, up to ``segment_jobs`` /
+   ``segment_bytes``, and split them: the jobs with no due time make one segment, those
+   with one (a run-at or a retry's backoff, past or not) another, whose reference
+   carries their due range (:mod:`osqueue_core.segment_windows`). Each segment is its
+   jobs' cached fragments joined in segment order: nothing is encoded anew. Steps 2 and
+   3 run for each segment on its own.
 2. **Create** ``segments/<epoch>-<n>.json``, create-only. Failed, or outcome unknown:
    the same key with the same bytes again after a backoff. Conflicted: read it back; the
    same digest means an earlier attempt landed; absent, try again; anything else is
@@ -15,8 +18,9 @@ segment"):
    jobs; one that changed meanwhile stays inline with its position left. The reference
    goes into the head state and is written by the next batch write.
 
-One spill at a time. A segment never attached stays in storage as garbage until the
-sweep (not built yet): it is never referenced, so it costs storage, not correctness.
+One spill (one pick) at a time. A segment never attached stays in storage as garbage
+until the sweep (not built yet): it is never referenced, so it costs storage, not
+correctness.
 """
 
 from __future__ import annotations
@@ -56,11 +60,16 @@ class SpillCounters:
     abandoned: int = 0
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class _Spill:
+    """One segment of the pick under way: written, retried, read back, attached."""
+
     ref: SegmentRef
     data: bytes = attrs.field(repr=False)
     picked: list[Job] = attrs.field(repr=False)
+    in_flight: bool = False
+    retry_at: float | None = None
+    failures: int = 0
 
 
 class Spiller:
@@ -83,59 +92,63 @@ class Spiller:
         self._open_batch = open_batch
         self._epoch = epoch
         self._number = 0
-        self._current: _Spill | None = None
-        self._in_flight = False
-        self._retry_at: float | None = None
-        self._failures = 0
+        #: The segments of the pick under way not attached (nor abandoned) yet.
+        self._current: list[_Spill] = []
         self._active = config.spills
         self.counters = SpillCounters()
 
     @property
     def busy(self) -> bool:
-        return self._current is not None
+        return bool(self._current)
 
     def pump(self) -> None:
         """Start a spill if enough has gathered, or retry the one under way."""
         if not self._active:
             return
-        if self._current is not None:
-            retry_at = self._retry_at
-            if not self._in_flight and retry_at is not None and self._clock.now >= retry_at:
-                self._create()
+        if self._current:
+            now = self._clock.now
+            for spill in list(self._current):
+                if not spill.in_flight and spill.retry_at is not None and now >= spill.retry_at:
+                    self._create(spill)
             return
         config = self._config
         table = self._rules.table
         assert config.spill_jobs is not None
         if table.spillable_count < config.spill_jobs and table.spillable_bytes < config.spill_bytes:
             return
-        picked, groups = group_jobs(
-            table.spill_candidates(config.segment_jobs, config.segment_bytes)
-        )
+        candidates = table.spill_candidates(config.segment_jobs, config.segment_bytes)
+        # Jobs with a due time apart: their segment has a due window, the others' none.
+        untimed = [job for job in candidates if job.ready_at is None]
+        timed = [job for job in candidates if job.ready_at is not None]
+        self._current = [self._segment(jobs) for jobs in (untimed, timed) if jobs]
+        for spill in list(self._current):
+            self._create(spill)
+
+    def _segment(self, jobs: list[Job]) -> _Spill:
+        picked, groups = group_jobs(jobs)
         self._number += 1
-        key = segment_key(config.segment_prefix, self._epoch(), self._number)
+        key = segment_key(self._config.segment_prefix, self._epoch(), self._number)
         seqs = [job.seq for job in picked]
-        data = encode_segment(key, groups, seqs, table.fragments(picked))
+        data = encode_segment(key, groups, seqs, self._rules.table.fragments(picked))
+        dues = [at for job in picked if (at := job.ready_at) is not None]
+        due = (min(dues), max(dues)) if dues else None
         ref = SegmentRef(
-            key, digest_of(data), len(data), len(picked), (min(seqs), max(seqs)), groups
+            key, digest_of(data), len(data), len(picked), (min(seqs), max(seqs)), groups, due
         )
-        self._current = _Spill(ref, data, picked)
-        self._failures = 0
-        self._create()
+        return _Spill(ref, data, picked)
 
     def next_deadline(self) -> float | None:
-        return self._retry_at if self._current is not None and not self._in_flight else None
+        waiting = [s.retry_at for s in self._current if not s.in_flight and s.retry_at is not None]
+        return min(waiting, default=None)
 
     def stop(self) -> None:
         """No more spills (the broker is releasing the state, or failed)."""
         self._active = False
-        self._current = None
-        self._retry_at = None
+        self._current = []
 
-    def _create(self) -> None:
-        spill = self._current
-        assert spill is not None
-        self._in_flight = True
-        self._retry_at = None
+    def _create(self, spill: _Spill) -> None:
+        spill.in_flight = True
+        spill.retry_at = None
         key, data = spill.ref.key, spill.data
         self._out.issue(
             lambda op_id: WriteObject(op_id, key, data, None),
@@ -143,45 +156,45 @@ class Spiller:
         )
 
     def _on_create(self, spill: _Spill, result: StorageResult) -> None:
-        if spill is not self._current:
+        if spill not in self._current:
             return
-        self._in_flight = False
+        spill.in_flight = False
         if isinstance(result, ObjectWritten):
             self._attach(spill)
         elif isinstance(result, WriteConflicted):
             # Ours from an earlier attempt whose outcome was unknown, or not ours?
-            self._in_flight = True
+            spill.in_flight = True
             key = spill.ref.key
             self._out.issue(
                 lambda op_id: ReadObject(op_id, key),
                 lambda found: self._on_read_back(spill, found),
             )
         else:
-            self._failed()
+            self._failed(spill)
 
     def _on_read_back(self, spill: _Spill, result: StorageResult) -> None:
-        if spill is not self._current:
+        if spill not in self._current:
             return
-        self._in_flight = False
+        spill.in_flight = False
         if isinstance(result, ObjectRead) and result.data == spill.data:
             self._attach(spill)
         elif isinstance(result, StorageFailed) or (
             isinstance(result, ObjectRead) and result.data is None
         ):
-            self._failed()  # unreadable now, or gone: create it again later
+            self._failed(spill)  # unreadable now, or gone: create it again later
         else:
             assert isinstance(result, ObjectRead | ObjectCorrupt)
             # Somebody else's object under our key: never reference it, never delete
             # it. The jobs stay inline; the next spill takes a fresh key.
             self.counters.abandoned += 1
-            self._current = None
+            self._current.remove(spill)
 
-    def _failed(self) -> None:
-        self._failures += 1
-        self._retry_at = self._clock.now + backoff(self._config, self._failures)
+    def _failed(self, spill: _Spill) -> None:
+        spill.failures += 1
+        spill.retry_at = self._clock.now + backoff(self._config, spill.failures)
 
     def _attach(self, spill: _Spill) -> None:
-        self._current = None
+        self._current.remove(spill)
         moved = attach(self._rules.table, spill.ref, spill.picked)
         if moved:
             self._open_batch().changed(self._clock.now)
@@ -194,13 +207,15 @@ def attach(table: JobTable, ref: SegmentRef, picked: list[Job]) -> int:
     """Segment ``ref`` holding ``picked`` is durable: every picked job that is still
     exactly the object picked (identity, not equality: a changed job's stale record must
     never become visible) leaves the inline jobs, untouched from now on; one that
-    changed stays inline, its position left. Returns how many jobs moved (0: the
-    segment is not referenced at all)."""
+    changed stays inline, its position left. A job that was due inline stays due, what
+    the wall clock does. Returns how many jobs moved (0: the segment is not referenced
+    at all)."""
     left = [i for i, job in enumerate(picked) if table.get(job.id) is not job]
     if len(left) == len(picked):
         return 0
+    due = [i for i, job in enumerate(picked) if table.get(job.id) is job and table.is_due(job)]
     for job in picked:
         if table.get(job.id) is job:
             table.remove(job.id)
-    table.segments.attach(ref, picked, left)
+    table.segments.attach(ref, picked, left, due)
     return len(picked) - len(left)

@@ -21,7 +21,9 @@ reaches the top, and a heap is rebuilt when stale entries outnumber live ones.
 Jobs spilled into segments and untouched since are not in this table: they are bits
 and cursors in :attr:`JobTable.segments` (:mod:`osqueue_core.segments`). Claims merge
 both (:meth:`best_ready`), and a segment job that is claimed or cancelled comes back
-into the table first (it is *inline* from then on).
+into the table first (it is *inline* from then on). Untouched jobs not due yet wait in
+their segment's due window (:mod:`osqueue_core.segment_windows`) and fall due with
+the inline delayed jobs (:meth:`promote_due`).
 """
 
 from __future__ import annotations
@@ -93,10 +95,11 @@ class JobTable:
         refs: Iterable[SegmentRef] = (),
         *,
         spill: bool = False,
+        window_lead: float = 0.0,
     ) -> None:
         self._clock = clock
         #: The untouched jobs, in segments.
-        self.segments = SegmentIndex(refs)
+        self.segments = SegmentIndex(clock, refs, window_lead)
         # Inline ready jobs a spill may move (id -> payload bytes), if spilling.
         self._spill = spill
         self._spillable: dict[str, int] = {}
@@ -135,7 +138,7 @@ class JobTable:
     @property
     def ready_count(self) -> int:
         """Due READY jobs in every queue (untouched segment jobs included)."""
-        return self._ready_total + self.segments.total
+        return self._ready_total + self.segments.total - self.segments.delayed_total
 
     @property
     def spillable_count(self) -> int:
@@ -155,7 +158,12 @@ class JobTable:
 
     @property
     def delayed_count(self) -> int:
-        return len(self._delayed_at)
+        return len(self._delayed_at) + self.segments.delayed_total
+
+    def is_due(self, job: Job) -> bool:
+        """Whether the inline READY ``job`` is due (claimable now)."""
+        q = self._queues.get(job.queue)
+        return q is not None and job.id in q.ready_ids
 
     @property
     def claimed_count(self) -> int:
@@ -184,14 +192,14 @@ class JobTable:
         while q.oldest and q.ready_ids.get(q.oldest[0][2]) != q.oldest[0][0]:
             heapq.heappop(q.oldest)
         since = q.oldest[0][0] if q.oldest else None
-        ready = len(q.ready_ids)
-        untouched = self.segments.untouched_in(name)
-        if untouched:
-            ready += untouched
+        ready, delayed = len(q.ready_ids), q.delayed
+        if self.segments.untouched_in(name):
+            ready += self.segments.due_in(name)
+            delayed += self.segments.windows.delayed_in(name)
             spilled = self.segments.since(name)
             if spilled is not None:
                 since = spilled if since is None else min(since, spilled)
-        return QueueCounts(name, ready, q.delayed, q.claimed, len(q.dead), since)
+        return QueueCounts(name, ready, delayed, q.claimed, len(q.dead), since)
 
     def dead_letters(self, queue: str | None = None) -> Iterator[Job]:
         """Dead letters (of ``queue``, or all), oldest death first."""
@@ -262,7 +270,7 @@ class JobTable:
 
     def has_ready(self, queue: str) -> bool:
         q = self._queues.get(queue)
-        return (q is not None and bool(q.ready_ids)) or bool(self.segments.untouched_in(queue))
+        return (q is not None and bool(q.ready_ids)) or self.segments.due_in(queue) > 0
 
     def lookup(self, job_id: str) -> Job | None:
         """The job ``job_id``, inline or untouched in a loaded segment (then not
@@ -291,7 +299,15 @@ class JobTable:
         self._restore(job)
 
     def next_due_at(self) -> float | None:
-        """Wall time the next delayed job falls due (None: none is delayed)."""
+        """Wall time the next delayed job falls due, inline or untouched, or a due
+        window changes (None: none)."""
+        inline = self._next_inline_due()
+        spilled = self.segments.windows.next_due_at() if self.segments.total else None
+        if inline is None or (spilled is not None and spilled < inline):
+            return spilled
+        return inline
+
+    def _next_inline_due(self) -> float | None:
         heap = self._delayed
         while heap and self._delayed_at.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
@@ -341,10 +357,10 @@ class JobTable:
 
     def promote_due(self) -> set[str]:
         """Move the delayed jobs whose time has come (``clock.wall``) to their queues'
-        ready heaps; returns the queues that gained jobs."""
+        ready heaps, untouched ones included; returns the queues that gained jobs."""
         wall = self._clock.wall
-        gained: set[str] = set()
-        while (at := self.next_due_at()) is not None and at <= wall:
+        gained = self.segments.advance()
+        while (at := self._next_inline_due()) is not None and at <= wall:
             _, _, job_id = heapq.heappop(self._delayed)
             del self._delayed_at[job_id]
             job = self._jobs[job_id]
@@ -419,7 +435,7 @@ class JobTable:
         q = self._queue(job.queue)
         if job.status is JobStatus.READY:
             at = job.ready_at
-            if at is None and self._spill and job.born.key is None and id_seq(job.id) == job.seq:
+            if self._spill and job.born.key is None and id_seq(job.id) == job.seq:
                 self._spillable[job.id] = len(job.payload)
                 self.spillable_bytes += len(job.payload)
             if at is None or at <= self._clock.wall:

@@ -97,14 +97,15 @@ class WaitingClaims:
         self._gone(entry[1])
         return True
 
-    def expire(self, now: float) -> list[RequestId]:
+    def expire(self, now: float) -> list[Waiter]:
         """Remove and return the claims whose deadline is at or before ``now``."""
         expired = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, arrival, request_id = heapq.heappop(self._deadlines)
             if self._is_live(arrival, request_id):
-                self._gone(self._waiting.pop(request_id)[1])
-                expired.append(request_id)
+                waiter = self._waiting.pop(request_id)[1]
+                self._gone(waiter)
+                expired.append(waiter)
         return expired
 
     def next_deadline(self) -> float | None:

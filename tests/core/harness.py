@@ -137,11 +137,12 @@ class Harness:
         identity: str = "broker-a",
         incarnation: str | None = None,
         now: float = 1000.0,
+        wall: float | None = None,
     ) -> Harness:
         store = store if store is not None else SimStore()
         broker = Broker(config, identity=identity, incarnation=incarnation or identity + "-1")
-        harness = cls(broker, store, now=now)
-        broker.start(now)
+        harness = cls(broker, store, now=now, wall=wall)
+        broker.start(now, wall)
         harness.flush()
         return harness
 

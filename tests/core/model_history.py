@@ -9,7 +9,9 @@ to storage and the step the second landed. Checked for every job:
 * what it was born with never changes; a finished job on its way to the archive does
   not change, and leaves the state only once it has an archive key;
 * a ready job is claimed only once the wall clock has reached its run-at (its born
-  run-at, or its retry's), at some time since it became as it is;
+  run-at, or its retry's), at some time since it became as it is, as seen by the broker
+  that claimed it (one that took over judges by its own clock, never by the wall clocks
+  its predecessor saw: a clock behind is waited for, in segments' due windows too);
 * a dead letter changes only when a redrive (back to ready, attempts reset) or a purge
   named it, by id or queue (or it grew older than ``dead_retention``, or another job
   died with the dead-letter list full);
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from osqueue_core import BrokerConfig, Job, JobStatus, Purge, Redrive, decode_state
+from osqueue_core import BrokerConfig, Job, JobStatus, Purge, Redrive, decode_header, decode_state
 
 from .model_basics import EPSILON, Timeline, dead_letter, leaving, limit_of, ready_at
 
@@ -53,6 +55,8 @@ class Asked:
     cancels: dict[str, list[int]]
     #: Requests answered with an error that proves they changed nothing.
     not_applied: set[int]
+    #: Broker incarnation -> the step it started at (it saw no wall clock before).
+    started: dict[str, int] = attrs.Factory(dict)
 
     def covered(self, sent: Iterable[Sent], job: Job, until: int) -> bool:
         """Whether a Redrive/Purge in ``sent``, sent by step ``until`` and not known to
@@ -88,6 +92,8 @@ def audit_history(
     for landed, data in states:
         jobs = {job.id: job for job in jobs_of(data)}
         highest = asked.timeline.highest(since, landed)
+        # Whoever wrote this version judged due times by the wall clocks it saw.
+        began = asked.started.get(decode_header(data).owner.incarnation, 0)
         deaths = any(
             job.status is JobStatus.DEAD
             and (
@@ -102,7 +108,7 @@ def audit_history(
             if after is None:
                 assert leaving(before), f"{job_id} left the state without being archived"
                 continue
-            promoted = asked.timeline.highest(unchanged_since[job_id], landed)
+            promoted = asked.timeline.highest(max(unchanged_since[job_id], began), landed)
             _audit_job(before, after, asked, landed, highest, promoted, deaths)
         for job in jobs.values():
             if previous.get(job.id) != job:

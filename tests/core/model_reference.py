@@ -138,8 +138,10 @@ class Reference:
         self.store = store
         self.now = now
         self.archives = ArchiveReader()
-        #: Brokers started so far (with one ever, "nothing to claim" is checkable).
+        #: Brokers started so far (with one ever, "nothing to claim" is checkable), and
+        #: the step each (by incarnation) started at: it saw no wall clock from before.
         self.brokers_started = 0
+        self.broker_started: dict[str, int] = {}
         self.rules_run = 0
         self.requests: dict[int, tuple[Command, int]] = {}  # command, step sent
         self.answered: set[int] = set()

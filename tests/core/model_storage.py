@@ -133,6 +133,7 @@ def check_archived(
         ref.purges,
         ref.cancels,
         ref.not_applied,
+        ref.broker_started,
     )
     last_seen = audit_history(ref.store.states, asked, jobs_of)
     present = {job.id for job in remaining}

@@ -44,25 +44,30 @@ Invariants:
 * the stored state always parses and re-encodes to the same bytes, and so does every
   segment it references.
 
-**Segments** (docs/architecture.md, "Segments"; stage 1): two examples in three spill
-with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache of at most two
-segments; read-ahead 0 while a bug is open), so spills, drops, commands waiting for a read and
-evictions happen within a few steps. The model reads every stored state as its inline
-jobs plus the untouched records of its referenced segments, read from the store
-(tests/core/model_segments.py), so every check above applies to that list, and checks:
-every ref names an object whose size, digest, key, groups, seq range, due range and
-keyed count match, and whose records are canonical ``ready`` fragments in claim order;
-one place (no id or seq twice over inline and untouched jobs); refs attached only once
-their segment was known durable; a job that only moved keeps its record; a position
-that left never comes back; an all-left ref does not outlive the next version; segment
-keys are written create-only, once; stage 1 spills only jobs with no key and no due
-time; once settled, the broker holds no ``Job`` for an untouched job and its counts of
-refs, untouched and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
-to be spilled. Segment creates and reads get every storage outcome; a conflicting create
-finds a foreign object planted under its key; a read may answer "absent" although the
-object is there, or one byte changed (the broker must fail, or never write a state
-referencing that segment). Crashes with writes in flight, late landings and a second
-broker taking over apply to segment writes as to the state's.
+**Segments** (docs/architecture.md, "Segments"; stage 1 and due windows): two examples
+in three spill with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache
+of at most two segments; read-ahead 0 while a bug is open), so spills, drops, commands
+waiting for a read and evictions happen within a few steps. The model reads every stored
+state as its inline jobs plus the untouched records of its referenced segments, read
+from the store (tests/core/model_segments.py), so every check above applies to that
+list, and checks: every ref names an object whose size, digest, key, groups, seq range,
+due range and keyed count match, and whose records are canonical ``ready`` fragments in
+claim order; one place (no id or seq twice over inline and untouched jobs); refs
+attached only once their segment was known durable; a job that only moved keeps its
+record; a position that left never comes back; an all-left ref does not outlive the next
+version; segment keys are written create-only, once; no keyed job is spilled, and a
+segment never mixes jobs with a due time and jobs without one; once settled, the broker
+holds no ``Job`` for an untouched job, its counts of refs, untouched and inline jobs are
+storage's, its ready and delayed counts per queue are storage's judged by its wall
+clock, and fewer than ``spill_jobs`` jobs wait to be spilled. Delayed jobs and retries
+spill into segments with due windows; the wall clock steps back into a stored segment's
+due range, and a broker may start right there (its clock behind): the history audit
+judges every claim by the wall clocks the broker that made it has seen. Segment creates
+and reads get every storage outcome; a conflicting create finds a foreign object planted
+under its key; a read may answer "absent" although the object is there, or one byte
+changed (the broker must fail, or never write a state referencing that segment). Crashes
+with writes in flight, late landings and a second broker taking over apply to segment
+writes as to the state's.
 
 The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
 and tests/core/test_segments_found.py; one still open is excluded where it would fire,
@@ -108,6 +113,7 @@ from osqueue_core import (
     Purge,
     Push,
     PushBatch,
+    QueueCounts,
     ReadObject,
     Redrive,
     Release,
@@ -118,14 +124,14 @@ from osqueue_core import (
 )
 
 from .harness import Outcome
-from .model_basics import Delivery, RecordingStore, Timeline, leaving
+from .model_basics import EPSILON, Delivery, RecordingStore, Timeline, leaving, ready_at
 from .model_reference import Reference
 from .model_segments import (
     SegmentReader,
     Stored,
     audit_segments,
     core_round_trip,
-    spilled_only_due_unkeyed,
+    spilled_as_designed,
 )
 from .model_storage import check_archived, check_endings_stay, check_storage
 
@@ -249,8 +255,6 @@ class QueueModel(RuleBasedStateMachine):
         self._read: tuple[bytes, Stored] | None = None
         #: Whether client rules that settle leave segment creates and reads pending.
         self.hold_segments = False
-        #: Segment key -> the step its create was first handed to storage.
-        self.segment_emitted: dict[str, int] = {}
         self.segments_checked: set[str] = set()
         self.ref = Reference(self.config, self.timeline, self.store, lambda: self.now)
         self.slots: list[Slot] = []
@@ -301,6 +305,7 @@ class QueueModel(RuleBasedStateMachine):
         number = self.ref.brokers_started
         config = attrs.evolve(self.config, standby=True) if standby else self.config
         broker = self.broker_class(config, identity=f"b{number}", incarnation=str(number))
+        self.ref.broker_started[broker.incarnation] = self.timeline.step
         self.slots.append(Slot(broker))
         broker.start(self.now, self.wall)
         self._collect(self.slots[-1])
@@ -333,7 +338,6 @@ class QueueModel(RuleBasedStateMachine):
                         served = slot.damaged & {ref["key"] for ref in refs}
                         assert not served, f"a state written on damaged segments {served}"
                 if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
-                    self.segment_emitted.setdefault(effect.key, self.timeline.step)
                     stored = self.store.get(self.config.state_key)
                     owner = None if stored is None else decode_header(stored).owner
                     if owner is not None and owner.incarnation != slot.broker.incarnation:
@@ -680,6 +684,38 @@ class QueueModel(RuleBasedStateMachine):
         """NTP (or an operator) steps the wall clock: timers must not notice."""
         self._set_wall(self.wall + step)
 
+    def _windows(self) -> list[tuple[float, float]]:
+        """The due ranges of the stored state's segments that begin before the wall
+        clock's time (a step back can reach them)."""
+        stored = self._stored()
+        refs = [] if stored is None else stored.refs
+        return [ref.due for ref in refs if ref.due is not None and ref.due[0] - 1.0 < self.wall]
+
+    @precondition(lambda self: bool(self._windows()))
+    @rule(
+        pick=st.integers(0, 100),
+        where=st.sampled_from([-1.0, 0.0, 0.5, 1.0]),
+        successor=st.booleans(),
+    )
+    def step_wall_into_a_window(self, pick: int, where: float, successor: bool) -> None:
+        """The wall clock steps back across a stored segment's due range, to before it,
+        its start, its middle or just before its end: a broker that saw its jobs due
+        may serve them (as inline jobs), one that did not must wait for its own clock;
+        with ``successor``, a broker starts now, its clock behind the segment's end (it
+        treats the segment as in its window: exact, never early)."""
+        windows = self._windows()
+        low, high = windows[pick % len(windows)]
+        target = low - 1.0 if where < 0 else low + where * (high - low)
+        if where == 1.0:
+            target = high - 0.001
+        if target >= self.wall:
+            return
+        event(f"wall stepped back into a due window ({where})")
+        self._set_wall(target)
+        if successor and len(self.slots) < 2:
+            event("a broker starts with its wall clock inside a due window")
+            self._start_broker()
+
     @precondition(lambda self: any(s.pending for s in self.slots))
     @rule(slot=st.integers(0, 1), pick=st.integers(0, 100), outcome=st.sampled_from(OUTCOMES))
     def deliver(self, slot: int, pick: int, outcome: Outcome) -> None:
@@ -800,14 +836,16 @@ class QueueModel(RuleBasedStateMachine):
     @invariant()
     def segments_are_sound(self) -> None:
         """The stored state's refs name existing, matching segments and every job is in
-        one place (checked when read); every segment a broker created holds only jobs
-        that were due when it picked them (stage 1: none with a key)."""
+        one place (checked when read); every segment a broker created holds no keyed
+        job, and either only jobs with a due time or only jobs without one."""
         self._stored()
         for key, (_, data) in self.store.created.items():
             if key not in self.segments_checked:
                 self.segments_checked.add(key)
-                highest = self.timeline.highest(0, self.segment_emitted[key])
-                spilled_only_due_unkeyed(self.segments.segment(data), highest)
+                segment = self.segments.segment(data)
+                spilled_as_designed(segment)
+                if any(job.retry_at is not None or job.born.run_at for job in segment.records):
+                    event("a segment of jobs with a due time")
 
     @invariant()
     def storage_holds_exactly_what_was_pushed(self) -> None:
@@ -902,18 +940,45 @@ class QueueModel(RuleBasedStateMachine):
             + stats.finished_pending_archive
         )
         assert inline == len(stored.inline), f"{inline} jobs in memory, {len(stored.inline)} inline"
+        self._check_settled_counts(stats.queues, stored.jobs)
         if self.config.spill_jobs is not None:
             spillable = [
                 job.id
                 for job in stored.inline
-                if job.status is JobStatus.READY
-                and job.born.key is None
-                and job.retry_at is None
-                and job.born.run_at is None
+                if job.status is JobStatus.READY and job.born.key is None
             ]
             assert len(spillable) < self.config.spill_jobs, f"never spilled: {spillable}"
         event(f"untouched at the end: {min(len(stored.places), 3)}")
         event(f"spills: {min(stats.spills, 3)}, abandoned: {min(stats.spills_abandoned, 1)}")
+
+    def _check_settled_counts(self, queues: tuple[QueueCounts, ...], jobs: list[Job]) -> None:
+        """The last broker saw only the current wall clock: its ready and delayed counts
+        per queue are exactly storage's judged by it, untouched jobs included, and its
+        oldest ready-since never makes a queue look younger than it is."""
+        wall = self.wall
+        expected: dict[str, tuple[int, int, float | None]] = {}
+        for job in jobs:
+            if job.status is not JobStatus.READY:
+                continue
+            due_at = ready_at(job)
+            due = due_at is None or due_at <= wall
+            ready, delayed, since = expected.get(job.born.queue, (0, 0, None))
+            if due:
+                mine = job.born.created_at if due_at is None else max(due_at, job.born.created_at)
+                since = mine if since is None else min(since, mine)
+            expected[job.born.queue] = (ready + due, delayed + (not due), since)
+        counted = {q.queue: (q.ready, q.delayed) for q in queues if q.ready or q.delayed}
+        assert counted == {q: (r, d) for q, (r, d, _) in expected.items()}, (
+            f"the broker counts {counted} ready and delayed jobs; storage holds {expected}"
+        )
+        for counts in queues:
+            since = expected.get(counts.queue, (0, 0, None))[2]
+            if since is None:
+                assert counts.oldest_ready_since is None, counts
+            else:
+                assert counts.oldest_ready_since is not None, counts
+                assert counts.oldest_ready_since <= since + EPSILON, (counts, since)
+        event(f"delayed at the end: {min(sum(d for _, d, _ in expected.values()), 3)}")
 
     def _audit_segments(self) -> None:
         """Every version that landed, read with its segments: refs attached only once

@@ -38,6 +38,7 @@ from osqueue_core import (
     spill,
     standby,
 )
+from osqueue_core.segment_windows import DueWindows
 from osqueue_core.segments import Entry, SegmentIndex
 from osqueue_core.spill import Spiller
 from osqueue_core.table import JobTable
@@ -217,7 +218,8 @@ RULE_MUTANTS = [
         Job,
         "ready_at",
         lambda _: property(lambda job: job.retry_at),
-        r"claimed before its run-at",
+        # Or counted ready while not due yet.
+        r"claimed before its run-at|the broker counts",
     ),
     RuleMutant(
         "backoff ignored",
@@ -267,7 +269,7 @@ class SpillingModel(QueueModel):
     spilling = True
 
 
-def _attach_at_once(original: Callable[[Spiller], None]) -> Callable[[Spiller], None]:
+def _attach_at_once(original: Callable[..., None]) -> Callable[..., None]:
     """``Spiller._create`` that attaches the segment as soon as its create is issued,
     before anything is known of it (it may land after the state referencing it, or
     never).
@@ -276,10 +278,9 @@ def _attach_at_once(original: Callable[[Spiller], None]) -> Callable[[Spiller], 
     catches it too, but only after an unknown create outcome, too rarely for 1,000
     examples to be sure of.)"""
 
-    def create(self: Spiller) -> None:
-        original(self)
-        spill_ = self._current
-        if spill_ is not None:
+    def create(self: Spiller, spill_: Any) -> None:
+        original(self, spill_)
+        if spill_ in self._current:
             self._attach(spill_)
 
     return create
@@ -324,6 +325,34 @@ def _skipping(original: Callable[[bytearray, int, int], int]) -> Callable[..., i
     return next_untouched
 
 
+def _promote_at_once(original: Callable[..., None]) -> Callable[..., None]:
+    """``DueWindows._scan`` that promotes every position it scans, due or not: a
+    delayed job in a segment is claimable before its run-at or its backoff."""
+
+    def scan(self: DueWindows, window: Any, entries: list[Any]) -> None:
+        original(self, window, [(at, p, prio, seq, True) for at, p, prio, seq, _ in entries])
+
+    return scan
+
+
+def _no_window(self: DueWindows, segment: Any, jobs: Any, due: Any) -> bool:
+    """``DueWindows.add`` that never opens a window: a segment in its due window is
+    treated as due, its groups join the cursor heaps at once (also for a successor
+    whose wall clock is behind the range)."""
+    return False
+
+
+def _no_window_from_refs(original: Callable[..., bool]) -> Callable[..., bool]:
+    """``DueWindows.add`` that opens windows only for segments this broker attached: a
+    broker that took over treats every referenced segment as due, trusting that its
+    predecessor's clock had passed the range (or that its own is right)."""
+
+    def add(self: DueWindows, segment: Any, jobs: Any, due: Any) -> bool:
+        return jobs is not None and original(self, segment, jobs, due)
+
+    return add
+
+
 SEGMENT_MUTANTS = [
     RuleMutant(
         "attach before the create is known",
@@ -359,6 +388,28 @@ SEGMENT_MUTANTS = [
         # Or the core trips over its own cursor (an IndexError escaping it: the model
         # fails on any untyped exception too).
         r"while better .* were due|got nothing while|list index out of range",
+    ),
+    # Jobs handed out early; or counted ready while they are not due yet.
+    RuleMutant(
+        "promote before due",
+        DueWindows,
+        "_scan",
+        _promote_at_once,
+        r"claimed before its run-at|the broker counts",
+    ),
+    RuleMutant(
+        "treat an in-window segment as due",
+        DueWindows,
+        "add",
+        lambda _: _no_window,
+        r"claimed before its run-at|the broker counts",
+    ),
+    RuleMutant(
+        "a successor treats in-window segments as due",
+        DueWindows,
+        "add",
+        _no_window_from_refs,
+        r"claimed before its run-at|the broker counts",
     ),
 ]
 

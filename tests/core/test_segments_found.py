@@ -3,6 +3,8 @@ each reduced to its smallest example and kept as a regression test.
 
 Both were fixed in the core: a command's segments stay loaded until it is applied
 (``SegmentIndex.pinned``), and read-ahead that must wait for room drops its due retry.
+The third (due windows, stage 2) too: a waiting claim whose wait ends while its job is
+being read becomes a claim without wait at the head of the commands.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from osqueue_core import (
     BrokerConfig,
     Claim,
+    Claimed,
     JobNotDead,
+    NewJob,
     Purge,
     PushBatch,
     ReadObject,
@@ -69,3 +73,28 @@ def test_a_failed_read_that_read_ahead_still_wants_keeps_next_deadline_in_the_fu
     assert isinstance(reply.error, StorageUnavailable)
     deadline = h.broker.next_deadline()
     assert deadline is None or deadline > h.now, (deadline, h.now)
+
+
+def test_a_waiting_claim_whose_wait_ends_as_its_job_falls_due_in_a_segment_gets_it() -> None:
+    """Jobs with a run-at spill into a segment this broker attached and never read (the
+    cache holds none, no read-ahead). A claim waits 3 s; the jobs fall due at that very
+    tick: the waiting claim is woken, must wait for the segment's read, and its wait
+    ended in the same input, so it was answered NothingToClaim while a job was due,
+    where a broker that never spills hands the job over (found by the long model run).
+    (Fixed: it becomes a claim without wait at the head of the commands, applied once
+    the read lands.)"""
+    config = BrokerConfig(spill_jobs=2, segment_jobs=3, segment_cache_bytes=1, read_ahead=0)
+    wall = 1_795_000_000.0
+    h = Harness.started(config=config, wall=wall)
+    jobs = (NewJob(b"a", run_at=wall + 3.0), NewJob(b"b", run_at=wall + 3.0))
+    pushed = h.submit(PushBatch(h.request_id(), jobs))
+    assert pushed is not None
+    assert h.broker.stats().untouched == 2
+    claim = Claim(h.request_id(), "w1", 3.0)
+    h.submit(claim)
+    assert claim.request_id not in h.replies
+    h.advance(3.0)
+    reply = h.replies.get(claim.request_id)
+    assert reply is not None
+    assert isinstance(reply.result, Claimed), reply
+    assert reply.result.job_id == pushed.result.job_ids[0]  # type: ignore[union-attr]
