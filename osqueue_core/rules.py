@@ -116,7 +116,7 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock, spill=config.spills)
+        self.table = JobTable(clock, spill=config.spills, seq_of=config.seq_of)
         #: The first epoch of this queue's life (written with every state).
         self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
@@ -191,8 +191,9 @@ class JobRules:
     # -- pushing -----------------------------------------------------------------------
 
     def _push(self, jobs: list[NewJob], batch: Batch, ctx: CommitContext) -> list[tuple[str, bool]]:
-        """Add ``jobs``; a job whose key matches one pushed before (in the state, in
-        this batch, or remembered) is not added and answers that job's id. The caller
+        """Add ``jobs``; a job whose key matches one pushed before (in the state, inline
+        or untouched in a segment; in this batch; or remembered) is not added and
+        answers that job's id. The caller
         holds the push's reply, then serves waiting claims (in that order: a client
         learns of a job before anybody is granted it)."""
         wall = self._clock.wall
@@ -205,6 +206,8 @@ class JobRules:
                 identity = (job.queue, job.key)
                 existing = self.table.by_key(*identity)
                 found = existing.id if existing is not None else None
+                if found is None:
+                    found = self.table.untouched_with_key(*identity)
                 if found is None:
                     found = self.remembered.recall(job.queue, job.key, wall)
                 if found is None and identity in first_with_key:
@@ -501,8 +504,10 @@ class JobRules:
     ) -> None:
         """Replace the head state with a state read from storage (at takeover). Its
         segments are not read: their references are enough to serve."""
-        spill = self.config.spills
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
+        config = self.config
+        self.table = self.moves.table = JobTable(
+            self._clock, jobs, next_seq, refs, spill=config.spills, seq_of=config.seq_of
+        )
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
         self.segment_floor = segment_floor
 

@@ -17,6 +17,11 @@ unloaded segment means the segment must be read first (:attr:`SegmentIndex.deman
 Loaded segments keep their records as parsed JSON; a record becomes a ``Job`` only when
 its job leaves (claimed, cancelled) or is looked at. A loaded segment's seqs stay known
 after it is evicted (8 bytes a job), so a lookup by id reads a segment at most once.
+
+The idempotency keys of untouched jobs are in :attr:`SegmentIndex.keys`
+(:mod:`osqueue_core.key_index`): added when a segment is attached, loaded, or its
+header's key index read (after a takeover, :attr:`SegmentIndex.unindexed` lists the
+keyed segments not read yet), removed when a position leaves.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
-from osqueue_core.config import default_job_id
+from osqueue_core.config import default_job_seq
 from osqueue_core.errors import CorruptState
-from osqueue_core.job import Job
+from osqueue_core.job import DEFAULT_QUEUE, Job
+from osqueue_core.key_index import KeyIndex, KeyPair, location, split_location
 from osqueue_core.quoting import quote
 from osqueue_core.segment_codec import SegmentContents, segment_job
 from osqueue_core.segment_refs import SegmentRef, encode_ref
@@ -49,17 +55,6 @@ def loaded_cost(ref: SegmentRef) -> int:
 #: A cursor's heap entry: (-priority, seq, 1 if a lower bound else 0, slot, group).
 Entry = tuple[int, int, int, int, int]
 _Head = tuple[int, int, int]
-
-
-def id_seq(job_id: str) -> int | None:
-    """The seq a default-factory id names (``<seq:012d>-<epoch>``), or None."""
-    head, dash, tail = job_id.partition("-")
-    if not dash or len(head) < 12 or not (head + tail).isascii():
-        return None
-    if not head.isdigit() or not tail.isdigit():
-        return None
-    seq = int(head)
-    return seq if default_job_id(int(tail), seq) == job_id else None
 
 
 @attrs.frozen
@@ -102,6 +97,8 @@ class Segment:
         #: The encoded reference, None once ``left`` changed.
         self.fragment: bytes | None = None
         self.used = 0
+        #: Whether its untouched jobs' keys are in the key index (none to add: yes).
+        self.keys_indexed = ref.keyed == 0
 
     def end(self, group: int) -> int:
         return self.starts[group] + self.ref.groups[group].count
@@ -138,7 +135,17 @@ class Segment:
 class SegmentIndex:
     """Every referenced segment, with the per-queue heaps of group cursors."""
 
-    def __init__(self, refs: Iterable[SegmentRef] = ()) -> None:
+    def __init__(
+        self,
+        refs: Iterable[SegmentRef] = (),
+        seq_of: Callable[[str], int | None] = default_job_seq,
+    ) -> None:
+        #: Job id -> the seq it was made for (the id factory's inverse).
+        self._seq_of = seq_of
+        #: The keys of untouched keyed jobs, and the keyed segments whose keys are not
+        #: known yet (their key index is read after a takeover).
+        self.keys = KeyIndex()
+        self.unindexed: dict[str, None] = {}
         self._segments: dict[str, Segment] = {}  # in attach order: the state's order
         self._by_slot: dict[int, Segment] = {}
         self._next_slot = 0
@@ -223,7 +230,7 @@ class SegmentIndex:
     def locate(self, job_id: str) -> Location | str | None:
         """Where the untouched job ``job_id`` is; the key of a segment to load first
         when that cannot be told yet; None when no untouched job has that id."""
-        seq = id_seq(job_id)
+        seq = self._seq_of(job_id)
         if seq is None:
             return None
         needed: str | None = None
@@ -240,6 +247,24 @@ class SegmentIndex:
             if segment.records is None:
                 needed = needed or segment.key
             elif segment.records[position]["id"] == job_id:
+                return Location(segment, position)
+        return needed
+
+    def find_key(self, queue: str, key: str) -> Location | str | None:
+        """Where the untouched job pushed to ``queue`` with ``key`` is; the key of a
+        segment to load first when a job with the same key hash is in one that is not
+        loaded; None when no untouched job has that key. Only once every segment's keys
+        are indexed (:attr:`unindexed` empty)."""
+        needed: str | None = None
+        for where in self.keys.find_key(queue, key):
+            slot, position = split_location(where)
+            segment = self._by_slot[slot]
+            if segment.records is None:
+                needed = needed or segment.key
+                continue
+            born = segment.records[position]["born"]
+            assert isinstance(born, dict)
+            if born.get("queue", DEFAULT_QUEUE) == queue and born.get("key") == key:
                 return Location(segment, position)
         return needed
 
@@ -288,6 +313,18 @@ class SegmentIndex:
             if segment.remaining[index] > 0:
                 job = ordered[segment.cursors[index]]
                 self._set_head(segment, index, (-job.priority, job.seq, 0))
+        if not segment.keys_indexed:
+            for position, job in enumerate(ordered):
+                if job.born.key is not None and not segment.is_left(position):
+                    self.keys.add_key(job.queue, job.born.key, location(segment.slot, position))
+            self._indexed(segment)
+
+    def keys_read(self, key: str, pairs: Iterable[KeyPair]) -> None:
+        """Segment ``key``'s key index was read (its header only): index the keys of its
+        untouched jobs."""
+        segment = self._segments.get(key)
+        if segment is not None and not segment.keys_indexed:
+            self._index_pairs(segment, pairs)
 
     def take(self, entry: Entry) -> Job:
         """The job at a cursor, which leaves its segment (the caller puts it inline)."""
@@ -301,6 +338,14 @@ class SegmentIndex:
         """The job at ``where`` is inline from now on (or gone): set its bit."""
         segment, position = where.segment, where.position
         assert not segment.is_left(position)
+        if segment.ref.keyed and segment.keys_indexed:
+            # (A job leaves only once its segment is loaded: claimed, or looked up.)
+            assert segment.records is not None
+            born = segment.records[position]["born"]
+            assert isinstance(born, dict)
+            if "key" in born:
+                queue = born.get("queue", DEFAULT_QUEUE)
+                self.keys.remove_key(queue, born["key"], location(segment.slot, position))
         self._version += 1
         _set_run(segment.left, position, 1)
         segment.fragment = None
@@ -346,6 +391,8 @@ class SegmentIndex:
         self._version += 1
         if segment.sorted_seqs is None:
             segment.know_seqs(contents.seqs)
+        if not segment.keys_indexed:
+            self._index_pairs(segment, contents.keys)
         self.loaded_bytes += loaded_cost(segment.ref)
         self._touch(segment)
         for index in range(len(segment.ref.groups)):
@@ -387,6 +434,8 @@ class SegmentIndex:
         if seqs is not None:
             segment.know_seqs(seqs)
         self._segments[ref.key] = self._by_slot[segment.slot] = segment
+        if not segment.keys_indexed:
+            self.unindexed[ref.key] = None
         self.total += segment.untouched
         for index, group in enumerate(ref.groups):
             remaining = segment.remaining[index]
@@ -399,12 +448,23 @@ class SegmentIndex:
     def _drop(self, segment: Segment) -> None:
         del self._segments[segment.key], self._by_slot[segment.slot]
         self.demanded.pop(segment.key, None)
+        self.unindexed.pop(segment.key, None)
         self.evict(segment.key, segment)
         # The group whose last position just left still counts as live.
         for index, group in enumerate(segment.ref.groups):
             if segment.remaining[index] == 0 and segment.cursors[index] < segment.end(index):
                 self._live_groups[group.queue] -= 1
                 segment.cursors[index] = segment.end(index)
+
+    def _index_pairs(self, segment: Segment, pairs: Iterable[KeyPair]) -> None:
+        for hashed, position in pairs:
+            if not segment.is_left(position):
+                self.keys.add(hashed, location(segment.slot, position))
+        self._indexed(segment)
+
+    def _indexed(self, segment: Segment) -> None:
+        segment.keys_indexed = True
+        self.unindexed.pop(segment.key, None)
 
     def _live(self, segment: Segment, entry: Entry) -> bool:
         group = entry[4]

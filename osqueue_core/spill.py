@@ -3,10 +3,11 @@
 Three steps, each after the previous one is known (docs/architecture.md, "Writing a
 segment"):
 
-1. **Pick** the inline ready jobs a spill may move (unkeyed, no due time, default-factory
-   ids), once ``spill_jobs`` of them (or ``spill_bytes``) have gathered, up to
+1. **Pick** the inline ready jobs a spill may move (no due time, ids that give their seq
+   back), once ``spill_jobs`` of them (or ``spill_bytes``) have gathered, up to
    ``segment_jobs`` / ``segment_bytes``. The segment is their cached fragments joined in
-   segment order: nothing is encoded anew.
+   segment order (nothing is encoded anew), headed by the key index of those with an
+   idempotency key.
 2. **Create** ``segments/<epoch>-<n>.json``, create-only. Failed, or outcome unknown:
    the same key with the same bytes again after a backoff. Conflicted: read it back; the
    same digest means an earlier attempt landed; absent, try again; anything else is
@@ -38,6 +39,7 @@ from osqueue_core.events import (
     WriteConflicted,
 )
 from osqueue_core.job import Job
+from osqueue_core.key_index import key_pairs
 from osqueue_core.outbox import Outbox
 from osqueue_core.rules import JobRules
 from osqueue_core.segment_codec import encode_segment, group_jobs
@@ -114,9 +116,20 @@ class Spiller:
         self._number += 1
         key = segment_key(config.segment_prefix, self._epoch(), self._number)
         seqs = [job.seq for job in picked]
-        data = encode_segment(key, groups, seqs, table.fragments(picked))
+        keys = key_pairs(
+            (position, job.queue, job.born.key)
+            for position, job in enumerate(picked)
+            if job.born.key is not None
+        )
+        data = encode_segment(key, groups, seqs, table.fragments(picked), keys)
         ref = SegmentRef(
-            key, digest_of(data), len(data), len(picked), (min(seqs), max(seqs)), groups
+            key,
+            digest_of(data),
+            len(data),
+            len(picked),
+            (min(seqs), max(seqs)),
+            groups,
+            keyed=len(keys),
         )
         self._current = _Spill(ref, data, picked)
         self._failures = 0

@@ -55,7 +55,8 @@ from .model_basics import EPSILON, ready_at, seq_of
 
 #: The schema of a segment object, and of a state that references segments.
 SEGMENT_SCHEMA = 3
-#: Stage 1 (docs/architecture.md, "Stages"): only due, unkeyed jobs are spilled.
+#: Stage 1 (docs/architecture.md, "Stages"): only due jobs are spilled (keyed ones too,
+#: since stage 2's key index).
 STAGE = 1
 
 _JOBS_MARKER = b',"jobs":['
@@ -409,12 +410,11 @@ def audit_moves(before: Stored, after: Stored) -> None:
         assert not came_back, f"{ref.key}: positions {sorted(came_back)} untouched again"
 
 
-def spilled_only_due_unkeyed(segment: Segment, highest_wall: float) -> None:
-    """A spill writes only jobs due when it picked them; stage 1 none with a key, and
-    none that ever waited for a time (docs/architecture.md, "Stage 1 as built")."""
+def spilled_only_due(segment: Segment, highest_wall: float) -> None:
+    """A spill writes only jobs due when it picked them; stage 1 none that ever waited
+    for a time (docs/architecture.md, "Stage 1 as built")."""
     for job in segment.records:
         if STAGE == 1:
-            assert job.born.key is None, f"{segment.key}: keyed {job.id} spilled (stage 1)"
             assert ready_at(job) is None, f"{segment.key}: {job.id} has a due time (stage 1)"
         at = ready_at(job)
         assert at is None or at <= highest_wall + EPSILON, (
@@ -435,5 +435,5 @@ def core_round_trip(data: bytes, fetch: Callable[[str], bytes | None]) -> None:
         assert body is not None, f"{ref.key} is referenced and missing"
         contents = core_decode_segment(body, ref)
         records = [encode_job(segment_job(record, ref.key)) for record in contents.records]
-        again = core_encode_segment(ref.key, ref.groups, contents.seqs, records)
+        again = core_encode_segment(ref.key, ref.groups, contents.seqs, records, contents.keys)
         assert again == body, f"{ref.key} does not re-encode to its bytes"

@@ -55,13 +55,15 @@ keyed count match, and whose records are canonical ``ready`` fragments in claim 
 one place (no id or seq twice over inline and untouched jobs); refs attached only once
 their segment was known durable; a job that only moved keeps its record; a position
 that left never comes back; an all-left ref does not outlive the next version; segment
-keys are written create-only, once; stage 1 spills only jobs with no key and no due
-time; once settled, the broker holds no ``Job`` for an untouched job and its counts of
-refs, untouched and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
-to be spilled. Segment creates and reads get every storage outcome; a conflicting create
-finds a foreign object planted under its key; a read may answer "absent" although the
-object is there, or one byte changed (the broker must fail, or never write a state
-referencing that segment). Crashes with writes in flight, late landings and a second
+keys are written create-only, once; stage 1 spills only jobs with no due time (keyed
+ones too: stage 2's key index, each segment's matched against its records); once
+settled, the broker holds no ``Job`` for an untouched job and its counts of refs,
+untouched (keyed) and inline jobs are storage's, and fewer than ``spill_jobs`` jobs wait
+to be spilled. A keyed push whose key is untouched in a segment must name that job.
+Segment creates and reads get every storage outcome; a conflicting create finds a
+foreign object planted under its key; a read may answer "absent" although the object is
+there, or one byte changed (the broker must fail, or never write a state referencing
+that segment). Crashes with writes in flight, late landings and a second
 broker taking over apply to segment writes as to the state's.
 
 The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
@@ -125,7 +127,7 @@ from .model_segments import (
     Stored,
     audit_segments,
     core_round_trip,
-    spilled_only_due_unkeyed,
+    spilled_only_due,
 )
 from .model_storage import check_archived, check_endings_stay, check_storage
 
@@ -748,13 +750,13 @@ class QueueModel(RuleBasedStateMachine):
     def segments_are_sound(self) -> None:
         """The stored state's refs name existing, matching segments and every job is in
         one place (checked when read); every segment a broker created holds only jobs
-        that were due when it picked them (stage 1: none with a key)."""
+        that were due when it picked them (stage 1: none that waited for a time)."""
         self._stored()
         for key, (_, data) in self.store.created.items():
             if key not in self.segments_checked:
                 self.segments_checked.add(key)
                 highest = self.timeline.highest(0, self.segment_emitted[key])
-                spilled_only_due_unkeyed(self.segments.segment(data), highest)
+                spilled_only_due(self.segments.segment(data), highest)
 
     @invariant()
     def storage_holds_exactly_what_was_pushed(self) -> None:
@@ -838,6 +840,11 @@ class QueueModel(RuleBasedStateMachine):
             f"the broker counts {stats.segments} refs and {stats.untouched} untouched jobs; "
             f"storage holds {len(stored.refs)} and {len(stored.places)}"
         )
+        keyed = sum(job.born.key is not None for job in stored.jobs if job.id in stored.places)
+        assert stats.key_index_complete, "the key index is still not read, settled"
+        assert stats.untouched_keyed == keyed, (
+            f"the key index holds {stats.untouched_keyed} keys; storage {keyed} untouched keyed"
+        )
         held = [job_id for job_id in stored.places if slot.broker.job(job_id) is not None]
         assert not held, f"the broker holds a Job for untouched {held}"
         inline = (
@@ -854,7 +861,6 @@ class QueueModel(RuleBasedStateMachine):
                 job.id
                 for job in stored.inline
                 if job.status is JobStatus.READY
-                and job.born.key is None
                 and job.retry_at is None
                 and job.born.run_at is None
             ]

@@ -259,7 +259,7 @@ def test_the_model_test_fails_on_a_broken_rule(
         run_state_machine_as_test(LifecycleModel, settings=QUICK)
 
 
-# -- segments (stage 1) broken one at a time -----------------------------------------------
+# -- segments broken one at a time -----------------------------------------------
 
 
 class SpillingModel(QueueModel):
@@ -323,6 +323,13 @@ def _skipping(original: Callable[[bytearray, int, int], int]) -> Callable[..., i
     return next_untouched
 
 
+def _segment_keys_ignored(table: JobTable, queue: str, key: str) -> str | None:
+    """``JobTable.untouched_with_key`` that never finds a key: a keyed push checks the
+    inline jobs and the remembered keys, not the untouched jobs' (it still waits for
+    their segment's read, as the real one would)."""
+    return None
+
+
 SEGMENT_MUTANTS = [
     RuleMutant(
         "attach before the create is known",
@@ -358,6 +365,13 @@ SEGMENT_MUTANTS = [
         # Or the core trips over its own cursor (an IndexError escaping it: the model
         # fails on any untyped exception too).
         r"while better .* were due|got nothing while|list index out of range",
+    ),
+    RuleMutant(
+        "keyed push ignores segment keys",
+        JobTable,
+        "untouched_with_key",
+        lambda _: _segment_keys_ignored,
+        r"two jobs with key|acknowledged for .* and|its key is also another job's",
     ),
 ]
 

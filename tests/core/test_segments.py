@@ -120,10 +120,9 @@ def test_the_segment_bytes_are_the_state_fragments_and_decode_against_the_ref() 
     assert again == h.store.get("state.json")
 
 
-def test_keyed_delayed_and_custom_id_jobs_stay_inline() -> None:
+def test_delayed_and_custom_id_jobs_stay_inline() -> None:
     h = Harness.started(config=config())
-    for index in range(6):
-        h.submit(Push(h.request_id(), b"k", key=f"key-{index}"))
+    for _ in range(6):
         h.submit(Push(h.request_id(), b"d", delay=60.0))
     assert h.store.keys(SEGMENTS) == []
     custom = Harness.started(
