@@ -1,12 +1,14 @@
 """Segments change where jobs live, never what a client sees: the same commands at the
-same times give the same replies with tiny segments as with spilling off, and a
-successor then serves every job that is left exactly once."""
+same times give the same replies with tiny segments as with spilling off (keyed pushes
+included: a key of a job spilled into a segment names that job), and a successor then
+serves every job that is left exactly once and answers every key as the other would."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
+import attrs
 import pytest
 
 from osqueue_core import (
@@ -22,6 +24,7 @@ from osqueue_core import (
     NewJob,
     Push,
     PushBatch,
+    Pushed,
     Redrive,
     Release,
     Reply,
@@ -43,6 +46,10 @@ QUEUES = ("q1", "q2", "q3")
 #: retried jobs wait, and stay inline until claimed).
 RETRY = RetryPolicy(base=0.0, cap=0.0, max_attempts=3)
 QUEUE_RETRY = {"q3": RetryPolicy(base=1.0, cap=2.0, max_attempts=3)}
+#: Few keys, so pushes repeat them; remembered for a short while, so a key comes back
+#: as a new job after its first one left.
+KEYS = ("k1", "k2", "k3", "k4", "k5")
+RETENTION = 60.0
 
 
 def tiny(read_ahead: int, cache: int) -> BrokerConfig:
@@ -54,6 +61,7 @@ def tiny(read_ahead: int, cache: int) -> BrokerConfig:
         retry=RETRY,
         queue_retry=QUEUE_RETRY,
         max_dead=5,
+        idempotency_retention=RETENTION,
     )
 
 
@@ -93,11 +101,13 @@ class Twins:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.spilling = Harness.started(SimStore(), config, identity="seg")
-        plain = BrokerConfig(spill_jobs=None, retry=RETRY, queue_retry=QUEUE_RETRY, max_dead=5)
+        plain = attrs.evolve(config, spill_jobs=None)
         self.plain = Harness.started(SimStore(), plain, identity="seg")
         self.ids: list[str] = []
         self.claimed: dict[str, str] = {}  # job id -> worker
         self.replies = 0
+        #: Keyed pushes answered with a job that is untouched in a segment.
+        self.untouched_keys = 0
 
     def both(self, make: object) -> object:
         answers = []
@@ -117,10 +127,17 @@ class Twins:
         if roll < 0.35:
             queue, priority = rng.choice(QUEUES), rng.choice((0, 0, 1, 5))
             payload = b"p%d" % rng.getrandbits(16)
-            answer = self.both(lambda r: Push(r, payload, queue, priority))
-            self.ids.append(answer.job_id)  # type: ignore[attr-defined]
+            key = rng.choice(KEYS) if rng.random() < 0.4 else None
+            answer = self.both(lambda r: Push(r, payload, queue, priority, key=key))
+            assert isinstance(answer, Pushed)
+            self.ids.append(answer.job_id)
+            if answer.existing and self.spilling.broker.job(answer.job_id) is None:
+                self.untouched_keys += 1
         elif roll < 0.42:
-            jobs = tuple(NewJob(b"b", rng.choice(QUEUES), rng.choice((0, 2))) for _ in range(4))
+            jobs = tuple(
+                NewJob(b"b", rng.choice(QUEUES), rng.choice((0, 2)), key=rng.choice((None, *KEYS)))
+                for _ in range(4)
+            )
             answer = self.both(lambda r: PushBatch(r, jobs))
             self.ids.extend(answer.job_ids)  # type: ignore[attr-defined]
         elif roll < 0.65:
@@ -166,6 +183,7 @@ def test_same_replies_with_tiny_segments_as_without(seed: int) -> None:
     assert [q.ready for q in stats[0].queues] == [q.ready for q in stats[1].queues]
     assert stats[0].spills > 0, "the run never spilled: it tests nothing"
     assert stats[0].segment_reads > 0
+    assert twins.untouched_keys > 0, "no key of an untouched job was pushed again"
     # Drain both (no wait, one at a time), claim order included.
     while True:
         answer = twins.both(lambda r: Claim(r, "drain", 0.0, QUEUES))
@@ -219,3 +237,33 @@ def test_a_successor_serves_every_job_left_exactly_once(seed: int) -> None:
             break
         got.append(answer.result.job_id)
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_successor_answers_every_key_as_a_broker_that_never_spilled(seed: int) -> None:
+    """Its key index is read back from the segments' headers (keyed pushes wait for
+    it): a key of a job still in the state names that job, any other makes a new one."""
+    rng = random.Random(300 + seed)
+    twins = Twins(tiny(read_ahead=seed % 2, cache=800))
+    for _ in range(250):
+        twins.step(rng)
+    config = tiny(read_ahead=seed % 2, cache=800)
+    now = twins.spilling.now
+    successor = Harness.started(twins.spilling.store, config, identity="next", now=now)
+    keyed = successor.broker.stats().untouched_keyed
+    found = 0
+    for queue in QUEUES:
+        for key in KEYS:
+            answers = []
+            for h in (successor, twins.plain):
+                reply = h.submit(Push(h.request_id(), b"again", queue, key=key))
+                assert reply is not None
+                assert isinstance(reply.result, Pushed)
+                answers.append(reply.result)
+            if answers[1].existing:
+                assert answers[0] == answers[1]  # the same job (a new one's epoch differs)
+                found += 1
+            else:
+                assert not answers[0].existing
+    assert keyed > 0, "no keyed job was untouched at the takeover: it tests nothing"
+    assert found >= keyed
