@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import itertools
 import struct
 from array import array
 from collections.abc import Iterable
@@ -65,12 +64,14 @@ def decode_pairs(packed: bytes, keyed: int, jobs: int) -> list[KeyPair]:
     if len(packed) != PAIR.size * keyed:
         raise ValueError(f"key_index holds {len(packed) / PAIR.size:g} pairs, expected {keyed}")
     pairs = list(PAIR.iter_unpack(packed))
-    if any(position >= jobs for _, position in pairs):
+    positions = [position for _, position in pairs]
+    if positions and max(positions) >= jobs:
         raise ValueError("key_index names a position outside the segment")
-    if any(a >= b for a, b in itertools.pairwise(pairs)):
-        raise ValueError("key_index is not sorted by hash, then position")
-    if len({position for _, position in pairs}) != keyed:
+    if len(set(positions)) != keyed:
         raise ValueError("key_index names a position twice")
+    # (No two pairs are equal now: sorted means strictly increasing.)
+    if pairs != sorted(pairs):
+        raise ValueError("key_index is not sorted by hash, then position")
     return pairs
 
 
@@ -96,20 +97,25 @@ class KeyIndex:
     def __len__(self) -> int:
         return self._size
 
-    def add(self, hashed: int, where: int) -> None:
-        """One more untouched keyed job, by its key's hash (read from a key index)."""
+    def add(self, entries: Iterable[tuple[int, int]]) -> None:
+        """More untouched keyed jobs: (their key's hash, their location) each (a
+        segment's, at once: this loop is what a takeover's key index costs per key)."""
         if not self._hashes:
             self._hashes = [array("Q") for _ in range(1 << _BUCKET_BITS)]
             self._places = [array("Q") for _ in range(1 << _BUCKET_BITS)]
-        bucket = hashed >> _BUCKET_SHIFT
-        hashes = self._hashes[bucket]
-        at = bisect.bisect_right(hashes, hashed)
-        hashes.insert(at, hashed)
-        self._places[bucket].insert(at, where)
-        self._size += 1
+        all_hashes, all_places, insort = self._hashes, self._places, bisect.bisect_right
+        added = 0
+        for hashed, where in entries:
+            bucket = hashed >> _BUCKET_SHIFT
+            hashes = all_hashes[bucket]
+            at = insort(hashes, hashed)
+            hashes.insert(at, hashed)
+            all_places[bucket].insert(at, where)
+            added += 1
+        self._size += added
 
     def add_key(self, queue: str, key: str, where: int) -> None:
-        self.add(key_hash(queue, key), where)
+        self.add(((key_hash(queue, key), where),))
 
     def remove_key(self, queue: str, key: str, where: int) -> None:
         """The job at ``where`` (pushed to ``queue`` with ``key``) is not untouched any
@@ -130,6 +136,7 @@ class KeyIndex:
         hashed = key_hash(queue, key)
         bucket = hashed >> _BUCKET_SHIFT
         hashes = self._hashes[bucket]
-        start = bisect.bisect_left(hashes, hashed)
-        end = bisect.bisect_right(hashes, hashed, start)
-        return list(self._places[bucket][start:end])
+        end = start = bisect.bisect_left(hashes, hashed)
+        while end < len(hashes) and hashes[end] == hashed:
+            end += 1
+        return self._places[bucket][start:end].tolist()

@@ -14,8 +14,7 @@ waits for is issued even when that overfills the cache for a while.
 A keyed segment whose keys are not known (:attr:`SegmentIndex.unindexed`: the state was
 just taken over) is read for its key index only: the whole object is read and checked
 against its reference, its header parsed, its records not (keyed pushes wait for these
-reads; nothing else does). They go before read-ahead, within the same cap on reads in
-flight.
+reads; nothing else does). They go before read-ahead, with a cap of their own.
 """
 
 from __future__ import annotations
@@ -34,8 +33,11 @@ from osqueue_core.rules import JobRules
 from osqueue_core.segment_codec import decode_segment, decode_segment_keys
 from osqueue_core.segments import loaded_cost
 
-#: Segment reads in flight at once, at most.
+#: Segment reads in flight at once, at most (those a command waits for aside) ...
 MAX_READS = 4
+#: ... and reads of key indexes after a takeover, besides: keyed pushes wait for all of
+#: them (on S3, ~500 reads of ~1 MB for a million keyed jobs).
+KEY_INDEX_READS = 8
 
 
 class SegmentReader:
@@ -61,6 +63,8 @@ class SegmentReader:
         self._owned = owned
         self._on_loaded = on_loaded
         self._in_flight: set[str] = set()
+        #: Those of them that read a key index only.
+        self._key_reads: set[str] = set()
         self._backoffs = KeyBackoffs(config, clock)
         self._active = True
         #: Segment reads issued.
@@ -81,7 +85,7 @@ class SegmentReader:
         for key in index.unindexed:
             if key in self._in_flight or self._backoffs.waiting(key):
                 continue
-            if len(self._in_flight) >= MAX_READS:
+            if len(self._key_reads) >= KEY_INDEX_READS:
                 # Tried again when a read in flight lands (not at a due backoff).
                 passed_over.append(key)
                 continue
@@ -93,7 +97,7 @@ class SegmentReader:
             if self._backoffs.waiting(key):
                 continue
             demanded = key in index.demanded
-            if not demanded and len(self._in_flight) >= MAX_READS:
+            if not demanded and len(self._in_flight) - len(self._key_reads) >= MAX_READS:
                 passed_over += wanted[position:]
                 break
             room = index.make_room(loaded_cost(segment.ref), self._config.segment_cache_bytes, keep)
@@ -118,6 +122,8 @@ class SegmentReader:
     def _read(self, key: str, *, keys_only: bool = False) -> None:
         self._backoffs.trying(key)
         self._in_flight.add(key)
+        if keys_only:
+            self._key_reads.add(key)
         self.reads += 1
         self._out.issue(
             lambda op_id: ReadObject(op_id, key), lambda r: self._on_read(key, r, keys_only)
@@ -125,6 +131,7 @@ class SegmentReader:
 
     def _on_read(self, key: str, result: StorageResult, keys_only: bool = False) -> None:
         self._in_flight.discard(key)
+        self._key_reads.discard(key)
         index = self._rules.table.segments
         segment = index.get(key)
         if not self._active or segment is None:

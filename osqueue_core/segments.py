@@ -457,9 +457,12 @@ class SegmentIndex:
                 segment.cursors[index] = segment.end(index)
 
     def _index_pairs(self, segment: Segment, pairs: Iterable[KeyPair]) -> None:
-        for hashed, position in pairs:
-            if not segment.is_left(position):
-                self.keys.add(hashed, location(segment.slot, position))
+        left, base = segment.left, location(segment.slot, 0)
+        self.keys.add(
+            (hashed, base | position)
+            for hashed, position in pairs
+            if not left[position >> 3] >> (position & 7) & 1  # untouched
+        )
         self._indexed(segment)
 
     def _indexed(self, segment: Segment) -> None:

@@ -865,7 +865,7 @@ class QueueModel(RuleBasedStateMachine):
                 and job.born.run_at is None
             ]
             assert len(spillable) < self.config.spill_jobs, f"never spilled: {spillable}"
-        event(f"untouched at the end: {min(len(stored.places), 3)}")
+        event(f"untouched at the end: {min(len(stored.places), 3)}, keyed: {min(keyed, 2)}")
         event(f"spills: {min(stats.spills, 3)}, abandoned: {min(stats.spills_abandoned, 1)}")
 
     def _audit_segments(self) -> None:

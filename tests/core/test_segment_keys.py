@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from osqueue_core import (
     PushBatch,
     Pushed,
     PushedBatch,
-    ReadObject,
     ReadVersion,
     StorageUnavailable,
     WriteObject,
@@ -49,17 +48,17 @@ from osqueue_core.key_index import (
     location,
 )
 from osqueue_core.segment_codec import decode_segment, decode_segment_keys, encode_segment
+from osqueue_core.segment_reads import KEY_INDEX_READS
 from osqueue_core.segment_refs import SegmentGroup, SegmentRef
 
 from .harness import Harness, SimStore, archived_ids
-
-SEGMENTS = "segments/"
-
-
-def config(**overrides: object) -> BrokerConfig:
-    settings: dict[str, object] = {"spill_jobs": 4, "segment_jobs": 8, "read_ahead": 0}
-    settings.update(overrides)
-    return BrokerConfig(**settings)  # type: ignore[arg-type]
+from .test_segments import (
+    SEGMENTS,
+    applied_after_one_read,
+    config,
+    fail_segment_reads_until_answered,
+    segment_reads,
+)
 
 
 def push(h: Harness, key: str | None, queue: str = "default") -> Pushed:
@@ -70,7 +69,7 @@ def push(h: Harness, key: str | None, queue: str = "default") -> Pushed:
 
 
 def keyed_backlog(
-    settings: BrokerConfig | None = None, keys: str = "abcd"
+    settings: BrokerConfig | None = None, keys: Sequence[str] = "abcd"
 ) -> tuple[Harness, list[str]]:
     """A broker that pushed one job per key (and spilled them, unless ``settings`` say
     not to)."""
@@ -93,10 +92,6 @@ def held_successor(store: SimStore, **overrides: object) -> Harness:
     while h.broker.phase is Phase.STARTING:
         h.deliver(next(i for i in range(len(h.pending)) if i not in segment_reads(h)))
     return h
-
-
-def segment_reads(h: Harness) -> list[int]:
-    return h.pending_of(ReadObject, SEGMENTS)
 
 
 def settle_state_ops(h: Harness) -> None:
@@ -227,7 +222,7 @@ def test_the_index_finds_removes_and_keeps_apart_keys_of_one_bucket_and_one_hash
     other = next(f"k{n}" for n in range(1, 100_000) if key_hash("q", f"k{n}") >> 52 == first >> 52)
     index.add_key("q", "k0", location(1, 5))
     index.add_key("q", other, location(2, 7))
-    index.add(first, location(3, 0))  # another key with k0's very hash
+    index.add([(first, location(3, 0))])  # another key with k0's very hash
     assert sorted(index.find_key("q", "k0")) == [location(1, 5), location(3, 0)]
     assert index.find_key("q", other) == [location(2, 7)]
     assert index.find_key("other-queue", "k0") == []
@@ -282,16 +277,8 @@ def test_a_push_of_a_key_no_untouched_job_has_reads_no_segment() -> None:
 def test_a_push_of_a_spilled_key_waits_for_its_segment_and_names_the_job() -> None:
     h, ids = keyed_backlog()
     before = h.store.get("state.json")
-    h.auto = False
-    request = h.request_id()
-    h.broker.submit(Push(request, b"again", key="c"), h.now)
-    h.flush()
-    [read] = segment_reads(h)
-    assert request not in h.replies
-    assert h.broker.stats().queued_commands == 1
-    h.deliver(read)
-    h.deliver_all()
-    assert h.replies[request].result == Pushed(ids[2], True)
+    reply = applied_after_one_read(h, lambda request: Push(request, b"again", key="c"))
+    assert reply.result == Pushed(ids[2], True)
     assert h.store.get("state.json") == before  # nothing new to write
     assert h.broker.stats().untouched_keyed == 4
 
@@ -376,6 +363,19 @@ def test_after_a_takeover_a_push_of_a_spilled_key_names_the_job() -> None:
     assert push(successor, "i").existing is False
 
 
+def test_key_index_reads_are_capped_and_the_next_goes_out_as_one_lands() -> None:
+    first, _ = keyed_backlog(keys=[f"k{n}" for n in range(36)])  # 9 segments
+    h = held_successor(first.store)
+    reads = segment_reads(h)
+    assert len(reads) == KEY_INDEX_READS == 8
+    h.deliver(reads[0])
+    assert len(segment_reads(h)) == 8  # the ninth
+    while segment_reads(h):
+        h.deliver(segment_reads(h)[0])
+    stats = h.broker.stats()
+    assert (stats.key_index_complete, stats.untouched_keyed, stats.segment_reads) == (True, 36, 9)
+
+
 def test_a_takeover_indexes_only_keys_still_untouched() -> None:
     """A keyed job that left its segment before the takeover (claimed, completed,
     archived, and its remembered key expired since) is not found by its key any more:
@@ -417,17 +417,7 @@ def test_a_keyed_push_whose_key_index_cannot_be_read_gets_storage_unavailable_in
     h.broker.submit(Push(keyed, b"k", key="zz"), h.now)
     h.broker.submit(Push(plain, b"behind"), h.now)
     h.flush()
-    for _ in range(20):
-        settle_state_ops(h)
-        if keyed in h.replies:
-            break
-        h.deliver(segment_reads(h)[0], "failed")
-        deadline = h.broker.next_deadline()
-        assert deadline is not None
-        assert deadline > h.now
-        h.now = deadline
-        h.broker.tick(h.now)
-        h.flush()
+    fail_segment_reads_until_answered(h, keyed)  # once 2 s passed
     assert isinstance(h.replies[keyed].error, StorageUnavailable)
     settle_state_ops(h)
     assert h.replies[plain].ok  # the queue moved on

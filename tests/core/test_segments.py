@@ -3,6 +3,8 @@ lookups that wait for a segment read, and every outcome of a segment's create.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 
@@ -14,6 +16,7 @@ from osqueue_core import (
     Cancelled,
     Claim,
     Claimed,
+    Command,
     CorruptState,
     GetJob,
     JobInfo,
@@ -22,6 +25,7 @@ from osqueue_core import (
     Phase,
     Push,
     ReadObject,
+    Reply,
     SegmentMissing,
     StateHeader,
     WriteObject,
@@ -73,6 +77,37 @@ def claim_all(h: Harness, queues: tuple[str, ...] = ("default",)) -> list[str]:
 
 def segment_reads(h: Harness) -> list[int]:
     return h.pending_of(ReadObject, SEGMENTS)
+
+
+def applied_after_one_read(h: Harness, make: Callable[[int], Command]) -> Reply:
+    """Submit ``make(request_id)`` with storage held: it must wait, queued, for one
+    segment read; then deliver everything. Its reply."""
+    h.auto = False
+    request = h.request_id()
+    h.broker.submit(make(request), h.now)
+    h.flush()
+    [read] = segment_reads(h)
+    assert request not in h.replies
+    assert h.broker.stats().queued_commands == 1
+    h.deliver(read)
+    h.deliver_all()
+    return h.replies[request]
+
+
+def fail_segment_reads_until_answered(h: Harness, request: int, rounds: int = 10) -> None:
+    """Answer segment reads "failed", each retry at its backoff (0.05, 0.1, 0.2 ...
+    seconds later; ``next_deadline()`` never in the past), until ``request`` is
+    answered."""
+    for _ in range(rounds):
+        h.deliver(segment_reads(h)[0], "failed")
+        deadline = h.broker.next_deadline()
+        assert deadline is not None
+        assert deadline > h.now
+        h.now = deadline
+        h.broker.tick(h.now)
+        h.flush()
+        if request in h.replies:
+            return
 
 
 # -- spilling ------------------------------------------------------------------------
@@ -148,16 +183,7 @@ def test_a_claim_on_an_unloaded_segment_waits_for_the_read_then_is_applied() -> 
     ids = push_ids(first, 4)
     successor = Harness.started(store, config(), identity="b")
     assert successor.broker.stats().segment_reads == 0  # opening read no segment
-    successor.auto = False
-    request = successor.request_id()
-    successor.broker.submit(Claim(request, "w"), successor.now)
-    successor.flush()
-    [read] = segment_reads(successor)
-    assert request not in successor.replies
-    assert successor.broker.stats().queued_commands == 1
-    successor.deliver(read)
-    successor.deliver_all()
-    reply = successor.replies[request]
+    reply = applied_after_one_read(successor, lambda request: Claim(request, "w"))
     assert isinstance(reply.result, Claimed)
     assert reply.result.job_id == ids[0]
     # Its claimed record and its left bit are in the same write.
@@ -438,16 +464,7 @@ def test_a_command_whose_segment_cannot_be_read_gets_storage_unavailable_in_time
     h.broker.submit(Claim(claim, "w"), h.now)
     h.broker.submit(Push(push, b"behind"), h.now)
     h.flush()
-    for _ in range(10):  # failed reads back off: 0.05, 0.1, 0.2 ... until 2 s passed
-        h.deliver(segment_reads(h)[0], "failed")
-        deadline = h.broker.next_deadline()
-        assert deadline is not None
-        assert deadline > h.now
-        h.now = deadline
-        h.broker.tick(h.now)
-        h.flush()
-        if claim in h.replies:
-            break
+    fail_segment_reads_until_answered(h, claim)  # once 2 s passed
     assert type(h.replies[claim].error).__name__ == "StorageUnavailable"
     assert h.broker.phase is Phase.RUNNING
     reads = h.broker.stats().segment_reads
