@@ -103,19 +103,16 @@ class KeyIndex:
         if not self._hashes:
             self._hashes = [array("Q") for _ in range(1 << _BUCKET_BITS)]
             self._places = [array("Q") for _ in range(1 << _BUCKET_BITS)]
-        all_hashes, all_places, insort = self._hashes, self._places, bisect.bisect_right
+        all_hashes, all_places, right = self._hashes, self._places, bisect.bisect_right
         added = 0
         for hashed, where in entries:
             bucket = hashed >> _BUCKET_SHIFT
             hashes = all_hashes[bucket]
-            at = insort(hashes, hashed)
+            at = right(hashes, hashed)
             hashes.insert(at, hashed)
             all_places[bucket].insert(at, where)
             added += 1
         self._size += added
-
-    def add_key(self, queue: str, key: str, where: int) -> None:
-        self.add(((key_hash(queue, key), where),))
 
     def remove_key(self, queue: str, key: str, where: int) -> None:
         """The job at ``where`` (pushed to ``queue`` with ``key``) is not untouched any

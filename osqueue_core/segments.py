@@ -36,7 +36,7 @@ import attrs
 from osqueue_core.config import default_job_seq
 from osqueue_core.errors import CorruptState
 from osqueue_core.job import DEFAULT_QUEUE, Job
-from osqueue_core.key_index import KeyIndex, KeyPair, location, split_location
+from osqueue_core.key_index import KeyIndex, KeyPair, key_pairs, location, split_location
 from osqueue_core.quoting import quote
 from osqueue_core.segment_codec import SegmentContents, segment_job
 from osqueue_core.segment_refs import SegmentRef, encode_ref
@@ -314,10 +314,9 @@ class SegmentIndex:
                 job = ordered[segment.cursors[index]]
                 self._set_head(segment, index, (-job.priority, job.seq, 0))
         if not segment.keys_indexed:
-            for position, job in enumerate(ordered):
-                if job.born.key is not None and not segment.is_left(position):
-                    self.keys.add_key(job.queue, job.born.key, location(segment.slot, position))
-            self._indexed(segment)
+            keyed = enumerate(ordered)
+            pairs = key_pairs((p, j.queue, j.born.key) for p, j in keyed if j.born.key is not None)
+            self._index_pairs(segment, pairs)
 
     def keys_read(self, key: str, pairs: Iterable[KeyPair]) -> None:
         """Segment ``key``'s key index was read (its header only): index the keys of its

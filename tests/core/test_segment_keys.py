@@ -220,8 +220,7 @@ def test_the_index_finds_removes_and_keeps_apart_keys_of_one_bucket_and_one_hash
     # Two real keys whose hashes share the top 12 bits (one bucket), found by trying.
     first = key_hash("q", "k0")
     other = next(f"k{n}" for n in range(1, 100_000) if key_hash("q", f"k{n}") >> 52 == first >> 52)
-    index.add_key("q", "k0", location(1, 5))
-    index.add_key("q", other, location(2, 7))
+    index.add([(first, location(1, 5)), (key_hash("q", other), location(2, 7))])
     index.add([(first, location(3, 0))])  # another key with k0's very hash
     assert sorted(index.find_key("q", "k0")) == [location(1, 5), location(3, 0)]
     assert index.find_key("q", other) == [location(2, 7)]
@@ -239,7 +238,7 @@ def test_the_index_costs_about_17_bytes_a_key() -> None:
     tracemalloc.start()
     index = KeyIndex()
     for n in range(keys):
-        index.add_key("default", f"order-{n}", location(n // 4096, n % 4096))
+        index.add([(key_hash("default", f"order-{n}"), location(n // 4096, n % 4096))])
     used = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert len(index) == keys
