@@ -33,6 +33,7 @@ from osqueue_core import (
     Pushed,
     PushedBatch,
     ReadVersion,
+    SegmentMissing,
     StorageUnavailable,
     WriteObject,
     decode_state,
@@ -427,6 +428,19 @@ def test_a_keyed_push_whose_key_index_cannot_be_read_gets_storage_unavailable_in
     assert h.broker.stats().key_index_complete  # it kept trying
 
 
+def test_a_keyed_segment_missing_at_takeover_is_segment_missing_without_a_write() -> None:
+    first, _ = keyed_backlog()
+    [key] = first.store.keys(SEGMENTS)
+    del first.store.objects[key]
+    h = held_successor(first.store)
+    before = h.store.get("state.json")
+    h.deliver(segment_reads(h)[0])  # absent: is the state still ours?
+    h.deliver_all()
+    assert isinstance(h.broker.failure, SegmentMissing)
+    assert key in str(h.broker.failure)
+    assert h.store.get("state.json") == before
+
+
 def _tamper_key_index(store: SimStore, change: Callable[[str], str]) -> None:
     """Rewrite the first keyed segment's key index and its reference to match, as a
     broker with a bug would have written them."""
@@ -456,10 +470,8 @@ def _other_hash(text: str) -> str:
 def test_an_unsorted_key_index_read_at_takeover_fails_the_broker_without_a_write() -> None:
     first, _ = keyed_backlog()
     _tamper_key_index(first.store, _swap_first_pairs)
-    before = first.store.get("state.json")
     h = held_successor(first.store)
-    # (Its takeover wrote the state; nothing after the bad read does.)
-    before = h.store.get("state.json")
+    before = h.store.get("state.json")  # its takeover's: nothing after the bad read writes
     h.deliver(segment_reads(h)[0])
     assert h.broker.phase is Phase.FAILED
     assert isinstance(h.broker.failure, CorruptState)
