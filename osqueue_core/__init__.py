@@ -39,7 +39,7 @@ from osqueue_core.commands import (
     Release,
     RequestId,
 )
-from osqueue_core.config import BrokerConfig, default_job_id, retry_policy
+from osqueue_core.config import BrokerConfig, default_job_id, default_job_seq, retry_policy
 from osqueue_core.effects import (
     Effect,
     ListKeys,
@@ -82,6 +82,7 @@ from osqueue_core.events import (
     WriteConflicted,
 )
 from osqueue_core.job import DEFAULT_QUEUE, Job, JobSpec, JobStatus
+from osqueue_core.key_index import key_pairs
 from osqueue_core.limits import (
     MAX_CLAIM_COUNT,
     MAX_CLAIM_WAIT,
@@ -124,6 +125,7 @@ from osqueue_core.retry import MAX_ATTEMPTS, RetryPolicy, jitter
 from osqueue_core.segment_codec import (
     SegmentContents,
     decode_segment,
+    decode_segment_keys,
     encode_segment,
     segment_job,
 )
@@ -242,8 +244,10 @@ __all__ = [
     "decode_archive_jobs",
     "decode_header",
     "decode_segment",
+    "decode_segment_keys",
     "decode_state",
     "default_job_id",
+    "default_job_seq",
     "digest_of",
     "encode_archive",
     "encode_job",
@@ -251,6 +255,7 @@ __all__ = [
     "encode_segment",
     "encode_state",
     "jitter",
+    "key_pairs",
     "peek_owner",
     "quote",
     "retry_policy",

@@ -104,6 +104,10 @@ class BrokerStats:
     spilled_jobs: int = 0
     spills_abandoned: int = 0
     segment_reads: int = 0
+    #: Untouched jobs whose idempotency key is in the key index (all of the untouched
+    #: keyed jobs once ``key_index_complete``; until then keyed pushes wait).
+    untouched_keyed: int = 0
+    key_index_complete: bool = True
 
 
 class Broker:
@@ -284,6 +288,8 @@ class Broker:
             spilled_jobs=commit.spiller.counters.spilled_jobs,
             spills_abandoned=commit.spiller.counters.abandoned,
             segment_reads=commit.reader.reads,
+            untouched_keyed=len(table.segments.keys),
+            key_index_complete=not table.segments.unindexed,
         )
 
     def job(self, job_id: str) -> Job | None:

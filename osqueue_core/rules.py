@@ -192,8 +192,9 @@ class JobRules:
     # -- pushing -----------------------------------------------------------------------
 
     def _push(self, jobs: list[NewJob], batch: Batch, ctx: CommitContext) -> list[tuple[str, bool]]:
-        """Add ``jobs``; a job whose key matches one pushed before (in the state, in
-        this batch, or remembered) is not added and answers that job's id. The caller
+        """Add ``jobs``; a job whose key matches one pushed before (in the state, inline
+        or untouched in a segment; in this batch; or remembered) is not added and
+        answers that job's id. The caller
         holds the push's reply, then serves waiting claims (in that order: a client
         learns of a job before anybody is granted it)."""
         wall = self._clock.wall
@@ -206,6 +207,8 @@ class JobRules:
                 identity = (job.queue, job.key)
                 existing = self.table.by_key(*identity)
                 found = existing.id if existing is not None else None
+                if found is None:
+                    found = self.table.untouched_with_key(*identity)
                 if found is None:
                     found = self.remembered.recall(job.queue, job.key, wall)
                 if found is None and identity in first_with_key:
@@ -519,7 +522,15 @@ class JobRules:
     ) -> JobTable:
         config = self.config
         lead = READ_AHEAD_SECONDS if config.read_ahead else 0.0
-        return JobTable(self._clock, jobs, next_seq, refs, spill=config.spills, window_lead=lead)
+        return JobTable(
+            self._clock,
+            jobs,
+            next_seq,
+            refs,
+            spill=config.spills,
+            window_lead=lead,
+            seq_of=config.seq_of,
+        )
 
     def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
         """A segment was read: claims waiting for its jobs can be served now."""

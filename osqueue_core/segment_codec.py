@@ -3,13 +3,19 @@
 Layout (compact, fields in this order; docs/state-format.md, "A segment object")::
 
     {"schema_version":3,"key":...,"groups":[[queue,count,top_priority,first_seq,since],...],
-     "seqs":"<base64 of each position's seq, int64 little-endian>","jobs":[<fragment>,...]}
+     "seqs":"<base64 of each position's seq, int64 little-endian>",
+     "key_index":"<base64 of (hash, position) pairs>","jobs":[<fragment>,...]}
+
+``key_index`` is omitted when no job has an idempotency key
+(:mod:`osqueue_core.key_index`).
 
 Records are sorted by (queue, priority descending, seq), so each queue's group is in
 claim order, and each is exactly the cached fragment the state held (same bytes). A
 segment read back is checked against its reference by :func:`decode_segment`
 (``CorruptState`` naming the segment); a record becomes a ``Job`` only when needed
 (:func:`segment_job`), so loading a segment costs one ``orjson.loads``.
+:func:`decode_segment_keys` reads only the header's key index, for a broker that
+needs a segment's keys and not its records (after a takeover).
 """
 
 from __future__ import annotations
@@ -27,11 +33,15 @@ import orjson
 from osqueue_core.codec import decode_job
 from osqueue_core.errors import CorruptState
 from osqueue_core.job import DEFAULT_QUEUE, Job, JobStatus
+from osqueue_core.key_index import PAIR, KeyPair, decode_pairs, encode_pairs, key_pairs
 from osqueue_core.quoting import quote
 from osqueue_core.segment_refs import SegmentGroup, SegmentRef, digest_of, group_list
 
 #: The schema version written into segment objects.
 SEGMENT_SCHEMA = 3
+
+_JOBS_MARKER = b',"jobs":['
+_HEAD_FIELDS = {"schema_version", "key", "groups", "seqs", "key_index"}
 
 #: Fields a segment record never carries (it is always ``ready`` and unfinished).
 _NEVER_IN_SEGMENT = (
@@ -47,12 +57,13 @@ _NEVER_IN_SEGMENT = (
 
 @attrs.frozen
 class SegmentContents:
-    """A segment read and checked against its reference: each position's ``seq``, and
-    each position's record as parsed JSON (made a ``Job`` only when the job is claimed,
-    cancelled or inspected)."""
+    """A segment read and checked against its reference: each position's ``seq``, each
+    position's record as parsed JSON (made a ``Job`` only when the job is claimed,
+    cancelled or inspected), and its key index."""
 
     seqs: array[int]
     records: list[dict[str, Any]]
+    keys: list[KeyPair] = attrs.Factory(list)
 
 
 # -- segment objects -----------------------------------------------------------------
@@ -79,18 +90,23 @@ def _ready_since(job: Job) -> float:
 
 
 def encode_segment(
-    key: str, groups: Sequence[SegmentGroup], seqs: Sequence[int], fragments: Iterable[bytes]
+    key: str,
+    groups: Sequence[SegmentGroup],
+    seqs: Sequence[int],
+    fragments: Iterable[bytes],
+    keys: Sequence[KeyPair] = (),
 ) -> bytes:
-    """A segment object from its jobs' cached fragments, already in segment order."""
-    head = orjson.dumps(
-        {
-            "schema_version": SEGMENT_SCHEMA,
-            "key": key,
-            "groups": [group_list(group) for group in groups],
-            "seqs": base64.b64encode(struct.pack(f"<{len(seqs)}q", *seqs)).decode("ascii"),
-        }
-    )
-    return b"".join((head[:-1], b',"jobs":[', b",".join(fragments), b"]}"))
+    """A segment object from its jobs' cached fragments, already in segment order, and
+    its key index (:func:`~osqueue_core.key_index.key_pairs` of its keyed jobs)."""
+    head: dict[str, Any] = {
+        "schema_version": SEGMENT_SCHEMA,
+        "key": key,
+        "groups": [group_list(group) for group in groups],
+        "seqs": base64.b64encode(struct.pack(f"<{len(seqs)}q", *seqs)).decode("ascii"),
+    }
+    if keys:
+        head["key_index"] = base64.b64encode(encode_pairs(keys)).decode("ascii")
+    return b"".join((orjson.dumps(head)[:-1], _JOBS_MARKER, b",".join(fragments), b"]}"))
 
 
 def decode_segment(data: bytes, ref: SegmentRef) -> SegmentContents:
@@ -98,12 +114,7 @@ def decode_segment(data: bytes, ref: SegmentRef) -> SegmentContents:
     raw JSON: :func:`segment_job` makes a ``Job`` of one). Raises ``CorruptState``
     naming the segment."""
     where = f"segment {quote(ref.key)}"
-    if len(data) != ref.size or digest_of(data) != ref.digest:
-        raise CorruptState(
-            f"{where} does not match its reference (size {len(data)}, expected {ref.size}; "
-            "or its digest differs): osqueue will not serve or write on it; restore the "
-            "object from a backup"
-        )
+    _check_bytes(data, ref)
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -114,11 +125,42 @@ def decode_segment(data: bytes, ref: SegmentRef) -> SegmentContents:
         raise CorruptState(f"{where} does not parse: {exc}") from None
 
 
-def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
+def decode_segment_keys(data: bytes, ref: SegmentRef) -> list[KeyPair]:
+    """The key index of a segment read back, parsing its header only (the part before
+    its records): the bytes are checked against ``ref`` as a whole, the header as
+    :func:`decode_segment` checks it; the key index is bounded by ``ref.keyed`` and
+    must be sorted, of distinct positions in range. (That its pairs match the records
+    is checked when the whole segment is loaded.) Raises ``CorruptState``."""
+    where = f"segment {quote(ref.key)}"
+    _check_bytes(data, ref)
+    cut = data.find(_JOBS_MARKER)
+    try:
+        raw = orjson.loads(data[:cut] + b"}") if cut > 0 else None
+    except orjson.JSONDecodeError as exc:
+        raise CorruptState(f"{where}: its header is not valid JSON: {exc}") from None
+    try:
+        _check_head(raw, ref, _HEAD_FIELDS)
+        assert isinstance(raw, dict)
+        return _key_index(raw, ref)
+    except (TypeError, KeyError, ValueError, AttributeError, binascii.Error) as exc:
+        raise CorruptState(f"{where} does not parse: {exc}") from None
+
+
+def _check_bytes(data: bytes, ref: SegmentRef) -> None:
+    if len(data) != ref.size or digest_of(data) != ref.digest:
+        raise CorruptState(
+            f"segment {quote(ref.key)} does not match its reference (size {len(data)}, "
+            f"expected {ref.size}; or its digest differs): osqueue will not serve or write "
+            "on it; restore the object from a backup"
+        )
+
+
+def _check_head(raw: Any, ref: SegmentRef, fields: set[str]) -> array[int]:
+    """Everything in a segment's header but its key index; returns its seqs."""
     where = f"segment {quote(ref.key)}"
     if not isinstance(raw, dict) or raw.get("schema_version") != SEGMENT_SCHEMA:
         raise CorruptState(f"{where} is not a schema {SEGMENT_SCHEMA} segment object")
-    if set(raw) - {"schema_version", "key", "groups", "seqs", "key_index", "jobs"}:
+    if set(raw) - fields:
         raise CorruptState(f"{where} has unknown fields")
     if raw["key"] != ref.key:
         raise CorruptState(f"{where} names another key: {quote(raw['key'])}")
@@ -127,11 +169,29 @@ def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
     packed = base64.b64decode(raw["seqs"], validate=True)
     if len(packed) != 8 * ref.jobs:
         raise CorruptState(f"{where}: seqs hold {len(packed) // 8} positions, expected {ref.jobs}")
-    seqs = array("q", struct.unpack(f"<{ref.jobs}q", packed))
+    return array("q", struct.unpack(f"<{ref.jobs}q", packed))
+
+
+def _key_index(raw: dict[str, Any], ref: SegmentRef) -> list[KeyPair]:
+    """The header's key index, checked against ``ref`` (its length before decoding)."""
+    where = f"segment {quote(ref.key)}"
+    text = raw.get("key_index")
+    if text is None or not ref.keyed:
+        if text is not None or ref.keyed:
+            raise CorruptState(f"{where}: a key_index must list exactly its {ref.keyed} keyed jobs")
+        return []
+    if not isinstance(text, str) or len(text) != 4 * -(-PAIR.size * ref.keyed // 3):
+        raise CorruptState(f"{where}: its key_index does not hold {ref.keyed} pairs")
+    return decode_pairs(base64.b64decode(text, validate=True), ref.keyed, ref.jobs)
+
+
+def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
+    where = f"segment {quote(ref.key)}"
+    seqs = _check_head(raw, ref, _HEAD_FIELDS | {"jobs"})
     records = raw["jobs"]
     if not isinstance(records, list) or len(records) != ref.jobs:
         raise CorruptState(f"{where}: expected {ref.jobs} job records")
-    keyed = 0
+    keyed: list[tuple[int, str, str]] = []
     dues: list[float] = []
     position = 0
     for group in ref.groups:
@@ -155,16 +215,22 @@ def _check_segment(raw: Any, ref: SegmentRef) -> SegmentContents:
             if previous is not None and order <= previous:
                 raise CorruptState(f"{where}: position {position} is out of claim order")
             previous = order
-            keyed += "key" in born
+            if "key" in born:
+                if not isinstance(born["key"], str):
+                    raise CorruptState(f"{where}: position {position} has a malformed key")
+                keyed.append((position, queue, born["key"]))
             if (at := record_due(record, ref.key)) is not None:
                 dues.append(at)
             position += 1
-    if keyed != ref.keyed or (min(seqs), max(seqs)) != ref.seqs:
+    if len(keyed) != ref.keyed or (min(seqs), max(seqs)) != ref.seqs:
         raise CorruptState(f"{where}: its keyed count or seq range differs from its reference's")
     # A window closing at a wrong ``max`` would make a job due early.
     if ((min(dues), max(dues)) if dues else None) != ref.due:
         raise CorruptState(f"{where}: its jobs' due range differs from its reference's")
-    return SegmentContents(seqs, records)
+    keys = _key_index(raw, ref)
+    if keys != key_pairs(keyed):
+        raise CorruptState(f"{where}: its key_index does not match its records")
+    return SegmentContents(seqs, records, keys)
 
 
 def record_due(record: dict[str, Any], key: str) -> float | None:

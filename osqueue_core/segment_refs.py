@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import orjson
 
+from osqueue_core.config import MAX_SEGMENT_JOBS
 from osqueue_core.errors import CorruptState, InvalidArgument
 from osqueue_core.limits import MAX_COUNTER, MAX_PRIORITY, check_queue_name
 from osqueue_core.quoting import quote
@@ -154,7 +155,9 @@ def _decode_ref(item: Any, next_seq: int, where: str) -> SegmentRef:
     if not isinstance(digest, str) or not re.fullmatch("[0-9a-f]{32}", digest):
         raise ValueError("digest is not 32 hex digits")
     size = _int(item["bytes"], 1, MAX_COUNTER, "bytes")
-    jobs = _int(item["jobs"], 1, MAX_COUNTER, "jobs")
+    # Bounded like every segment a broker writes: positions fit the key index's 32 bits,
+    # and a bitmap of them is small.
+    jobs = _int(item["jobs"], 1, MAX_SEGMENT_JOBS, "jobs")
     low, high = item["seqs"]
     seqs = (_int(low, 0, next_seq - 1, "seqs"), _int(high, low, next_seq - 1, "seqs"))
     due = None

@@ -21,6 +21,11 @@ after it is evicted (8 bytes a job), so a lookup by id reads a segment at most o
 A segment of delayed jobs in its due window keeps its groups out of the cursor heaps
 until every job of it is due; meanwhile its jobs fall due one by one into per-queue
 heaps of promoted jobs (:mod:`osqueue_core.segment_windows`), which claims look at too.
+
+The idempotency keys of untouched jobs are in :attr:`SegmentIndex.keys`
+(:mod:`osqueue_core.key_index`): added when a segment is attached, loaded, or its
+header's key index read (after a takeover, :attr:`SegmentIndex.unindexed` lists the
+keyed segments not read yet), removed when a position leaves.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import attrs
 
 from osqueue_core.clock import Clock
-from osqueue_core.config import default_job_id
+from osqueue_core.config import default_job_seq
 from osqueue_core.errors import CorruptState
-from osqueue_core.job import Job
+from osqueue_core.job import DEFAULT_QUEUE, Job
+from osqueue_core.key_index import KeyIndex, KeyPair, key_pairs, location, split_location
 from osqueue_core.quoting import quote
 from osqueue_core.segment_codec import SegmentContents, segment_job
 from osqueue_core.segment_refs import SegmentRef, encode_ref
@@ -56,17 +62,6 @@ def loaded_cost(ref: SegmentRef) -> int:
 #: promoted job's has ``-1 - position`` for its group.
 Entry = tuple[int, int, int, int, int]
 _Head = tuple[int, int, int]
-
-
-def id_seq(job_id: str) -> int | None:
-    """The seq a default-factory id names (``<seq:012d>-<epoch>``), or None."""
-    head, dash, tail = job_id.partition("-")
-    if not dash or len(head) < 12 or not (head + tail).isascii():
-        return None
-    if not head.isdigit() or not tail.isdigit():
-        return None
-    seq = int(head)
-    return seq if default_job_id(int(tail), seq) == job_id else None
 
 
 @attrs.frozen
@@ -111,6 +106,8 @@ class Segment:
         self.used = 0
         #: Its due window, while open (its groups are not in the cursor heaps then).
         self.window: Window | None = None
+        #: Whether its untouched jobs' keys are in the key index (none to add: yes).
+        self.keys_indexed = ref.keyed == 0
 
     def end(self, group: int) -> int:
         return self.starts[group] + self.ref.groups[group].count
@@ -150,8 +147,18 @@ class SegmentIndex:
     its segment is read ahead (0: not)."""
 
     def __init__(
-        self, clock: Clock, refs: Iterable[SegmentRef] = (), window_lead: float = 0.0
+        self,
+        clock: Clock,
+        refs: Iterable[SegmentRef] = (),
+        window_lead: float = 0.0,
+        seq_of: Callable[[str], int | None] = default_job_seq,
     ) -> None:
+        #: Job id -> the seq it was made for (the id factory's inverse).
+        self._seq_of = seq_of
+        #: The keys of untouched keyed jobs, and the keyed segments whose keys are not
+        #: known yet (their key index is read after a takeover).
+        self.keys = KeyIndex()
+        self.unindexed: dict[str, None] = {}
         self._segments: dict[str, Segment] = {}  # in attach order: the state's order
         self._by_slot: dict[int, Segment] = {}
         self._next_slot = 0
@@ -259,7 +266,7 @@ class SegmentIndex:
     def locate(self, job_id: str) -> Location | str | None:
         """Where the untouched job ``job_id`` is; the key of a segment to load first
         when that cannot be told yet; None when no untouched job has that id."""
-        seq = id_seq(job_id)
+        seq = self._seq_of(job_id)
         if seq is None:
             return None
         needed: str | None = None
@@ -276,6 +283,24 @@ class SegmentIndex:
             if segment.records is None:
                 needed = needed or segment.key
             elif segment.records[position]["id"] == job_id:
+                return Location(segment, position)
+        return needed
+
+    def find_key(self, queue: str, key: str) -> Location | str | None:
+        """Where the untouched job pushed to ``queue`` with ``key`` is; the key of a
+        segment to load first when a job with the same key hash is in one that is not
+        loaded; None when no untouched job has that key. Only once every segment's keys
+        are indexed (:attr:`unindexed` empty)."""
+        needed: str | None = None
+        for where in self.keys.find_key(queue, key):
+            slot, position = split_location(where)
+            segment = self._by_slot[slot]
+            if segment.records is None:
+                needed = needed or segment.key
+                continue
+            born = segment.records[position]["born"]
+            assert isinstance(born, dict)
+            if born.get("queue", DEFAULT_QUEUE) == queue and born.get("key") == key:
                 return Location(segment, position)
         return needed
 
@@ -336,6 +361,17 @@ class SegmentIndex:
             if segment.remaining[index] > 0:
                 job = ordered[segment.cursors[index]]
                 self._set_head(segment, index, (-job.priority, job.seq, 0))
+        if not segment.keys_indexed:
+            keyed = enumerate(ordered)
+            pairs = key_pairs((p, j.queue, j.born.key) for p, j in keyed if j.born.key is not None)
+            self._index_pairs(segment, pairs)
+
+    def keys_read(self, key: str, pairs: Iterable[KeyPair]) -> None:
+        """Segment ``key``'s key index was read (its header only): index the keys of its
+        untouched jobs."""
+        segment = self._segments.get(key)
+        if segment is not None and not segment.keys_indexed:
+            self._index_pairs(segment, pairs)
 
     def take(self, entry: Entry) -> Job:
         """The job at a cursor (or a promoted job), which leaves its segment (the
@@ -351,6 +387,14 @@ class SegmentIndex:
         """The job at ``where`` is inline from now on (or gone): set its bit."""
         segment, position = where.segment, where.position
         assert not segment.is_left(position)
+        if segment.ref.keyed and segment.keys_indexed:
+            # (A job leaves only once its segment is loaded: claimed, or looked up.)
+            assert segment.records is not None
+            born = segment.records[position]["born"]
+            assert isinstance(born, dict)
+            if "key" in born:
+                queue = born.get("queue", DEFAULT_QUEUE)
+                self.keys.remove_key(queue, born["key"], location(segment.slot, position))
         self._version += 1
         _set_run(segment.left, position, 1)
         segment.fragment = None
@@ -398,6 +442,8 @@ class SegmentIndex:
         self.windows.scan(segment, records)
         if segment.sorted_seqs is None:
             segment.know_seqs(contents.seqs)
+        if not segment.keys_indexed:
+            self._index_pairs(segment, contents.keys)
         self.loaded_bytes += loaded_cost(segment.ref)
         self._touch(segment)
         for index in range(len(segment.ref.groups)):
@@ -457,6 +503,8 @@ class SegmentIndex:
         if seqs is not None:
             segment.know_seqs(seqs)
         self._segments[ref.key] = self._by_slot[segment.slot] = segment
+        if not segment.keys_indexed:
+            self.unindexed[ref.key] = None
         self.total += segment.untouched
         for index, group in enumerate(ref.groups):
             remaining = segment.remaining[index]
@@ -473,12 +521,26 @@ class SegmentIndex:
         del self._segments[segment.key], self._by_slot[segment.slot]
         self.demanded.pop(segment.key, None)
         self.windows.drop(segment)
+        self.unindexed.pop(segment.key, None)
         self.evict(segment.key, segment)
         # The group whose last position just left still counts as live.
         for index, group in enumerate(segment.ref.groups):
             if segment.remaining[index] == 0 and segment.cursors[index] < segment.end(index):
                 self._live_groups[group.queue] -= 1
                 segment.cursors[index] = segment.end(index)
+
+    def _index_pairs(self, segment: Segment, pairs: Iterable[KeyPair]) -> None:
+        left, base = segment.left, location(segment.slot, 0)
+        self.keys.add(
+            (hashed, base | position)
+            for hashed, position in pairs
+            if not left[position >> 3] >> (position & 7) & 1  # untouched
+        )
+        self._indexed(segment)
+
+    def _indexed(self, segment: Segment) -> None:
+        segment.keys_indexed = True
+        self.unindexed.pop(segment.key, None)
 
     def _live(self, segment: Segment, entry: Entry) -> bool:
         group = entry[4]

@@ -3,13 +3,14 @@
 Three steps, each after the previous one is known (docs/architecture.md, "Writing a
 segment"):
 
-1. **Pick** the inline ready jobs a spill may move (unkeyed, default-factory ids), once
+1. **Pick** the inline ready jobs a spill may move (ids that give their seq back), once
    ``spill_jobs`` of them (or ``spill_bytes``) have gathered, up to ``segment_jobs`` /
    ``segment_bytes``, and split them: the jobs with no due time make one segment, those
    with one (a run-at or a retry's backoff, past or not) another, whose reference
    carries their due range (:mod:`osqueue_core.segment_windows`). Each segment is its
-   jobs' cached fragments joined in segment order: nothing is encoded anew. Steps 2 and
-   3 run for each segment on its own.
+   jobs' cached fragments joined in segment order (nothing is encoded anew), headed by
+   the key index of those with an idempotency key. Steps 2 and 3 run for each segment
+   on its own.
 2. **Create** ``segments/<epoch>-<n>.json``, create-only. Failed, or outcome unknown:
    the same key with the same bytes again after a backoff. Conflicted: read it back; the
    same digest means an earlier attempt landed; absent, try again; anything else is
@@ -42,6 +43,7 @@ from osqueue_core.events import (
     WriteConflicted,
 )
 from osqueue_core.job import Job
+from osqueue_core.key_index import key_pairs
 from osqueue_core.outbox import Outbox
 from osqueue_core.rules import JobRules
 from osqueue_core.segment_codec import encode_segment, group_jobs
@@ -129,11 +131,23 @@ class Spiller:
         self._number += 1
         key = segment_key(self._config.segment_prefix, self._epoch(), self._number)
         seqs = [job.seq for job in picked]
-        data = encode_segment(key, groups, seqs, self._rules.table.fragments(picked))
+        keys = key_pairs(
+            (position, job.queue, job.born.key)
+            for position, job in enumerate(picked)
+            if job.born.key is not None
+        )
+        data = encode_segment(key, groups, seqs, self._rules.table.fragments(picked), keys)
         dues = [at for job in picked if (at := job.ready_at) is not None]
         due = (min(dues), max(dues)) if dues else None
         ref = SegmentRef(
-            key, digest_of(data), len(data), len(picked), (min(seqs), max(seqs)), groups, due
+            key,
+            digest_of(data),
+            len(data),
+            len(picked),
+            (min(seqs), max(seqs)),
+            groups,
+            due,
+            keyed=len(keys),
         )
         return _Spill(ref, data, picked)
 

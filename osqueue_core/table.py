@@ -29,15 +29,16 @@ the inline delayed jobs (:meth:`promote_due`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
 from osqueue_core.clock import Clock
+from osqueue_core.config import default_job_seq
 from osqueue_core.fragments import Fragments
 from osqueue_core.job import Job, JobStatus
 from osqueue_core.segment_refs import SegmentRef
-from osqueue_core.segments import Location, SegmentIndex, id_seq
+from osqueue_core.segments import Location, SegmentIndex
 
 
 @attrs.frozen
@@ -57,9 +58,11 @@ class QueueCounts:
 
 @attrs.frozen
 class SegmentNeeded:
-    """The answer needs segment ``key`` loaded first."""
+    """The answer needs segment ``key`` loaded first (``header_only``: only its key
+    index read, which is under way)."""
 
     key: str
+    header_only: bool = False
 
 
 class _Queue:
@@ -96,12 +99,15 @@ class JobTable:
         *,
         spill: bool = False,
         window_lead: float = 0.0,
+        seq_of: Callable[[str], int | None] = default_job_seq,
     ) -> None:
         self._clock = clock
         #: The untouched jobs, in segments.
-        self.segments = SegmentIndex(clock, refs, window_lead)
-        # Inline ready jobs a spill may move (id -> payload bytes), if spilling.
+        self.segments = SegmentIndex(clock, refs, window_lead, seq_of)
+        # Inline ready jobs a spill may move (id -> payload bytes), if spilling: only
+        # those whose id gives their seq back, so a lookup by id finds them.
         self._spill = spill
+        self._seq_of = seq_of
         self._spillable: dict[str, int] = {}
         self.spillable_bytes = 0
         self.next_seq = next_seq
@@ -182,6 +188,32 @@ class JobTable:
         """The job in the state pushed to ``queue`` with idempotency key ``key``."""
         job_id = self._keys.get((queue, key))
         return None if job_id is None else self._jobs[job_id]
+
+    def untouched_with_key(self, queue: str, key: str) -> str | None:
+        """The id of the untouched job pushed to ``queue`` with ``key`` (None: none is).
+        Only once :meth:`key_segment_for` needs nothing."""
+        if not self.segments.total:
+            return None
+        assert not self.segments.unindexed, "a keyed push ran before the key index was read"
+        where = self.segments.find_key(queue, key)
+        assert not isinstance(where, str), "a keyed push ran before its segment was loaded"
+        if where is None:
+            return None
+        assert where.segment.records is not None
+        job_id = where.segment.records[where.position]["id"]
+        assert isinstance(job_id, str)
+        return job_id
+
+    def key_segment_for(self, queue: str, key: str) -> SegmentNeeded | None:
+        """What must be read before a push to ``queue`` with ``key`` can be checked
+        against the untouched jobs (None: nothing)."""
+        if not self.segments.total or (queue, key) in self._keys:
+            return None
+        unindexed = self.segments.unindexed
+        if unindexed:
+            return SegmentNeeded(next(iter(unindexed)), header_only=True)
+        where = self.segments.find_key(queue, key)
+        return SegmentNeeded(where) if isinstance(where, str) else None
 
     def queue_counts(self) -> list[QueueCounts]:
         """Counts of every queue with jobs in the state, by name."""
@@ -435,7 +467,7 @@ class JobTable:
         q = self._queue(job.queue)
         if job.status is JobStatus.READY:
             at = job.ready_at
-            if self._spill and job.born.key is None and id_seq(job.id) == job.seq:
+            if self._spill and self._seq_of(job.id) == job.seq:
                 self._spillable[job.id] = len(job.payload)
                 self.spillable_bytes += len(job.payload)
             if at is None or at <= self._clock.wall:

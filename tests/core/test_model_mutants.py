@@ -262,7 +262,7 @@ def test_the_model_test_fails_on_a_broken_rule(
         run_state_machine_as_test(LifecycleModel, settings=QUICK)
 
 
-# -- segments (stage 1) broken one at a time -----------------------------------------------
+# -- segments broken one at a time -----------------------------------------------
 
 
 class SpillingModel(QueueModel):
@@ -353,6 +353,13 @@ def _no_window_from_refs(original: Callable[..., bool]) -> Callable[..., bool]:
     return add
 
 
+def _segment_keys_ignored(table: JobTable, queue: str, key: str) -> str | None:
+    """``JobTable.untouched_with_key`` that never finds a key: a keyed push checks the
+    inline jobs and the remembered keys, not the untouched jobs' (it still waits for
+    their segment's read, as the real one would)."""
+    return None
+
+
 SEGMENT_MUTANTS = [
     RuleMutant(
         "attach before the create is known",
@@ -410,6 +417,13 @@ SEGMENT_MUTANTS = [
         "add",
         _no_window_from_refs,
         r"claimed before its run-at|the broker counts",
+    ),
+    RuleMutant(
+        "keyed push ignores segment keys",
+        JobTable,
+        "untouched_with_key",
+        lambda _: _segment_keys_ignored,
+        r"two jobs with key|acknowledged for .* and|its key is also another job's",
     ),
 ]
 

@@ -1,6 +1,7 @@
 """Segments change where jobs live, never what a client sees: the same commands at the
-same times give the same replies with tiny segments as with spilling off, and a
-successor then serves every job that is left exactly once.
+same times give the same replies with tiny segments as with spilling off (keyed pushes
+included: a key of a job spilled into a segment names that job), and a successor then
+serves every job that is left exactly once and answers every key as the other would.
 
 Jobs are pushed with delays and run-at times and retried with backoffs, so they spill
 into segments with due windows; time passes and the wall clock steps back and forth
@@ -13,6 +14,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import attrs
 import pytest
 
 from osqueue_core import (
@@ -28,6 +30,7 @@ from osqueue_core import (
     NewJob,
     Push,
     PushBatch,
+    Pushed,
     Redrive,
     Release,
     Reply,
@@ -57,6 +60,10 @@ QUEUE_RETRY = {
 WALL = 1_795_000_000.0
 #: (delay, run-at relative to the wall clock) of a push.
 TIMINGS = [(None, None)] * 4 + [(0.5, None), (3.0, None), (30.0, None), (None, -5.0), (None, 8.0)]
+#: Few keys, so pushes repeat them; remembered for a short while, so a key comes back
+#: as a new job after its first one left.
+KEYS = ("k1", "k2", "k3", "k4", "k5")
+RETENTION = 60.0
 
 
 def tiny(read_ahead: int, cache: int) -> BrokerConfig:
@@ -68,6 +75,7 @@ def tiny(read_ahead: int, cache: int) -> BrokerConfig:
         retry=RETRY,
         queue_retry=QUEUE_RETRY,
         max_dead=5,
+        idempotency_retention=RETENTION,
     )
 
 
@@ -111,12 +119,14 @@ class Twins:
         self.ids: list[str] = []
         self.claimed: dict[str, str] = {}  # job id -> worker
         self.replies = 0
+        #: Keyed pushes answered with a job that is untouched in a segment.
+        self.untouched_keys = 0
 
     @classmethod
     def started(cls, config: BrokerConfig) -> Twins:
         return cls(
             Harness.started(SimStore(), config, identity="seg", wall=WALL),
-            Harness.started(SimStore(), PLAIN, identity="seg", wall=WALL),
+            Harness.started(SimStore(), plain(config), identity="seg", wall=WALL),
         )
 
     def successors(self, config: BrokerConfig, wall: float) -> Twins:
@@ -124,7 +134,7 @@ class Twins:
         now = self.spilling.now + 1.0
         return Twins(
             Harness.started(self.spilling.store, config, identity="next", now=now, wall=wall),
-            Harness.started(self.plain.store, PLAIN, identity="next", now=now, wall=wall),
+            Harness.started(self.plain.store, plain(config), identity="next", now=now, wall=wall),
         )
 
     def drain(self, complete: bool = False) -> list[str]:
@@ -167,11 +177,21 @@ class Twins:
             queue, priority = rng.choice(QUEUES), rng.choice((0, 0, 1, 5))
             payload = b"p%d" % rng.getrandbits(16)
             delay, run_at = self.timing(rng)
-            answer = self.both(lambda r: Push(r, payload, queue, priority, delay, run_at))
-            self.ids.append(answer.job_id)  # type: ignore[attr-defined]
+            key = rng.choice(KEYS) if rng.random() < 0.4 else None
+            answer = self.both(lambda r: Push(r, payload, queue, priority, delay, run_at, key))
+            assert isinstance(answer, Pushed)
+            self.ids.append(answer.job_id)
+            if answer.existing and self.spilling.broker.job(answer.job_id) is None:
+                self.untouched_keys += 1
         elif roll < 0.42:
             jobs = tuple(
-                NewJob(b"b", rng.choice(QUEUES), rng.choice((0, 2)), *self.timing(rng))
+                NewJob(
+                    b"b",
+                    rng.choice(QUEUES),
+                    rng.choice((0, 2)),
+                    *self.timing(rng),
+                    key=rng.choice((None, *KEYS)),
+                )
                 for _ in range(4)
             )
             answer = self.both(lambda r: PushBatch(r, jobs))
@@ -221,7 +241,9 @@ class Twins:
             assert since is None or since <= plain.oldest_ready_since  # type: ignore[operator]
 
 
-PLAIN = BrokerConfig(spill_jobs=None, retry=RETRY, queue_retry=QUEUE_RETRY, max_dead=5)
+def plain(config: BrokerConfig) -> BrokerConfig:
+    """``config`` without spilling: the twin that keeps every job inline."""
+    return attrs.evolve(config, spill_jobs=None)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -239,6 +261,7 @@ def test_same_replies_with_tiny_segments_as_without(seed: int) -> None:
     assert stats[0].spills > 0, "the run never spilled: it tests nothing"
     assert stats[0].segment_reads > 0
     assert any(ref.due for ref in refs(twins.spilling.store)), "no segment had a due window"
+    assert twins.untouched_keys > 0, "no key of an untouched job was pushed again"
     # Drain both (no wait, one at a time), claim order included.
     twins.drain()
 
@@ -295,3 +318,24 @@ def refs(store: SimStore) -> list[SegmentRef]:
     data = store.get("state.json")
     assert data is not None
     return decode_state(data).segments
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_successor_answers_every_key_as_a_broker_that_never_spilled(seed: int) -> None:
+    """Its key index is read back from the segments' headers (keyed pushes wait for
+    it): a key of a job still in the state names that job, any other makes a new one."""
+    rng = random.Random(300 + seed)
+    twins = Twins.started(tiny(read_ahead=seed % 2, cache=800))
+    for _ in range(250):
+        twins.step(rng)
+    config = tiny(read_ahead=seed % 2, cache=800)
+    heirs = twins.successors(config, twins.spilling.wall or WALL)
+    keyed = heirs.spilling.broker.stats().untouched_keyed
+    found = 0
+    for queue in QUEUES:
+        for key in KEYS:
+            answer = heirs.both(lambda r, q=queue, k=key: Push(r, b"again", q, key=k))  # type: ignore[misc]
+            assert isinstance(answer, Pushed)
+            found += answer.existing
+    assert keyed > 0, "no keyed job was untouched at the takeover: it tests nothing"
+    assert found >= keyed
