@@ -389,12 +389,14 @@ def audit_moves(before: Stored, after: Stored) -> None:
             was = before.segments[old_place[0]].records[old_place[1]]
         elif job_id in old_inline:
             was = old_inline[job_id]
-            if was.status is not JobStatus.READY or was.attempts != now.attempts:
+            if was.status is not JobStatus.READY:
                 # Changed and spilled between two versions (a redrive, a claim handed
                 # back, a retry): the history audit checks the change.
                 continue
         else:
             continue  # pushed and spilled between two versions: never inline in storage
+        if _claimed_meanwhile(was, now):
+            continue  # (the history audit checks the claim)
         assert encode_job(was) == encode_job(now), (
             f"{job_id} moved into {key} and its record changed"
         )
@@ -405,6 +407,15 @@ def audit_moves(before: Stored, after: Stored) -> None:
         assert ref.untouched(), f"{ref.key}: every position had left, and it was not dropped"
         came_back = set(stay.untouched()) - set(ref.untouched())
         assert not came_back, f"{ref.key}: positions {sorted(came_back)} untouched again"
+
+
+def _claimed_meanwhile(was: Job, now: Job) -> bool:
+    """Whether a ready job's record ``was`` can have become ``now`` (ready again) only
+    through a claim between two versions: one that counted an attempt (retried after a
+    failure or a lease that ran out), or a release (which clears the retry time). With
+    due windows such a job may be spilled again, even from one segment into another."""
+    released = was.retry_at is not None and attrs.evolve(was, retry_at=None) == now
+    return was.attempts != now.attempts or released
 
 
 def spilled_as_designed(segment: Segment) -> None:

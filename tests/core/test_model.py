@@ -45,7 +45,7 @@ Invariants:
   segment it references.
 
 **Segments** (docs/architecture.md, "Segments"; stage 1 and due windows): two examples
-in three spill with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache
+in three spill with tiny sizes (``spill_jobs`` 2, 3 or 5, segments of 3 or 8 jobs, a cache
 of at most two segments; read-ahead 0 while a bug is open), so spills, drops, commands
 waiting for a read and evictions happen within a few steps. The model reads every stored
 state as its inline jobs plus the untouched records of its referenced segments, read
@@ -210,7 +210,7 @@ def segment_options() -> st.SearchStrategy[dict[str, Any]]:
     few steps."""
     tiny = st.fixed_dictionaries(
         {
-            "spill_jobs": st.sampled_from([2, 3]),
+            "spill_jobs": st.sampled_from([2, 3, 5]),
             "segment_jobs": st.sampled_from([3, 8]),
             "segment_cache_bytes": st.sampled_from([1, 1500, 4000]),
             "read_ahead": st.sampled_from([0, 1, 2]),

@@ -119,3 +119,28 @@ def test_the_history_audit_sees_a_position_come_back_and_a_record_change() -> No
     with pytest.raises(AssertionError, match="not dropped"):
         audit_moves(_stored(gone, segment), _stored(gone, segment))
     assert digest_of(SEGMENT) == REF["digest"]
+
+
+def _moved(was: Stored, record: Any) -> Stored:
+    """``was``'s job at position 2 alone, untouched in another segment as ``record``."""
+    key = "segments/000002-0000000009.json"
+    segment = Segment(key, (("default", 1, 0, record.seq, 0.0),), (record,))
+    ref = Ref(key, "0" * 32, 1, 1, (record.seq, record.seq), segment.groups)
+    return Stored([], [ref], {record.id: (key, 0)}, [record], {key: segment})
+
+
+def test_the_history_audit_lets_a_job_claimed_meanwhile_move_changed() -> None:
+    """Between two versions a job may leave a segment (claimed), come back ready (a
+    retry counts an attempt; a release clears the retry time) and be spilled again:
+    the history audit checks that claim. Any other change is still a changed record."""
+    segment = decode_segment(SEGMENT)
+    before = _stored(attrs.evolve(parse_ref(REF), left=()), segment)
+    retried = segment.records[2]
+    assert retried.retry_at is not None
+    assert retried.attempts == 1
+    audit_moves(before, _moved(before, attrs.evolve(retried, retry_at=None)))
+    again = attrs.evolve(retried, attempts=2, retry_at=retried.retry_at + 5.0)
+    audit_moves(before, _moved(before, again))
+    later = _moved(before, attrs.evolve(retried, retry_at=retried.retry_at + 5.0))
+    with pytest.raises(AssertionError, match="record changed"):
+        audit_moves(before, later)
