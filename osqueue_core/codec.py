@@ -39,6 +39,8 @@ from cattrs.preconf.orjson import make_converter
 
 from osqueue_core.errors import CorruptState, InvalidArgument, UnsupportedSchema
 from osqueue_core.job import Job, JobSpec, JobStatus
+from osqueue_core.job_json import encode_job as encode_job
+from osqueue_core.job_json import job_from_record
 from osqueue_core.limits import (
     MAX_COUNTER,
     MAX_ERROR_LENGTH,
@@ -146,24 +148,11 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
-def right_sized(data: bytes) -> bytes:
-    """A copy of ``data`` that takes only the memory its length needs.
-
-    ``orjson.dumps`` returns small results in an over-allocated buffer (about 4 KB
-    whatever their length): a cache that keeps them for long (a fragment per job)
-    keeps a copy instead, ~200 bytes for a job with a 100-byte payload."""
-    return bytes(memoryview(data))
-
-
-def encode_job(job: Job) -> bytes:
-    """One job's JSON fragment, as it appears in the state and archive objects
-    (right-sized: the job table caches it for the job's life)."""
-    return right_sized(orjson.dumps(_converter.unstructure(job, Job)))
-
-
 def decode_job(raw: Any) -> Job:
     """One job from its parsed JSON (a segment record), validated like a state's."""
-    job: Job = _structure(raw, Job, "$")
+    job = job_from_record(raw)
+    if job is None:  # not plain: the converter structures it, or says what is wrong
+        job = _structure(raw, Job, "$")
     where = f"job {quote(job.id)}"
     if not 0 < len(job.id) <= MAX_ID_LENGTH or not 0 <= job.seq < MAX_COUNTER:
         raise CorruptState(f"{where}: id length or seq out of range")
@@ -346,12 +335,23 @@ def decode_state(data: bytes) -> DecodedState:
             raise CorruptState("the state object (schema 1) has a keys list")
         jobs_raw = [_upgrade_job(job) for job in jobs_raw]
     header: StateHeader = _structure(raw, StateHeader, "$")
-    jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
+    jobs = _structure_jobs(jobs_raw)
     _validate(header, jobs)
     refs = [] if refs_raw is None else decode_refs(refs_raw, header.next_seq)
     if refs_raw is not None and not refs:
         raise CorruptState("the state object has an empty segments list (omit it)")
     return DecodedState(header, jobs, refs)
+
+
+def _structure_jobs(jobs_raw: list[Any]) -> list[Job]:
+    jobs = []
+    for raw in jobs_raw:
+        job = job_from_record(raw)
+        if job is None:  # the converter's error names the job's place in the list
+            structured: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
+            return structured
+        jobs.append(job)
+    return jobs
 
 
 def _upgrade_job(job: Any) -> Any:
