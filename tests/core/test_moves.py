@@ -104,7 +104,8 @@ def test_each_move_changes_only_what_it_names(job: Job, attempts: int) -> None:
     moves, table = moves_for(job)
     moves.finish(job, JobStatus.COMPLETED, "e", Batch(), 3, 4, result=b"r", at=5.0)
     finished = table.get(job.id)
-    assert finished is not None and finished.archive_key is not None
+    assert finished is not None
+    assert finished.archive_key is not None
     expected = attrs.evolve(
         job,
         status=JobStatus.COMPLETED,
