@@ -35,8 +35,14 @@ class Fragments:
     def stale(self, job: Job) -> None:
         """``job`` is new or changed: encode it again before the next write."""
         index = job.seq // CHUNK
-        self._chunks.setdefault(index, {})[job.id] = None
-        self._changed.setdefault(index, set()).add(job.id)
+        chunk = self._chunks.get(index)
+        if chunk is None:
+            chunk = self._chunks[index] = {}
+        chunk[job.id] = None
+        changed = self._changed.get(index)
+        if changed is None:
+            changed = self._changed[index] = set()
+        changed.add(job.id)
         self._joined[index] = None
 
     def restored(self, job: Job) -> None:

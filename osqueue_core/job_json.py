@@ -139,7 +139,14 @@ def _bytes(value: Any) -> bytes:
 
 
 def _spec(born: Any) -> JobSpec:
-    if type(born) is not dict or not born.keys() <= _BORN_FIELDS:
+    if type(born) is not dict:
+        raise _NotPlain
+    if len(born) == 2:  # the common case: every field but these at its default
+        created_at = born.get("created_at")
+        if type(created_at) is not float or "data" not in born:
+            raise _NotPlain
+        return JobSpec(_bytes(born["data"]), created_at)
+    if not born.keys() <= _BORN_FIELDS:
         raise _NotPlain
     created_at = _number(born.get("created_at"))
     queue = born.get("queue", DEFAULT_QUEUE)
@@ -161,10 +168,17 @@ def job_from_record(record: Any) -> Job | None:
     """The ``Job`` of a parsed job fragment, as the converter would structure it; None
     when the record is not plain (let the converter structure it, or say what is
     wrong). Nothing is validated beyond types: the codec checks ranges after."""
-    if type(record) is not dict or not record.keys() <= _JOB_FIELDS:
+    if type(record) is not dict:
         return None
     get = record.get
     try:
+        if len(record) == 3:  # the common case: a ready job that never ran
+            job_id, seq = get("id"), get("seq")
+            if type(job_id) is not str or type(seq) is not int or "born" not in record:
+                return None
+            return Job(job_id, seq, _spec(record["born"]))
+        if not record.keys() <= _JOB_FIELDS:
+            return None
         job_id = get("id")
         seq = get("seq")
         status = get("status", "ready")

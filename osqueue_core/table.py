@@ -92,7 +92,8 @@ def _default_id(job_id: str, seq: int) -> bool:
     if not job_id.startswith(prefix):
         return False
     epoch = job_id[len(prefix) :]
-    return epoch.isascii() and epoch.isdigit() and str(int(epoch)) == epoch
+    # The epoch as ``int`` writes it: ASCII digits, no leading zero but for "0".
+    return epoch.isascii() and epoch.isdigit() and (epoch[0] != "0" or epoch == "0")
 
 
 class JobTable:

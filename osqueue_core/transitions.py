@@ -41,6 +41,8 @@ class Transitions:
         self.config = config
         self._clock = clock
         self.table = table
+        # The archive key last given, and the (wall, epoch, revision) it is for.
+        self._last_key: tuple[tuple[float, int, int] | None, str] = (None, "")
 
     def claim(self, job: Job, worker_id: str, lease_deadline: float, batch: Batch) -> Job:
         claimed = Job(
@@ -179,8 +181,13 @@ class Transitions:
     ) -> None:
         """``job`` leaves the state for the archive with ``status``."""
         wall = self._clock.wall
-        bucket = archive_bucket(wall, self.config.archive_bucket_format)
-        key = archive_key(self.config.archive_prefix, bucket, epoch, revision)
+        named = (wall, epoch, revision)
+        if self._last_key[0] == named:  # the jobs one input finishes share their key
+            key = self._last_key[1]
+        else:
+            bucket = archive_bucket(wall, self.config.archive_bucket_format)
+            key = archive_key(self.config.archive_prefix, bucket, epoch, revision)
+            self._last_key = (named, key)
         finished = Job(
             job.id,
             job.seq,

@@ -11,7 +11,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from osqueue_core import BrokerConfig, Job, JobStatus
+from osqueue_core import BrokerConfig, Job, JobSpec, JobStatus
 from osqueue_core.batch import Batch
 from osqueue_core.clock import Clock
 from osqueue_core.table import JobTable
@@ -30,8 +30,18 @@ def moves_for(job: Job) -> tuple[Transitions, JobTable]:
 
 
 def test_job_has_the_fields_the_positional_constructions_give() -> None:
-    # A new field must be added to every positional Job(...) in transitions.py and
-    # job_json.py (and to the strategies of test_job_json.py) before this is updated.
+    # A new field must be added to every positional Job(...) or JobSpec(...) in
+    # transitions.py, job_json.py and rules.py (and to the strategies of
+    # test_job_json.py) before this is updated.
+    assert [field.name for field in attrs.fields(JobSpec)] == [
+        "payload",
+        "created_at",
+        "queue",
+        "priority",
+        "run_at",
+        "key",
+        "max_attempts",
+    ]
     assert [field.name for field in attrs.fields(Job)] == [
         "id",
         "seq",
