@@ -303,6 +303,7 @@ class JobRules:
                 break
             if job is None:
                 break
+            # Claimed at once: a job best_ready took from a segment is in no ready heap.
             taken.append((job, self.moves.claim(job, worker_id, deadline, batch)))
         return taken
 

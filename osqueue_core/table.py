@@ -231,8 +231,9 @@ class JobTable:
 
     def best_ready(self, queues: Iterable[str]) -> Job | SegmentNeeded | None:
         """The due job a claim on ``queues`` gets: highest priority, then lowest seq.
-        Not removed: the caller replaces it with its claimed version. An untouched
-        job comes inline first; ``SegmentNeeded`` when its segment must be read."""
+        Not removed: the caller replaces it with its claimed version **at once** (an
+        untouched job comes inline first, but into no ready heap: see
+        :meth:`_restore_to_claim`). ``SegmentNeeded`` when its segment must be read."""
         inline, spilled = self._best(tuple(queues))
         if spilled is None:
             return None if inline is None else self._jobs[inline[2]]
@@ -240,7 +241,7 @@ class JobTable:
         if not segments.ready_to_take(spilled):
             return SegmentNeeded(segments.segment_at(spilled).key)
         job = segments.take(spilled)
-        self._restore(job)
+        self._restore_to_claim(job)
         return job
 
     def peek_ready(self, queues: Iterable[str]) -> SegmentNeeded | None:
@@ -408,6 +409,18 @@ class JobTable:
         self._fragments.restored(job)
         self._index(job)
 
+    def _restore_to_claim(self, job: Job) -> None:
+        """Insert a due job taken from its segment by a claim: counted ready, but in
+        no heap and not spillable, since the claim replaces it at once (heap entries
+        would only linger as stale ones to pop later)."""
+        self._jobs[job.id] = job
+        self._fragments.restored(job)
+        born = job.born
+        if born.key is not None:
+            self._keys[(born.queue, born.key)] = job.id
+        self._queue(born.queue).ready_ids[job.id] = _ready_since(job, job.ready_at)
+        self._ready_total += 1
+
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)
         if q is None:
@@ -436,7 +449,7 @@ class JobTable:
         q = self._queue(born.queue)
         status = job.status
         if status is _READY:
-            at = born.run_at if job.retry_at is None else job.retry_at
+            at = job.ready_at
             if at is None and self._spill and born.key is None and _default_id(job.id, job.seq):
                 self._spillable[job.id] = size = len(born.payload)
                 self.spillable_bytes += size
