@@ -48,7 +48,7 @@ from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, initial_phase, next_phase
 from osqueue_core.results import NothingToClaim
-from osqueue_core.rules import JobRules, payload_bytes
+from osqueue_core.rules import CommitContext, JobRules, payload_bytes
 from osqueue_core.segment_waits import segment_needed
 from osqueue_core.table import QueueCounts
 
@@ -354,7 +354,10 @@ class Broker:
 
     # -- commands --------------------------------------------------------------------
 
-    def _admit(self, command: Command) -> None:
+    def _admit(self, command: Command, context: CommitContext | None = None) -> None:
+        """Apply ``command`` now, queue it, or answer it with an error. ``context``:
+        the commit context, if the caller has it (the commands of one input share it:
+        no state operation is issued while they are admitted)."""
         admission = RULES[self._phase].admission
         if admission is Admission.REFUSE_FAILED:
             assert self._failure is not None
@@ -384,12 +387,14 @@ class Broker:
             # segment read before it is applied.
             self._enqueue(command)
         else:
-            self._rules.apply(command, self._commit.open, self._commit.context())
+            context = context or self._commit.context()
+            self._rules.apply(command, self._commit.open, context)
 
     def _admit_all(self, commands: Sequence[Command]) -> None:
+        context = self._commit.context() if self._commit.established else None
         for command in commands:
             try:
-                self._admit(command)
+                self._admit(command, context)
             except OsqueueError as error:
                 # A fatal error while applying one: fail now, so the rest are answered
                 # with the failure (each still gets its reply) instead of being lost.

@@ -39,6 +39,8 @@ from cattrs.preconf.orjson import make_converter
 
 from osqueue_core.errors import CorruptState, InvalidArgument, UnsupportedSchema
 from osqueue_core.job import Job, JobSpec, JobStatus
+from osqueue_core.job_json import encode_job as encode_job
+from osqueue_core.job_json import job_from_record
 from osqueue_core.limits import (
     MAX_COUNTER,
     MAX_ERROR_LENGTH,
@@ -151,33 +153,19 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
-def right_sized(data: bytes) -> bytes:
-    """A copy of ``data`` that takes only the memory its length needs.
-
-    ``orjson.dumps`` returns small results in an over-allocated buffer (about 4 KB
-    whatever their length): a cache that keeps them for long (a fragment per job)
-    keeps a copy instead, ~200 bytes for a job with a 100-byte payload."""
-    return bytes(memoryview(data))
-
-
-def encode_job(job: Job) -> bytes:
-    """One job's JSON fragment, as it appears in the state and archive objects
-    (right-sized: the job table caches it for the job's life)."""
-    return right_sized(orjson.dumps(_converter.unstructure(job, Job)))
-
-
 def decode_job(raw: Any) -> Job:
     """One job from its parsed JSON (a segment record), validated like a state's."""
-    job: Job = _structure(raw, Job, "$")
-    where = f"job {quote(job.id)}"
+    job = job_from_record(raw)
+    if job is None:  # not plain: the converter structures it, or says what is wrong
+        job = _structure(raw, Job, "$")
     if not 0 < len(job.id) <= MAX_ID_LENGTH or not 0 <= job.seq < MAX_COUNTER:
-        raise CorruptState(f"{where}: id length or seq out of range")
+        raise CorruptState(f"{_where(job.id)}: id length or seq out of range")
     if not 0 <= job.attempts < MAX_COUNTER:
-        raise CorruptState(f"{where}: attempts out of range")
+        raise CorruptState(f"{_where(job.id)}: attempts out of range")
     if job.last_error is not None and len(job.last_error) > MAX_ERROR_LENGTH:
-        raise CorruptState(f"{where}: last_error longer than {MAX_ERROR_LENGTH}")
-    _validate_born(job.born, where)
-    _validate_status(job, where)
+        raise CorruptState(f"{_where(job.id)}: last_error longer than {MAX_ERROR_LENGTH}")
+    _validate_born(job.born, job.id)
+    _validate_status(job)
     return job
 
 
@@ -353,7 +341,7 @@ def decode_state(data: bytes) -> DecodedState:
         jobs_raw = [_upgrade_job(job) for job in jobs_raw]
     header: StateHeader = _structure(raw, StateHeader, "$")
     _check_lease(header, version)
-    jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
+    jobs = _structure_jobs(jobs_raw)
     _validate(header, jobs)
     refs = [] if refs_raw is None else decode_refs(refs_raw, header.next_seq)
     if refs_raw is not None and not refs:
@@ -369,6 +357,17 @@ def _check_lease(header: StateHeader, version: int) -> None:
         raise CorruptState(f"the state object (schema {version}) has an owner lease")
     if not MIN_LEASE <= lease <= MAX_LEASE:
         raise CorruptState(f"the owner's lease is outside [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds")
+
+
+def _structure_jobs(jobs_raw: list[Any]) -> list[Job]:
+    jobs = []
+    for raw in jobs_raw:
+        job = job_from_record(raw)
+        if job is None:  # the converter's error names the job's place in the list
+            structured: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
+            return structured
+        jobs.append(job)
+    return jobs
 
 
 def _upgrade_job(job: Any) -> Any:
@@ -406,25 +405,24 @@ def _validate(header: StateHeader, jobs: list[Job]) -> None:
     seqs: set[int] = set()
     keys: set[tuple[str, str]] = set()
     for job in jobs:
-        where = f"job {quote(job.id)}"
         if job.id in ids or job.seq in seqs:
-            raise CorruptState(f"{where}: duplicate id or seq")
+            raise CorruptState(f"{_where(job.id)}: duplicate id or seq")
         ids.add(job.id)
         seqs.add(job.seq)
         if not 0 < len(job.id) <= MAX_ID_LENGTH:
-            raise CorruptState(f"{where}: id length outside 1..{MAX_ID_LENGTH}")
+            raise CorruptState(f"{_where(job.id)}: id length outside 1..{MAX_ID_LENGTH}")
         if not 0 <= job.seq < header.next_seq:
-            raise CorruptState(f"{where}: seq {job.seq} outside [0, next_seq)")
+            raise CorruptState(f"{_where(job.id)}: seq {job.seq} outside [0, next_seq)")
         if not 0 <= job.attempts < MAX_COUNTER:
-            raise CorruptState(f"{where}: attempts out of range")
-        _validate_born(job.born, where)
+            raise CorruptState(f"{_where(job.id)}: attempts out of range")
+        _validate_born(job.born, job.id)
         if job.born.key is not None:
             if (job.queue, job.born.key) in keys:
-                raise CorruptState(f"{where}: its key is also another job's in its queue")
+                raise CorruptState(f"{_where(job.id)}: its key is also another job's in its queue")
             keys.add((job.queue, job.born.key))
         if job.last_error is not None and len(job.last_error) > MAX_ERROR_LENGTH:
-            raise CorruptState(f"{where}: last_error longer than {MAX_ERROR_LENGTH}")
-        _validate_status(job, where)
+            raise CorruptState(f"{_where(job.id)}: last_error longer than {MAX_ERROR_LENGTH}")
+        _validate_status(job)
 
 
 def _check_queue(name: str, where: str) -> None:
@@ -434,25 +432,33 @@ def _check_queue(name: str, where: str) -> None:
         raise CorruptState(f"{where}: invalid queue name {quote(name)}") from None
 
 
-def _validate_born(born: JobSpec, where: str) -> None:
-    _check_queue(born.queue, where)
+def _where(job_id: str) -> str:
+    # Only on the way to an error: quoting every job's id cost more than checking it.
+    return f"job {quote(job_id)}"
+
+
+def _validate_born(born: JobSpec, job_id: str) -> None:
+    try:
+        check_queue_name(born.queue)
+    except InvalidArgument:
+        raise CorruptState(f"{_where(job_id)}: invalid queue name {quote(born.queue)}") from None
     if not -MAX_PRIORITY <= born.priority <= MAX_PRIORITY:
-        raise CorruptState(f"{where}: priority out of range")
+        raise CorruptState(f"{_where(job_id)}: priority out of range")
     if born.key is not None and not 0 < len(born.key) <= MAX_KEY_LENGTH:
-        raise CorruptState(f"{where}: key length outside 1..{MAX_KEY_LENGTH}")
+        raise CorruptState(f"{_where(job_id)}: key length outside 1..{MAX_KEY_LENGTH}")
     if born.max_attempts is not None and not 1 <= born.max_attempts <= MAX_ATTEMPTS:
-        raise CorruptState(f"{where}: max_attempts outside 1..{MAX_ATTEMPTS}")
+        raise CorruptState(f"{_where(job_id)}: max_attempts outside 1..{MAX_ATTEMPTS}")
 
 
-def _validate_status(job: Job, where: str) -> None:
+def _validate_status(job: Job) -> None:
     status = job.status
     if status is JobStatus.CLAIMED and (job.claimed_by is None or job.claimed_at is None):
-        raise CorruptState(f"{where}: claimed but has no claimed_by or claimed_at")
+        raise CorruptState(f"{_where(job.id)}: claimed but has no claimed_by or claimed_at")
     if status is JobStatus.READY and (job.claimed_by is not None or job.claimed_at is not None):
-        raise CorruptState(f"{where}: ready but still has claimed_by or claimed_at")
+        raise CorruptState(f"{_where(job.id)}: ready but still has claimed_by or claimed_at")
     if status in (JobStatus.COMPLETED, JobStatus.CANCELLED) and job.archive_key is None:
-        raise CorruptState(f"{where}: {status.value} but has no archive_key")
+        raise CorruptState(f"{_where(job.id)}: {status.value} but has no archive_key")
     if status in (JobStatus.READY, JobStatus.CLAIMED) and job.archive_key is not None:
-        raise CorruptState(f"{where}: archive_key set on a {status.value} job")
+        raise CorruptState(f"{_where(job.id)}: archive_key set on a {status.value} job")
     if job.cancel_requested and status is not JobStatus.CLAIMED:
-        raise CorruptState(f"{where}: cancel_requested on a job that is not claimed")
+        raise CorruptState(f"{_where(job.id)}: cancel_requested on a job that is not claimed")

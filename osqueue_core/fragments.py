@@ -4,7 +4,7 @@ Fragments are grouped in chunks of ``CHUNK`` consecutive seqs whose joined bytes
 cached too, so assembling a state touches one Python object per chunk; a chunk that
 changed is re-joined in one ``bytes.join`` over its fragments, after re-encoding only
 the jobs it records as changed. Cached fragments are right-sized copies
-(:func:`~osqueue_core.codec.encode_job`): they live as long as their job. Both levels
+(:func:`~osqueue_core.job_json.encode_job`): they live as long as their job. Both levels
 iterate in seq order (the state's order): new jobs have the highest seq, and a job that
 comes back from a segment (an old seq) is sorted into place.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from osqueue_core.codec import encode_job
 from osqueue_core.job import Job
+from osqueue_core.job_json import encode_job
 
 #: Jobs per cached chunk of the encoded job list.
 CHUNK = 256
@@ -35,8 +35,14 @@ class Fragments:
     def stale(self, job: Job) -> None:
         """``job`` is new or changed: encode it again before the next write."""
         index = job.seq // CHUNK
-        self._chunks.setdefault(index, {})[job.id] = None
-        self._changed.setdefault(index, set()).add(job.id)
+        chunk = self._chunks.get(index)
+        if chunk is None:
+            chunk = self._chunks[index] = {}
+        chunk[job.id] = None
+        changed = self._changed.get(index)
+        if changed is None:
+            changed = self._changed[index] = set()
+        changed.add(job.id)
         self._joined[index] = None
 
     def restored(self, job: Job) -> None:

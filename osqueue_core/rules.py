@@ -199,22 +199,22 @@ class JobRules:
         learns of a job before anybody is granted it)."""
         wall = self._clock.wall
         self.remembered.forget_expired(wall)
-        matched: list[str | None] = []
+        matched: list[str | None] = [None] * len(jobs)
         first_with_key: dict[tuple[str, str], int] = {}
         for index, job in enumerate(jobs):
-            found = None
-            if job.key is not None:
-                identity = (job.queue, job.key)
-                existing = self.table.by_key(*identity)
-                found = existing.id if existing is not None else None
-                if found is None:
-                    found = self.table.untouched_with_key(*identity)
-                if found is None:
-                    found = self.remembered.recall(job.queue, job.key, wall)
-                if found is None and identity in first_with_key:
-                    found = f"#{first_with_key[identity]}"  # the earlier item of this batch
-                first_with_key.setdefault(identity, index)
-            matched.append(found)
+            if job.key is None:
+                continue
+            identity = (job.queue, job.key)
+            existing = self.table.by_key(*identity)
+            found = existing.id if existing is not None else None
+            if found is None:
+                found = self.table.untouched_with_key(*identity)
+            if found is None:
+                found = self.remembered.recall(job.queue, job.key, wall)
+            if found is None and identity in first_with_key:
+                found = f"#{first_with_key[identity]}"  # the earlier item of this batch
+            first_with_key.setdefault(identity, index)
+            matched[index] = found
         new = [i for i, found in enumerate(matched) if found is None]
         ids = self._new_ids(len(new), ctx)  # all checked before any is added
         given: dict[int, str] = {}
@@ -248,17 +248,18 @@ class JobRules:
     def _add_job(self, job_id: str, new: NewJob, batch: Batch) -> Job:
         wall = self._clock.wall
         run_at = wall + new.delay if new.delay is not None else new.run_at
+        # (By position: keywords cost twice as much, on every push.)
         born = JobSpec(
-            payload=new.payload,
-            created_at=wall,
-            queue=new.queue,
-            priority=new.priority,
+            new.payload,
+            wall,  # created_at
+            new.queue,
+            new.priority,
             # A time already past is no constraint: not stored.
-            run_at=run_at if run_at is not None and run_at > wall else None,
-            key=new.key,
-            max_attempts=new.max_attempts,
+            run_at if run_at is not None and run_at > wall else None,
+            new.key,
+            new.max_attempts,
         )
-        job = Job(id=job_id, seq=self.table.next_seq, born=born)
+        job = Job(job_id, self.table.next_seq, born)
         self.table.add(job)
         batch.changed(self._clock.now)
         batch.payload_bytes += len(new.payload)
@@ -306,6 +307,7 @@ class JobRules:
                 break
             if job is None:
                 break
+            # Claimed at once: a job best_ready took from a segment is in no ready heap.
             taken.append((job, self.moves.claim(job, worker_id, deadline, batch)))
         return taken
 

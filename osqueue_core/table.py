@@ -40,6 +40,9 @@ from osqueue_core.job import Job, JobStatus
 from osqueue_core.segment_refs import SegmentRef
 from osqueue_core.segments import Location, SegmentIndex
 
+_READY = JobStatus.READY
+_CLAIMED = JobStatus.CLAIMED
+
 
 @attrs.frozen
 class QueueCounts:
@@ -81,9 +84,21 @@ class _Queue:
         return not (self.ready_ids or self.delayed or self.claimed or self.dead)
 
 
-def _ready_since(job: Job) -> float:
-    at = job.ready_at
-    return job.created_at if at is None else max(job.created_at, at)
+def _ready_since(job: Job, at: float | None) -> float:
+    """Since when ``job``, due from ``at`` (its ``ready_at``), has been ready."""
+    created_at = job.born.created_at
+    return created_at if at is None or at <= created_at else at
+
+
+def _default_id(job_id: str, seq: int) -> bool:
+    """Whether ``job_id`` is the default factory's id for ``seq`` (what
+    ``id_seq(job_id) == seq`` says, in a third of its time: checked on every push)."""
+    prefix = f"{seq:012d}-"
+    if not job_id.startswith(prefix):
+        return False
+    epoch = job_id[len(prefix) :]
+    # The epoch as ``int`` writes it: ASCII digits, no leading zero but for "0".
+    return epoch.isascii() and epoch.isdigit() and (epoch[0] != "0" or epoch == "0")
 
 
 class JobTable:
@@ -256,8 +271,9 @@ class JobTable:
 
     def best_ready(self, queues: Iterable[str]) -> Job | SegmentNeeded | None:
         """The due job a claim on ``queues`` gets: highest priority, then lowest seq.
-        Not removed: the caller replaces it with its claimed version. An untouched
-        job comes inline first; ``SegmentNeeded`` when its segment must be read."""
+        Not removed: the caller replaces it with its claimed version **at once** (an
+        untouched job comes inline first, but into no ready heap: see
+        :meth:`_restore_to_claim`). ``SegmentNeeded`` when its segment must be read."""
         inline, spilled = self._best(tuple(queues))
         if spilled is None:
             return None if inline is None else self._jobs[inline[2]]
@@ -265,7 +281,7 @@ class JobTable:
         if not segments.ready_to_take(spilled):
             return SegmentNeeded(segments.segment_at(spilled).key)
         job = segments.take(spilled)
-        self._restore(job)
+        self._restore_to_claim(job)
         return job
 
     def peek_ready(self, queues: Iterable[str]) -> SegmentNeeded | None:
@@ -373,7 +389,7 @@ class JobTable:
         """Store a changed version of an existing job and update every index (a job
         that stays claimed keeps its lease)."""
         old = self._jobs[job.id]
-        still_claimed = old.status is JobStatus.CLAIMED and job.status is JobStatus.CLAIMED
+        still_claimed = old.status is _CLAIMED and job.status is _CLAIMED
         lease = self._leases.get(job.id) if still_claimed else None
         self._unindex(old)
         self._jobs[job.id] = job
@@ -398,7 +414,7 @@ class JobTable:
             job = self._jobs[job_id]
             q = self._queues[job.queue]
             q.delayed -= 1
-            self._make_due(job, q)
+            self._make_due(job, q, job.ready_at)
             gained.add(job.queue)
         return gained
 
@@ -441,37 +457,56 @@ class JobTable:
         self._fragments.restored(job)
         self._index(job)
 
+    def _restore_to_claim(self, job: Job) -> None:
+        """Insert a due job taken from its segment by a claim: counted ready, but in
+        no heap and not spillable, since the claim replaces it at once (heap entries
+        would only linger as stale ones to pop later)."""
+        self._jobs[job.id] = job
+        self._fragments.restored(job)
+        born = job.born
+        if born.key is not None:
+            self._keys[(born.queue, born.key)] = job.id
+        self._queue(born.queue).ready_ids[job.id] = _ready_since(job, job.ready_at)
+        self._ready_total += 1
+
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)
         if q is None:
             q = self._queues[name] = _Queue()
         return q
 
-    def _make_due(self, job: Job, q: _Queue) -> None:
+    def _make_due(self, job: Job, q: _Queue, at: float | None) -> None:
         # Lazy deletion leaves stale entries behind; rebuild when they dominate.
-        live = len(q.ready_ids)
-        if len(q.ready) > 2 * live + 64 or len(q.oldest) > 2 * live + 64:
+        limit = 2 * len(q.ready_ids) + 64
+        if len(q.ready) > limit or len(q.oldest) > limit:
             self._rebuild(q)
-        since = _ready_since(job)
-        q.ready_ids[job.id] = since
-        heapq.heappush(q.ready, (-job.priority, job.seq, job.id))
-        heapq.heappush(q.oldest, (since, job.seq, job.id))
+        since = _ready_since(job, at)
+        job_id, seq = job.id, job.seq
+        q.ready_ids[job_id] = since
+        heapq.heappush(q.ready, (-job.born.priority, seq, job_id))
+        heapq.heappush(q.oldest, (since, seq, job_id))
         self._ready_total += 1
 
     def _index(self, job: Job) -> None:
-        if job.born.key is not None:
-            self._keys[(job.queue, job.born.key)] = job.id
+        born = job.born
+        if born.key is not None:
+            self._keys[(born.queue, born.key)] = job.id
         if job.archive_key is not None:  # leaving: in no queue's index
             self._archive.setdefault(job.archive_key, set()).add(job.id)
             return
-        q = self._queue(job.queue)
-        if job.status is JobStatus.READY:
+        q = self._queue(born.queue)
+        status = job.status
+        if status is _READY:
             at = job.ready_at
-            if self._spill and self._seq_of(job.id) == job.seq:
-                self._spillable[job.id] = len(job.payload)
-                self.spillable_bytes += len(job.payload)
+            if self._spill and (
+                _default_id(job.id, job.seq)
+                if self._seq_of is default_job_seq
+                else self._seq_of(job.id) == job.seq
+            ):
+                self._spillable[job.id] = size = len(born.payload)
+                self.spillable_bytes += size
             if at is None or at <= self._clock.wall:
-                self._make_due(job, q)
+                self._make_due(job, q, at)
             else:
                 if len(self._delayed) > 2 * len(self._delayed_at) + 64:
                     self._delayed = [(t, self._jobs[i].seq, i) for i, t in self._delayed_at.items()]
@@ -479,10 +514,10 @@ class JobTable:
                 self._delayed_at[job.id] = at
                 heapq.heappush(self._delayed, (at, job.seq, job.id))
                 q.delayed += 1
-        elif job.status is JobStatus.CLAIMED:
+        elif status is _CLAIMED:
             q.claimed += 1
             self._claimed_total += 1
-        elif job.status is JobStatus.DEAD:
+        elif status is JobStatus.DEAD:
             q.dead[job.id] = None
             self._dead[job.id] = None
             if len(self._dead_heap) > 2 * len(self._dead) + 64:
@@ -491,32 +526,35 @@ class JobTable:
             heapq.heappush(self._dead_heap, (job.finished_at or 0.0, job.seq, job.id))
 
     def _unindex(self, job: Job) -> None:
-        if job.born.key is not None and self._keys.get((job.queue, job.born.key)) == job.id:
-            del self._keys[(job.queue, job.born.key)]
+        job_id, born = job.id, job.born
+        if born.key is not None and self._keys.get((born.queue, born.key)) == job_id:
+            del self._keys[(born.queue, born.key)]
         if job.archive_key is not None:
             ids = self._archive[job.archive_key]
-            ids.discard(job.id)
+            ids.discard(job_id)
             if not ids:
                 del self._archive[job.archive_key]
             return
-        q = self._queues[job.queue]
-        if job.status is JobStatus.READY:
-            size = self._spillable.pop(job.id, None)
-            if size is not None:
-                self.spillable_bytes -= size
-            if job.id in q.ready_ids:
-                del q.ready_ids[job.id]
+        q = self._queues[born.queue]
+        status = job.status
+        if status is _READY:
+            if self._spillable:
+                size = self._spillable.pop(job_id, None)
+                if size is not None:
+                    self.spillable_bytes -= size
+            if job_id in q.ready_ids:
+                del q.ready_ids[job_id]
                 self._ready_total -= 1
-            elif self._delayed_at.pop(job.id, None) is not None:
+            elif self._delayed_at.pop(job_id, None) is not None:
                 q.delayed -= 1
-        elif job.status is JobStatus.CLAIMED:
+        elif status is _CLAIMED:
             q.claimed -= 1
             self._claimed_total -= 1
-            self._leases.pop(job.id, None)
-        elif job.status is JobStatus.DEAD:
-            del q.dead[job.id], self._dead[job.id]
+            self._leases.pop(job_id, None)
+        elif status is JobStatus.DEAD:
+            del q.dead[job_id], self._dead[job_id]
         if q.empty():  # (its heaps hold only stale entries then)
-            del self._queues[job.queue]
+            del self._queues[born.queue]
 
     def _rebuild(self, q: _Queue) -> None:
         jobs = [self._jobs[i] for i in q.ready_ids]

@@ -11,6 +11,10 @@ Two kinds of mutants:
   docs/lifecycle.md: priorities ignored, run-at ignored, backoff ignored, a key not
   honoured, a release counted as an attempt, a purge by queue taking every queue's
   dead letters.
+
+The segment rules and the hand-written fast paths (the job codec of
+``osqueue_core.job_json``, the table's default-id check) are broken the same way, with
+spilling on.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ from osqueue_core import (
     PushedBatch,
     Reply,
     RetryPolicy,
+    codec,
+    fragments,
     rules,
     segments,
     spill,
     standby,
+    table,
 )
 from osqueue_core.segment_windows import DueWindows
 from osqueue_core.segments import Entry, SegmentIndex
@@ -428,8 +435,57 @@ SEGMENT_MUTANTS = [
 ]
 
 
-@pytest.mark.parametrize("mutant", SEGMENT_MUTANTS, ids=lambda m: m.name)
-def test_the_model_test_fails_on_a_broken_segment_rule(
+# -- the hand-written job codec and the table's fast paths broken one at a time -----------
+
+
+def _encoding_no_attempts(original: Callable[[Job], bytes]) -> Callable[[Job], bytes]:
+    """The table's ``encode_job`` writing every job as if it had never been claimed."""
+    return lambda job: original(attrs.evolve(job, attempts=0))
+
+
+def _reading_no_attempts(original: Callable[[Any], Job | None]) -> Callable[[Any], Job | None]:
+    """``job_from_record`` (segment records and states read at takeover) forgetting a
+    job's attempts."""
+
+    def read(record: Any) -> Job | None:
+        job = original(record)
+        return None if job is None else attrs.evolve(job, attempts=0)
+
+    return read
+
+
+#: How a job's lost attempt count shows.
+ATTEMPTS_LOST = r"not a wall clock|re-encode|attempts|claimed for attempt|more than its"
+
+CODEC_MUTANTS = [
+    RuleMutant(
+        "encoder drops attempts",
+        fragments,
+        "encode_job",
+        _encoding_no_attempts,
+        # A successor reads the attempts as 0 (a retry's backoff or an attempt count
+        # that does not match), or the model's own decode re-encodes other bytes.
+        ATTEMPTS_LOST,
+    ),
+    RuleMutant(
+        "reader drops attempts",
+        codec,
+        "job_from_record",
+        _reading_no_attempts,
+        ATTEMPTS_LOST,
+    ),
+    RuleMutant(
+        "no id is the default factory's",
+        table,
+        "_default_id",
+        lambda _: lambda job_id, seq: False,
+        r"never spilled",
+    ),
+]
+
+
+@pytest.mark.parametrize("mutant", SEGMENT_MUTANTS + CODEC_MUTANTS, ids=lambda m: m.name)
+def test_the_model_test_fails_on_a_broken_segment_rule_or_fast_path(
     mutant: RuleMutant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = getattr(mutant.target, mutant.attribute)
