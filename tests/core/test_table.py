@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from osqueue_core import default_job_id
-from osqueue_core.segments import id_seq
+from osqueue_core.config import default_job_seq as id_seq
 from osqueue_core.table import _default_id
 
 _seqs = st.integers(0, 10**15) | st.sampled_from([0, 1, 10**11, 10**12, 10**12 - 1])
