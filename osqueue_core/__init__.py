@@ -41,6 +41,7 @@ from osqueue_core.commands import (
 )
 from osqueue_core.config import BrokerConfig, default_job_id, retry_policy
 from osqueue_core.effects import (
+    DeleteObject,
     Effect,
     ListKeys,
     ReadObject,
@@ -73,6 +74,7 @@ from osqueue_core.errors import (
 from osqueue_core.events import (
     KeysListed,
     ObjectCorrupt,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     StorageFailed,
@@ -167,6 +169,7 @@ __all__ = [
     "CorruptState",
     "DeadLetters",
     "DecodedState",
+    "DeleteObject",
     "Effect",
     "Fail",
     "Failed",
@@ -189,6 +192,7 @@ __all__ = [
     "NewJob",
     "NothingToClaim",
     "ObjectCorrupt",
+    "ObjectDeleted",
     "ObjectRead",
     "ObjectWritten",
     "OsqueueError",
