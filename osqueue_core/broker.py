@@ -97,6 +97,16 @@ class BrokerStats:
     spilled_jobs: int = 0
     spills_abandoned: int = 0
     segment_reads: int = 0
+    #: Segment objects deleted (dropped, never attached, or orphans found by a sweep);
+    #: keys still to delete (some waiting for the write that dropped them to land);
+    #: keys given up after failing again and again (left for the next takeover's
+    #: sweep); sweeps finished since this broker took over (one per takeover), and the
+    #: orphans they found.
+    segments_deleted: int = 0
+    segment_deletes_pending: int = 0
+    segment_deletes_abandoned: int = 0
+    sweeps: int = 0
+    swept: int = 0
 
 
 class Broker:
@@ -273,6 +283,11 @@ class Broker:
             spilled_jobs=commit.spiller.counters.spilled_jobs,
             spills_abandoned=commit.spiller.counters.abandoned,
             segment_reads=commit.reader.reads,
+            segments_deleted=commit.deleter.counters.deleted,
+            segment_deletes_pending=commit.deleter.pending,
+            segment_deletes_abandoned=commit.deleter.counters.abandoned,
+            sweeps=commit.sweep.counters.sweeps,
+            swept=commit.sweep.counters.swept,
         )
 
     def job(self, job_id: str) -> Job | None:
