@@ -50,6 +50,16 @@ def spilled(h: Harness, count: int = 4) -> tuple[list[str], str]:
     return ids, key
 
 
+def one_untouched_left(store: SimStore | None = None) -> tuple[Harness, list[str], str]:
+    """A segment of four jobs, three of them claimed: the next claim drops its ref. The
+    harness then delivers nothing by itself."""
+    h = Harness.started(store, config())
+    ids, key = spilled(h)
+    h.submit(Claim(h.request_id(), "w", 0.0, ("default",), 3))
+    h.auto = False
+    return h, ids, key
+
+
 def claim_held(h: Harness, count: int) -> int:
     """Submit a claim of ``count`` jobs without delivering anything; its request id."""
     request = h.request_id()
@@ -68,10 +78,7 @@ def test_a_dropped_segment_is_deleted_once_the_write_dropping_it_has_landed() ->
     assert key not in h.store.objects  # (delivered at once: written, then deleted)
     assert h.broker.stats().segments_deleted == 1
 
-    h = Harness.started(config=config())
-    ids, key = spilled(h)
-    h.submit(Claim(h.request_id(), "w", 0.0, ("default",), 3))
-    h.auto = False
+    h, ids, key = one_untouched_left()
     claim_held(h, 1)  # the last untouched job: the next write drops the ref
     assert h.pending_of(WriteObject, STATE)
     assert not deletes(h)
@@ -88,10 +95,7 @@ def test_a_dropped_segment_is_deleted_once_the_write_dropping_it_has_landed() ->
 
 @pytest.mark.parametrize("outcome", ["unknown_landed", "unknown_lost", "conflict", "late"])
 def test_a_drop_whose_write_is_not_known_landed_deletes_only_once_it_is(outcome: str) -> None:
-    h = Harness.started(config=config())
-    _, key = spilled(h)
-    h.submit(Claim(h.request_id(), "w", 0.0, ("default",), 3))
-    h.auto = False
+    h, _, key = one_untouched_left()
     claim_held(h, 1)
     h.deliver(h.pending_of(WriteObject, STATE)[0], outcome)  # type: ignore[arg-type]
     assert not deletes(h), "a delete before the drop was known landed"
@@ -114,10 +118,7 @@ def test_a_drop_whose_write_is_not_known_landed_deletes_only_once_it_is(outcome:
 
 def test_a_broker_replaced_before_its_drop_landed_never_deletes() -> None:
     store = SimStore()
-    h = Harness.started(store, config())
-    ids, key = spilled(h)
-    h.submit(Claim(h.request_id(), "w", 0.0, ("default",), 3))
-    h.auto = False
+    h, ids, key = one_untouched_left(store)
     last = claim_held(h, 1)
     successor = Harness.started(store, config(), identity="b")  # takes over meanwhile
     h.deliver_all()  # the drop write conflicts: read back, another owner
@@ -131,10 +132,7 @@ def test_a_broker_replaced_before_its_drop_landed_never_deletes() -> None:
 
 def test_the_release_write_deletes_nothing_and_the_successor_sweeps() -> None:
     store = SimStore()
-    h = Harness.started(store, config())
-    _, key = spilled(h)
-    h.submit(Claim(h.request_id(), "w", 0.0, ("default",), 3))
-    h.auto = False
+    h, _, key = one_untouched_left(store)
     h.broker.submit(Push(h.request_id(), b"in flight"), h.now)
     h.flush()
     claim_held(h, 1)  # the drop waits for the next write: the release write, as it is
@@ -156,11 +154,11 @@ def test_the_release_write_deletes_nothing_and_the_successor_sweeps() -> None:
 
 def test_a_spill_nothing_was_attached_from_is_deleted_at_once() -> None:
     h = Harness.started(config=config())
+    push_ids(h, 3)
     h.auto = False
-    for index in range(4):
-        h.broker.submit(Push(h.request_id(), b"p%d" % index), h.now)
-        h.flush()
-        deliver_state_ops(h)
+    h.broker.submit(Push(h.request_id(), b"the fourth"), h.now)  # picked with the three
+    h.flush()
+    deliver_state_ops(h)
     [create] = h.pending_of(WriteObject, SEGMENTS)
     key = h.pending[create].key  # type: ignore[union-attr]
     claim_held(h, 4)  # every picked job changes before the create is known

@@ -50,6 +50,12 @@ def client(stores: list[ObjectStore], open_place: Callable[[], ObjectStore]) -> 
     return store
 
 
+async def spill(queue: EmbeddedQueue[bytes], count: int) -> None:
+    """Push ``count`` jobs and wait until every one is untouched in a segment."""
+    await queue.push_many([b"job %d" % n for n in range(count)])
+    await queue.runtime.wait_until(lambda s: s.untouched == count)
+
+
 async def drain(queue: EmbeddedQueue[bytes], count: int) -> None:
     for _ in range(count):
         job = await queue.claim()
@@ -64,8 +70,7 @@ async def test_a_running_broker_deletes_the_segments_its_writes_dropped(
     store = client(stores, open_place)
     with anyio.fail_after(TIMEOUT):
         async with EmbeddedQueue(store, bytes, config=CONFIG) as queue:
-            await queue.push_many([b"job %d" % n for n in range(24)])
-            await queue.runtime.wait_until(lambda s: s.untouched == 24)
+            await spill(queue, 24)
             spilled = await store.list(SEGMENTS)
             assert len(spilled) >= 3
             await drain(queue, 24)
@@ -84,8 +89,7 @@ async def test_a_takeover_sweeps_its_predecessors_orphans_and_nothing_else(
     first = client(stores, open_place)
     with anyio.fail_after(TIMEOUT):
         async with EmbeddedQueue(first, bytes, config=CONFIG) as queue:
-            await queue.push_many([b"job %d" % n for n in range(16)])
-            await queue.runtime.wait_until(lambda s: s.untouched == 16)
+            await spill(queue, 16)
     referenced = await first.list(SEGMENTS)
     assert len(referenced) == 2
     found = await first.read(referenced[0])
@@ -105,9 +109,7 @@ async def test_a_takeover_sweeps_its_predecessors_orphans_and_nothing_else(
                 lambda s: s.sweeps == 1 and s.segment_deletes_pending == 0
             )
             assert (stats.swept, stats.segments_deleted) == (2, 2)
-            assert await second.list(SEGMENTS) == sorted(
-                [*referenced, later_epoch, not_a_segment]
-            )
+            assert await second.list(SEGMENTS) == sorted([*referenced, later_epoch, not_a_segment])
             await drain(queue, 16)  # every referenced segment was still there to serve
             await queue.runtime.wait_until(
                 lambda s: s.segments == 0 and s.segment_deletes_pending == 0
