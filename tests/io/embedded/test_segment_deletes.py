@@ -5,6 +5,7 @@ is referenced, of a later epoch, or not a segment key."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -36,18 +37,27 @@ def open_place(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], O
 
 
 @pytest.fixture
-async def stores(open_place: Callable[[], ObjectStore]) -> AsyncIterator[list[ObjectStore]]:
-    """Opens clients of the test's storage; closes them at the end."""
+async def connect(
+    open_place: Callable[[], ObjectStore],
+) -> AsyncIterator[Callable[[], ObjectStore]]:
+    """Call it for a new client of the test's storage; every one is closed at the end."""
     opened: list[ObjectStore] = []
-    yield opened
+
+    def new_client() -> ObjectStore:
+        opened.append(open_place())
+        return opened[-1]
+
+    yield new_client
     for store in opened:
         await store.aclose()
 
 
-def client(stores: list[ObjectStore], open_place: Callable[[], ObjectStore]) -> ObjectStore:
-    store = open_place()
-    stores.append(store)
-    return store
+@contextlib.asynccontextmanager
+async def broker(store: ObjectStore) -> AsyncIterator[EmbeddedQueue[bytes]]:
+    """A broker on ``store`` (taking it over), released at the end, all within TIMEOUT."""
+    with anyio.fail_after(TIMEOUT):
+        async with EmbeddedQueue(store, bytes, config=CONFIG) as queue:
+            yield queue
 
 
 async def spill(queue: EmbeddedQueue[bytes], count: int) -> None:
@@ -65,31 +75,29 @@ async def drain(queue: EmbeddedQueue[bytes], count: int) -> None:
 
 
 async def test_a_running_broker_deletes_the_segments_its_writes_dropped(
-    stores: list[ObjectStore], open_place: Callable[[], ObjectStore]
+    connect: Callable[[], ObjectStore],
 ) -> None:
-    store = client(stores, open_place)
-    with anyio.fail_after(TIMEOUT):
-        async with EmbeddedQueue(store, bytes, config=CONFIG) as queue:
-            await spill(queue, 24)
-            spilled = await store.list(SEGMENTS)
-            assert len(spilled) >= 3
-            await drain(queue, 24)
-            stats = await queue.runtime.wait_until(
-                lambda s: s.segments == 0 and s.segment_deletes_pending == 0
-            )
-            # Still running: its own deletes, not a successor's sweep, emptied the prefix.
-            assert await store.list(SEGMENTS) == []
-            assert stats.segments_deleted >= len(spilled)
-            assert stats.sweeps == 0  # a new queue: nobody to sweep after
+    store = connect()
+    async with broker(store) as queue:
+        await spill(queue, 24)
+        spilled = await store.list(SEGMENTS)
+        assert len(spilled) >= 3
+        await drain(queue, 24)
+        stats = await queue.runtime.wait_until(
+            lambda s: s.segments == 0 and s.segment_deletes_pending == 0
+        )
+        # Still running: its own deletes, not a successor's sweep, emptied the prefix.
+        assert await store.list(SEGMENTS) == []
+        assert stats.segments_deleted >= len(spilled)
+        assert stats.sweeps == 0  # a new queue: nobody to sweep after
 
 
 async def test_a_takeover_sweeps_its_predecessors_orphans_and_nothing_else(
-    stores: list[ObjectStore], open_place: Callable[[], ObjectStore]
+    connect: Callable[[], ObjectStore],
 ) -> None:
-    first = client(stores, open_place)
-    with anyio.fail_after(TIMEOUT):
-        async with EmbeddedQueue(first, bytes, config=CONFIG) as queue:
-            await spill(queue, 16)
+    first = connect()
+    async with broker(first) as queue:
+        await spill(queue, 16)
     referenced = await first.list(SEGMENTS)
     assert len(referenced) == 2
     found = await first.read(referenced[0])
@@ -102,16 +110,13 @@ async def test_a_takeover_sweeps_its_predecessors_orphans_and_nothing_else(
     for key in [*orphans, later_epoch, not_a_segment]:
         await first.create(key, found.data)
 
-    second = client(stores, open_place)
-    with anyio.fail_after(TIMEOUT):
-        async with EmbeddedQueue(second, bytes, config=CONFIG) as queue:
-            stats = await queue.runtime.wait_until(
-                lambda s: s.sweeps == 1 and s.segment_deletes_pending == 0
-            )
-            assert (stats.swept, stats.segments_deleted) == (2, 2)
-            assert await second.list(SEGMENTS) == sorted([*referenced, later_epoch, not_a_segment])
-            await drain(queue, 16)  # every referenced segment was still there to serve
-            await queue.runtime.wait_until(
-                lambda s: s.segments == 0 and s.segment_deletes_pending == 0
-            )
-            assert await second.list(SEGMENTS) == [later_epoch, not_a_segment]
+    second = connect()
+    async with broker(second) as queue:
+        stats = await queue.runtime.wait_until(
+            lambda s: s.sweeps == 1 and s.segment_deletes_pending == 0
+        )
+        assert (stats.swept, stats.segments_deleted) == (2, 2)
+        assert await second.list(SEGMENTS) == sorted([*referenced, later_epoch, not_a_segment])
+        await drain(queue, 16)  # every referenced segment was still there to serve
+        await queue.runtime.wait_until(lambda s: s.segments == 0 and s.segment_deletes_pending == 0)
+        assert await second.list(SEGMENTS) == [later_epoch, not_a_segment]
