@@ -36,6 +36,7 @@ from osqueue_core.effects import Effect, Reply
 from osqueue_core.errors import (
     BrokerStopping,
     InvalidArgument,
+    NotOwner,
     OsqueueError,
     Overloaded,
     StorageUnavailable,
@@ -45,7 +46,7 @@ from osqueue_core.job import Job
 from osqueue_core.limits import check_id
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
-from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, next_phase
+from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, initial_phase, next_phase
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import JobRules, payload_bytes
 from osqueue_core.segment_waits import segment_needed
@@ -90,6 +91,11 @@ class BrokerStats:
     segments: int = 0
     untouched: int = 0
     segments_loaded: int = 0
+    #: Lease renewals written (an idle owner with ``owner_lease``), and a standby's
+    #: version checks and state reads while it watched.
+    renewals: int = 0
+    standby_checks: int = 0
+    standby_reads: int = 0
     segment_cache_bytes: int = 0
     #: Segments spilled and attached, jobs they moved, spills abandoned (their key held
     #: somebody else's object), and segment reads issued.
@@ -136,11 +142,11 @@ class Broker:
         self._clock = Clock()
         self._out = Outbox()
         self._rules = JobRules(self.config, self._clock, self._out)
-        me = Owner(identity, incarnation, 0, address)
+        me = Owner(identity, incarnation, 0, address, lease=self.config.owner_lease)
         self._commit = CommitProtocol(
             self.config, self._clock, self._out, self._rules, me, lambda: self._phase
         )
-        self._phase = Phase.STARTING
+        self._phase = initial_phase(self.config.standby)
         self._failure: OsqueueError | None = None
         self._started = False
         self._inbox: deque[Command] = deque()
@@ -152,7 +158,8 @@ class Broker:
     # -- public inputs ---------------------------------------------------------------
 
     def start(self, now: float, wall: float | None = None) -> None:
-        """Begin: read the state object, then take it over. Call once."""
+        """Begin: read the state object, then take it over (a standby: watch it, and
+        take it over once its owner's lease lapses). Call once."""
         if self._started:
             raise InvalidArgument("start() was already called")
         self._started = True
@@ -278,6 +285,9 @@ class Broker:
             segments=len(table.segments),
             untouched=table.segments.total,
             segments_loaded=sum(s.records is not None for s in table.segments),
+            renewals=counters.renewals,
+            standby_checks=commit.watch.checks if commit.watch is not None else 0,
+            standby_reads=commit.watch.reads if commit.watch is not None else 0,
             segment_cache_bytes=table.segments.loaded_bytes,
             spills=commit.spiller.counters.spills,
             spilled_jobs=commit.spiller.counters.spilled_jobs,
@@ -333,6 +343,9 @@ class Broker:
             self._transition(event)
             if RULES[self._phase].final:
                 self._out.forget()  # archive writes in flight are the successor's
+            elif event is PhaseEvent.STEPPED_BACK:
+                # Queued while it tried to take over: it will not serve them.
+                self._answer_inbox(self._not_owner())
             elif event is PhaseEvent.TOOK_OVER:
                 # The state just loaded may hold work already due (delayed jobs, old
                 # dead letters): do it now, so next_deadline() is never in the past.
@@ -348,6 +361,9 @@ class Broker:
             return
         if admission is Admission.REFUSE_STOPPING:
             self._reply_error(command.request_id, BrokerStopping())
+            return
+        if admission is Admission.REFUSE_STANDBY:
+            self._reply_error(command.request_id, self._not_owner())
             return
         try:
             self._rules.check(command)
@@ -462,6 +478,13 @@ class Broker:
         self._answer_inbox(error)
         self._rules.answer_waiters(error)
         self._out.forget()
+
+    def _not_owner(self) -> NotOwner:
+        watch = self._commit.watch
+        owner = watch.owner if watch is not None else None
+        if owner is None:
+            return NotOwner("", 0, None)
+        return NotOwner(owner.identity, owner.epoch, owner.address)
 
     def _reply_error(self, request_id: RequestId, error: OsqueueError) -> None:
         self._out.reply(Reply(request_id, error=error))

@@ -44,7 +44,9 @@ from osqueue_core.limits import (
     MAX_ERROR_LENGTH,
     MAX_ID_LENGTH,
     MAX_KEY_LENGTH,
+    MAX_LEASE,
     MAX_PRIORITY,
+    MIN_LEASE,
     check_queue_name,
 )
 from osqueue_core.owner import Owner
@@ -54,7 +56,10 @@ from osqueue_core.retry import MAX_ATTEMPTS
 from osqueue_core.segment_refs import SegmentRef, decode_refs
 
 #: The newest state layout this code reads and the one it writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: The first layout with segments (schema 3) and with the owner's lease (schema 4).
+SEGMENTS_SCHEMA = 3
+LEASE_SCHEMA = 4
 
 
 _JOBS_MARKER = b',"jobs":['
@@ -323,10 +328,11 @@ def decode_header(data: bytes) -> StateHeader:
             version = raw.get("schema_version")
             if type(version) is int and version > SCHEMA_VERSION:
                 raise UnsupportedSchema(version, SCHEMA_VERSION)
-            if version in (1, 2, SCHEMA_VERSION):
-                if version < SCHEMA_VERSION and "segment_floor" in raw:
+            if version in (1, 2, 3, SCHEMA_VERSION):
+                if version < SEGMENTS_SCHEMA and "segment_floor" in raw:
                     raise CorruptState(f"the state object (schema {version}) has segment_floor")
                 header: StateHeader = _structure(raw, StateHeader, "$")
+                _check_lease(header, version)
                 return header
     return decode_state(data).header
 
@@ -339,19 +345,30 @@ def decode_state(data: bytes) -> DecodedState:
     jobs_raw = raw.pop("jobs")
     refs_raw = raw.pop("segments", None)
     version = raw["schema_version"]
-    if version < SCHEMA_VERSION and (refs_raw is not None or "segment_floor" in raw):
+    if version < SEGMENTS_SCHEMA and (refs_raw is not None or "segment_floor" in raw):
         raise CorruptState(f"the state object (schema {version}) has segment fields")
     if version == 1:
         if "keys" in raw:
             raise CorruptState("the state object (schema 1) has a keys list")
         jobs_raw = [_upgrade_job(job) for job in jobs_raw]
     header: StateHeader = _structure(raw, StateHeader, "$")
+    _check_lease(header, version)
     jobs: list[Job] = _structure(jobs_raw, list[Job], "$.jobs")
     _validate(header, jobs)
     refs = [] if refs_raw is None else decode_refs(refs_raw, header.next_seq)
     if refs_raw is not None and not refs:
         raise CorruptState("the state object has an empty segments list (omit it)")
     return DecodedState(header, jobs, refs)
+
+
+def _check_lease(header: StateHeader, version: int) -> None:
+    lease = header.owner.lease
+    if lease is None:
+        return
+    if version < LEASE_SCHEMA:
+        raise CorruptState(f"the state object (schema {version}) has an owner lease")
+    if not MIN_LEASE <= lease <= MAX_LEASE:
+        raise CorruptState(f"the owner's lease is outside [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds")
 
 
 def _upgrade_job(job: Any) -> Any:

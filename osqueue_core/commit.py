@@ -65,6 +65,7 @@ from osqueue_core.segment_reads import SegmentReader
 from osqueue_core.segment_sweep import SegmentSweep
 from osqueue_core.slot import StateOp, StateSlot
 from osqueue_core.spill import Spiller
+from osqueue_core.standby import Watch
 from osqueue_core.takeover import Takeover
 
 
@@ -77,6 +78,8 @@ class CommitCounters:
     resolves: int = 0
     stalls: int = 0
     yields: int = 0
+    #: Writes made only to renew the owner's lease (an idle owner with ``owner_lease``).
+    renewals: int = 0
 
 
 class CommitProtocol:
@@ -105,7 +108,10 @@ class CommitProtocol:
         self.pending_write: PendingWrite | None = None
         self.slot = StateSlot(config, clock, outbox)
         self.archiver = Archiver(config, clock, outbox, rules, lambda: self.open, self.context)
-        self.takeover = Takeover(config, clock, outbox, self.slot, rules, me, self._took_over)
+        self.takeover = Takeover(
+            config, clock, outbox, self.slot, rules, me, self._took_over, self._stepped_back
+        )
+        self.watch = Watch(config, clock, outbox, self._lapsed) if config.standby else None
         self.deleter = SegmentDeleter(config, clock, outbox)
         self.sweep = SegmentSweep(config, clock, outbox, self.deleter)
         self.spiller = Spiller(
@@ -118,6 +124,9 @@ class CommitProtocol:
         self.gather = Gather(config.gather, config.gather_max)
         self._write_issued_at = -math.inf
         self._confirmed_at = -math.inf
+        #: When the last write of ours landed: an idle owner renews its lease from it.
+        self._renewed_at = -math.inf
+        self._renewal: PendingWrite | None = None
         self._stalled = False
         # Owner side of takeover requests.
         self._yield_until = -math.inf
@@ -174,12 +183,28 @@ class CommitProtocol:
     # -- driving -----------------------------------------------------------------------
 
     def start(self) -> None:
-        self.takeover.begin()
+        if self.watch is not None:
+            self.watch.begin()
+        else:
+            self.takeover.begin()
+
+    def _lapsed(self, version: object | None) -> None:
+        self.events.append(PhaseEvent.LAPSED)
+        self.takeover.begin(expect=version)
+
+    def _stepped_back(self, version: object | None, owner: Owner | None) -> None:
+        assert self.watch is not None
+        self.events.append(PhaseEvent.STEPPED_BACK)
+        self.watch.resume(version, owner)
 
     def pump(self, *, inbox_empty: bool) -> None:
         """Issue the next state operation if one is due. Called after every input."""
         rules = RULES[self.phase]
         if rules.final:
+            return
+        if rules.watches:
+            assert self.watch is not None
+            self.watch.pump()
             return
         if self.established:
             self.archiver.pump()
@@ -206,6 +231,12 @@ class CommitProtocol:
         elif batch.replies:
             self._confirm(batch)
             self.open = Batch()
+        elif rules.checks_ownership and now >= self._renewal_due():
+            # Idle past a third of the lease: an empty write tells standbys this owner
+            # lives (and, landing, confirms that it still owns the state).
+            self.counters.renewals += 1
+            self._write_batch()
+            self._renewal = self.pending_write
         elif (
             rules.checks_ownership
             and self.config.ownership_check is not None
@@ -220,6 +251,10 @@ class CommitProtocol:
         if rules.final:
             return None
         candidates = [self.slot.retry_at]
+        if rules.watches:
+            assert self.watch is not None
+            watch = self.watch.next_deadline()
+            return watch
         if self.established:
             for retry in (
                 self.archiver.next_deadline(),
@@ -244,8 +279,14 @@ class CommitProtocol:
             check = self.config.ownership_check
             if check is not None and rules.checks_ownership and not wants_operation:
                 candidates.append(max(self._confirmed_at + check, self._yield_until))
+            if rules.checks_ownership and not wants_operation:
+                candidates.append(max(self._renewal_due(), self._yield_until))
         deadline = min(candidates)
         return None if deadline == math.inf else deadline
+
+    def _renewal_due(self) -> float:
+        lease = self.config.owner_lease
+        return math.inf if lease is None else self._renewed_at + lease / 3
 
     # -- writing batches ---------------------------------------------------------------
 
@@ -344,11 +385,14 @@ class CommitProtocol:
 
     def _landed(self, write: PendingWrite, version: object) -> None:
         self.slot.succeeded()
-        self._confirmed_at = self._clock.now
+        self._confirmed_at = self._renewed_at = self._clock.now
         self.pending_write = None
         self.revision = write.revision
         self.version = version
-        self._writes_since_poll += 1  # a landed write changed the object: busy
+        if write is not self._renewal:
+            # A landed write changed the object: busy. (A renewal does not count: it
+            # comes after a third of a lease of quiet, far apart from any other.)
+            self._writes_since_poll += 1
         batch = write.batch
         for reply in batch.replies:
             self._out.reply(reply)
@@ -373,7 +417,7 @@ class CommitProtocol:
     def _took_over(self, write: PendingWrite, owner: Owner, version: object) -> None:
         self.owner = owner
         self.slot.succeeded()
-        self._confirmed_at = self._clock.now
+        self._confirmed_at = self._renewed_at = self._clock.now
         self.revision = write.revision
         self.version = version
         self._next_poll_at = self._clock.now + self.config.takeover_check

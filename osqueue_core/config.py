@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from osqueue_core.limits import check_queue_name
+from osqueue_core.limits import MAX_LEASE, MIN_LEASE, check_queue_name
 from osqueue_core.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -108,6 +108,20 @@ class BrokerConfig:
     #: An idle broker checks the state's version this often to learn early that another
     #: broker took over (None: only its next write or heartbeat finds out).
     ownership_check: float | None = None
+    #: High availability (docs/high-availability.md). With ``owner_lease`` (seconds) the owner
+    #: promises to change the state object at least that often: an idle owner writes a
+    #: renewal every ``owner_lease / 3`` (its busy writes count), and a standby that sees no
+    #: new version for that long takes over. None: no renewals (an idle broker writes
+    #: nothing) and no standby can tell this owner is alive.
+    owner_lease: float | None = None
+    #: Start as a standby: watch the state and take it over only once its owner's lease
+    #: has lapsed (by this broker's own clock), it released ownership, or the state is
+    #: absent; a takeover lost to another broker goes back to watching. Needs ``owner_lease``
+    #: (used for an owner that published none). Otherwise a broker displaces the owner
+    #: at once.
+    standby: bool = False
+    #: How often a standby checks the state's version (a HEAD).
+    standby_poll: float = 1.0
     #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq) and at
     #: most ``MAX_ID_LENGTH`` characters long.
     job_id_factory: Callable[[int, int], str] = default_job_id
@@ -180,6 +194,16 @@ class BrokerConfig:
                 raise ValueError("queue_retry maps queue names to RetryPolicy values")
         if self.ownership_check is not None and not self.ownership_check > 0:
             raise ValueError("ownership_check must be positive (or None)")
+        if self.owner_lease is not None and not MIN_LEASE <= self.owner_lease <= MAX_LEASE:
+            raise ValueError(
+                f"owner_lease must lie in [{MIN_LEASE:g}, {MAX_LEASE:g}] seconds (or None)"
+            )
+        if self.standby and self.owner_lease is None:
+            raise ValueError(
+                "a standby needs an owner_lease (the period it waits without renewals)"
+            )
+        if not 0 < self.standby_poll <= (self.owner_lease or MAX_LEASE) / 2:
+            raise ValueError("standby_poll must be positive and at most half the lease")
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")
         keys = (self.state_key, self.takeover_request_key)

@@ -84,6 +84,29 @@ class BrokerReplaced(OsqueueError):
         self.new_address = new_address
 
 
+class NotOwner(BrokerReplaced):
+    """This broker is a standby (docs/high-availability.md): it does not own the state
+    object and serves nothing until it takes over.
+
+    Send requests to the owner (``new_identity``/``new_address``, as last seen by this
+    standby; empty when it has not read the state yet). A ``BrokerReplaced``, so a client
+    that follows a replaced broker follows a standby's answer too.
+    """
+
+    def __init__(self, new_identity: str, new_epoch: int, new_address: str | None) -> None:
+        if new_identity:
+            where = f" at {quote(new_address)}" if new_address else ""
+            owner = f"the owner is {quote(new_identity)} (epoch {new_epoch}){where}"
+        else:
+            owner = "it has not read the state yet"
+        OsqueueError.__init__(
+            self, f"this broker is a standby and serves nothing; {owner}: send requests there"
+        )
+        self.new_identity = new_identity
+        self.new_epoch = new_epoch
+        self.new_address = new_address
+
+
 class BrokerStopping(OsqueueError):
     """The broker is shutting down and takes no new requests. Retry against its successor."""
 

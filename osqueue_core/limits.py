@@ -53,6 +53,11 @@ MAX_QUEUES_PER_CLAIM = 64
 #: Counters (epoch, revision, seq, attempts) stay below this: exact in every JSON reader
 #: (JavaScript's doubles included) and far from 64-bit limits.
 MAX_COUNTER = 2**53 - 1
+#: An owner's lease (docs/high-availability.md) lies in this range, in seconds: a shorter
+#: one would make the owner write several times a second while idle (GCS allows about
+#: one write per second per object); a longer one makes failover needlessly slow.
+MIN_LEASE = 1.0
+MAX_LEASE = 3600.0
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 

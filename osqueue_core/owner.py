@@ -13,7 +13,9 @@ class Owner:
     own has been replaced. ``incarnation`` is unique per broker process (the runtime
     supplies it), so two brokers with the same ``identity`` are still told apart.
     ``address`` lets clients discover the broker; ``released`` is set by a clean
-    shutdown.
+    shutdown. ``lease`` (seconds, schema 4) is the owner's promise to change the state
+    object at least that often while it lives (docs/high-availability.md): a standby that
+    sees no new version for that long takes over. None: no such promise.
     """
 
     identity: str
@@ -21,3 +23,4 @@ class Owner:
     epoch: int
     address: str | None = None
     released: bool = False
+    lease: float | None = None

@@ -1,6 +1,8 @@
 """The broker's phases and every rule that depends on them, in two tables.
 
-Theory of operation: a broker is STARTING until its takeover write lands, RUNNING
+Theory of operation: a standby broker is STANDBY, watching the owner, until the owner's
+lease lapses (it goes STARTING) or it is stopped; a takeover it loses to a live owner
+takes it back to STANDBY. A broker is STARTING until its takeover write lands, RUNNING
 until asked to stop, STOPPING until its release write lands, then STOPPED; any fatal
 error (replaced by another broker, corrupt or missing state, storage unreachable while
 starting) makes it FAILED, for good. ``TRANSITIONS`` says which event moves which phase
@@ -17,8 +19,10 @@ import attrs
 
 
 class Phase(enum.Enum):
-    """The broker's life: STARTING -> RUNNING -> STOPPING -> STOPPED, or FAILED."""
+    """The broker's life: [STANDBY ->] STARTING -> RUNNING -> STOPPING -> STOPPED, or
+    FAILED."""
 
+    STANDBY = "standby"
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -29,6 +33,10 @@ class Phase(enum.Enum):
 class PhaseEvent(enum.Enum):
     """What moves a broker between phases."""
 
+    #: A standby found the owner's lease lapsed (or released, or no state): take over.
+    LAPSED = enum.auto()
+    #: A standby's takeover lost to a live owner: watch again.
+    STEPPED_BACK = enum.auto()
     #: The takeover write landed: this broker owns the state.
     TOOK_OVER = enum.auto()
     #: ``stop()`` was called.
@@ -50,6 +58,8 @@ class Admission(enum.Enum):
     REFUSE_STOPPING = enum.auto()
     #: Answer the broker's ``failure``.
     REFUSE_FAILED = enum.auto()
+    #: Answer ``NotOwner`` naming the owner this standby watches.
+    REFUSE_STANDBY = enum.auto()
 
 
 @attrs.frozen
@@ -71,15 +81,24 @@ class PhaseRules:
     releases: bool
     #: Nothing happens any more: no state operation, no timer.
     final: bool
+    #: A standby: only its watch on the owner runs.
+    watches: bool = False
 
 
 class InvalidTransition(AssertionError):
     """A phase change the table does not allow: a bug in the broker, never bad input."""
 
 
-S, R, P, D, F = Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.STOPPED, Phase.FAILED
+W, S, R, P = Phase.STANDBY, Phase.STARTING, Phase.RUNNING, Phase.STOPPING
+D, F = Phase.STOPPED, Phase.FAILED
 
 TRANSITIONS: dict[tuple[Phase, PhaseEvent], Phase] = {
+    (W, PhaseEvent.LAPSED): S,
+    (S, PhaseEvent.STEPPED_BACK): W,
+    # Stopped while its takeover was under way, and it lost: nothing was ever owned.
+    (P, PhaseEvent.STEPPED_BACK): D,
+    (W, PhaseEvent.STOP): D,
+    (W, PhaseEvent.FATAL): F,
     (S, PhaseEvent.TOOK_OVER): R,
     # Stopped while starting: the takeover finishes first, then the release is written.
     (P, PhaseEvent.TOOK_OVER): P,
@@ -97,6 +116,7 @@ TRANSITIONS: dict[tuple[Phase, PhaseEvent], Phase] = {
 # fmt: off
 RULES: dict[Phase, PhaseRules] = {
     #  admission                         queued waits  linger checks polls  releases final
+    W: PhaseRules(Admission.REFUSE_STANDBY,  False, False, False, False, False, False, False, True),
     S: PhaseRules(Admission.QUEUE,           True,  False, False, False, False, False, False),
     R: PhaseRules(Admission.APPLY,           True,  True,  True,  True,  True,  False, False),
     P: PhaseRules(Admission.REFUSE_STOPPING, True,  False, False, False, False, True,  False),
@@ -104,6 +124,11 @@ RULES: dict[Phase, PhaseRules] = {
     F: PhaseRules(Admission.REFUSE_FAILED,   False, False, False, False, False, False, True),
 }
 # fmt: on
+
+
+def initial_phase(standby: bool) -> Phase:
+    """Where a broker begins: watching the owner, or taking the state over at once."""
+    return Phase.STANDBY if standby else Phase.STARTING
 
 
 def next_phase(phase: Phase, event: PhaseEvent) -> Phase:

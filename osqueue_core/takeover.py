@@ -15,13 +15,19 @@
    the owner through the takeover request object to pause for a moment (the owner
    honours it within ``takeover_check``), and gives up after ``takeover_timeout``.
 
-There is no liveness check: starting a broker displaces the current owner, live or not.
+A broker started as a standby (:mod:`osqueue_core.standby`) begins here only once the
+owner's lease lapsed, expecting the state still at the version it watched: if it is not
+(the owner wrote after all), or the takeover write loses to another writer, it steps
+back to watching instead of asking anyone to pause. Otherwise starting a broker
+displaces the current owner, live or not.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
+import attrs
 
 from osqueue_core.archive import archive_key_epoch
 from osqueue_core.batch import Batch, PendingWrite
@@ -65,6 +71,11 @@ MIN_HOLD = 0.25
 
 
 Landed = Callable[[PendingWrite, Owner, object], None]
+#: ``on_stepped_back(version, owner)``: a standby's takeover found the owner alive.
+SteppedBack = Callable[[object | None, Owner | None], None]
+
+#: ``begin()`` without an expected version: take over whatever is there.
+ANY_VERSION = object()
 
 
 class Takeover:
@@ -81,6 +92,7 @@ class Takeover:
         rules: JobRules,
         owner: Owner,
         on_landed: Landed,
+        on_stepped_back: SteppedBack | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -89,6 +101,9 @@ class Takeover:
         self._rules = rules
         self._me = owner
         self._on_landed = on_landed
+        self._on_stepped_back = on_stepped_back
+        #: The version a standby expects (ANY_VERSION: not a standby's takeover).
+        self._expect: object | None = ANY_VERSION
         self._reserved: int | None = None
         #: Our epoch was never reserved with a marker (a brand-new queue's epoch 1).
         self._unmarked = False
@@ -107,7 +122,10 @@ class Takeover:
         self.conflicts = 0
         self.requests = 0
 
-    def begin(self) -> None:
+    def begin(self, expect: object | None = ANY_VERSION) -> None:
+        """Take the state over; a standby passes the version it saw lapse (None: it
+        saw no state) and steps back if the state has moved on since."""
+        self._expect = expect
         self._started_at = self._clock.now
         self._read()
 
@@ -130,6 +148,9 @@ class Takeover:
         pending = self._pending
         if pending is not None and result.data is not None and self._is_ours(result.data):
             self._done(pending, result.version)
+            return
+        if result.data is not None and self._expect not in (ANY_VERSION, result.version):
+            self._step_back(result.version, decode_header(result.data).owner)
             return
         if result.data is None:
             self._state = (None, None)
@@ -289,7 +310,7 @@ class Takeover:
         # A new queue's life (or a recreated one's) starts at its first epoch.
         floor = decoded.header.segment_floor if decoded is not None else self._reserved
         self._rules.load(jobs, next_seq, keys, refs, floor)
-        owner = Owner(self._me.identity, self._me.incarnation, self._reserved, self._me.address)
+        owner = attrs.evolve(self._me, epoch=self._reserved)
         header = StateHeader(SCHEMA_VERSION, revision + 1, owner, next_seq, segment_floor=floor)
         rules = self._rules
         table = rules.table
@@ -319,6 +340,11 @@ class Takeover:
             self._slot.count_failed_attempt()  # (a storage failure was counted already)
         now = self._clock.now
         decoded = self._state[0]
+        if self._expect is not ANY_VERSION:
+            # A standby never pushes a live owner: read again; a state that moved on
+            # sends it back to watching (an unknown outcome may still prove ours).
+            self._read()
+            return
         if now - self._started_at >= self._config.takeover_timeout:
             holder = decoded.header.owner if decoded is not None else None
             who = f"{quote(holder.identity)} (epoch {holder.epoch})" if holder else "another writer"
@@ -332,10 +358,17 @@ class Takeover:
             self._ask_owner_to_pause(decoded.header.owner.epoch, now - self._cycle_started_at)
         self._read()
 
+    def _step_back(self, version: object | None, owner: Owner | None) -> None:
+        assert self._on_stepped_back is not None
+        self._state = (None, None)
+        self._pending = None
+        self._history = None
+        self._rules.load([], 0)  # forget what the lost attempt loaded
+        self._on_stepped_back(version, owner)
+
     def _done(self, write: PendingWrite, version: object) -> None:
         assert self._reserved is not None
-        owner = Owner(self._me.identity, self._me.incarnation, self._reserved, self._me.address)
-        self._land(write, owner, version)
+        self._land(write, attrs.evolve(self._me, epoch=self._reserved), version)
 
     def _land(self, write: PendingWrite, owner: Owner, version: object) -> None:
         if self._unmarked:

@@ -18,9 +18,11 @@ refuse, and comes back as the same typed error.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import anyio
 import attrs
 import betterproto2
 from grpclib import GRPCError
@@ -40,7 +42,9 @@ from osqueue_core import (
     DeadLetters,
     Failed,
     InvalidArgument,
+    JobAlreadyFinished,
     JobInfo,
+    JobNotFound,
     NewJob,
     OsqueueError,
     Pushed,
@@ -55,13 +59,24 @@ from osqueue_core.limits import check_int, check_seconds, check_wait
 from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
 from osqueue_io.client import QueueInfo, claim_queues
+from osqueue_io.discovery import (
+    Locator,
+    Retry,
+    certainly_not_applied,
+    check_addresses,
+    fails_over,
+)
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.protowire import FastProtoCodec
 from osqueue_io.status import CallContext, error_from_item, error_from_status
+from osqueue_io.storage import ObjectStore
 
 Reply = TypeVar("Reply", bound=betterproto2.Message)
 
 _SERVICE = "/osqueue.v1.QueueService/"
+#: Pauses between the sends of a call that fails over: doubling, at most this long.
+_FIRST_PAUSE = 0.05
+_MAX_PAUSE = 1.0
 #: Used when a broker does not say how long its leases last (the original's brokers).
 DEFAULT_LEASE_TIMEOUT = 30.0
 
@@ -217,48 +232,104 @@ def _queue_info(message: pb.QueueCounts) -> QueueInfo:
 
 
 class BrokerConnection:
-    """A gRPC channel to the broker at ``address``; ``timeout`` is each call's deadline
-    in seconds. ``owner`` names the client in errors (``use `async with Worker(...)```).
-    :meth:`open` before the first call, :meth:`close` at the end."""
+    """A gRPC channel to the broker that owns the queue; ``timeout`` is each call's
+    deadline in seconds. ``owner`` names the client in errors (``use `async with
+    Worker(...)```). :meth:`open` before the first call, :meth:`close` at the end.
 
-    def __init__(self, address: str, *, timeout: float, owner: str) -> None:
-        if not timeout > 0:
-            raise InvalidArgument("timeout must be positive")
-        self.address = address
-        self.host, self.port = parse_address(address)
+    Where the broker is: ``address`` (one ``host:port``, or several: a broker and its
+    standbys), and/or ``store``, the queue's storage, whose state object names its
+    owner (:mod:`osqueue_io.discovery`). With more than one place to look, a call that
+    cannot reach the owner follows it for up to ``failover_timeout`` seconds, sending
+    the call again where that is safe, and every push carries an idempotency key (one
+    drawn here when the caller gave none) so that a push sent twice is stored once.
+    """
+
+    def __init__(
+        self,
+        address: str | Sequence[str] | None,
+        *,
+        timeout: float,
+        owner: str,
+        store: ObjectStore | None = None,
+        state_key: str = "state.json",
+        failover_timeout: float = 60.0,
+    ) -> None:
+        if not timeout > 0 or not failover_timeout > 0:
+            raise InvalidArgument("timeout and failover_timeout must be positive")
+        if address is None and store is None:
+            raise InvalidArgument("give the broker's address(es), or the queue's storage")
+        addresses = () if address is None else check_addresses(address)
+        self.locator = Locator(addresses, store, state_key)
         self.timeout = timeout
+        self.failover_timeout = failover_timeout
         self._owner = owner
         self._channel: Channel | None = None
+        self._channel_address: str | None = None
+        self._opened = False
+
+    @property
+    def address(self) -> str:
+        """Where calls go now (the first address given, until a failover)."""
+        return self.locator.current or "(not located yet)"
+
+    @property
+    def host(self) -> str:
+        return parse_address(self.address)[0] if self.locator.current else ""
+
+    @property
+    def port(self) -> int:
+        return parse_address(self.address)[1] if self.locator.current else 0
+
+    @property
+    def discovers(self) -> bool:
+        """Whether calls follow the owner to another broker."""
+        return self.locator.discovers
 
     def open(self) -> None:
         """Prepare the connection (made on the first call, remade after a failure)."""
-        if self._channel is not None:
+        if self._opened:
             raise RuntimeError(f"the {self._owner} is already open")
         limit_closed_streams()  # ~12 MB per long-lived connection otherwise
-        self._channel = Channel(self.host, self.port, codec=FastProtoCodec())
+        self._opened = True
 
     def close(self) -> None:
+        self._opened = False
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
 
+    async def _channel_for(self, address: str) -> Channel:
+        if self._channel is None or self._channel_address != address:
+            if self._channel is not None:
+                self._channel.close()  # its calls in flight fail, and follow too
+            host, port = parse_address(address)
+            self._channel = Channel(host, port, codec=FastProtoCodec())
+            self._channel_address = address
+        return self._channel
+
+    def _keyed(self, job: NewJob) -> NewJob:
+        """``job`` with an idempotency key, when calls may be sent twice."""
+        if job.key is not None or not self.discovers:
+            return job
+        return attrs.evolve(job, key=f"auto-{uuid.uuid4().hex}")
+
     # -- publishing ------------------------------------------------------------------
 
     async def push(self, job: NewJob) -> Pushed:
-        request = pb.PushRequest(**push_fields(job))
-        reply = await self.call("Push", request, pb.PushResponse)
+        request = pb.PushRequest(**push_fields(self._keyed(job)))
+        reply = await self.call("Push", request, pb.PushResponse, retry=Retry.ALWAYS)
         return Pushed(reply.job_id, reply.existing)
 
     async def push_batch(self, jobs: Sequence[bytes | NewJob]) -> PushedBatch:
         """Push ``jobs`` in one write. Plain payloads (or jobs with every option at its
         default) go as ``data``, as the original batch did; others as ``items``."""
-        new = [job if isinstance(job, NewJob) else NewJob(job) for job in jobs]
+        new = [self._keyed(job if isinstance(job, NewJob) else NewJob(job)) for job in jobs]
         items = [push_item(job) for job in new]
         if all(job == NewJob(job.payload) for job in new):
             request = pb.PushBatchRequest(data=[item.data for item in items])
         else:
             request = pb.PushBatchRequest(items=items)
-        reply = await self.call("PushBatch", request, pb.PushBatchResponse)
+        reply = await self.call("PushBatch", request, pb.PushBatchResponse, retry=Retry.ALWAYS)
         return PushedBatch(tuple(reply.job_ids), tuple(reply.existing))
 
     # -- consuming -------------------------------------------------------------------
@@ -276,7 +347,9 @@ class BrokerConnection:
         sent_at = time.monotonic()
         if count is None:
             request = pb.ClaimRequest(worker_id=worker_id, wait_ms=wait_ms, queues=names)
-            reply = await self.call("Claim", request, pb.ClaimResponse, time_limit=time_limit)
+            reply = await self.call(
+                "Claim", request, pb.ClaimResponse, time_limit=time_limit, retry=Retry.ALWAYS
+            )
             if reply.empty:
                 return []
             leased = [
@@ -296,7 +369,11 @@ class BrokerConnection:
                 worker_id=worker_id, queues=names, wait_ms=wait_ms, max_jobs=count
             )
             answer = await self.call(
-                "ClaimBatch", batch, pb.ClaimBatchResponse, time_limit=time_limit
+                "ClaimBatch",
+                batch,
+                pb.ClaimBatchResponse,
+                time_limit=time_limit,
+                retry=Retry.ALWAYS,
             )
             leased, lease_ms = answer.jobs, answer.lease_timeout_ms
         lease_timeout = lease_ms / 1000 or DEFAULT_LEASE_TIMEOUT
@@ -318,7 +395,16 @@ class BrokerConnection:
         self, job_id: str, worker_id: str, *, time_limit: float | None = None
     ) -> LeaseRenewed:
         request = pb.HeartbeatRequest(job_id=check_id("job_id", job_id), worker_id=worker_id)
-        reply = await self.call("Heartbeat", request, pb.HeartbeatResponse, time_limit=time_limit)
+        # A heartbeat follows the owner only within its own time: the next one goes
+        # to wherever this one found the owner.
+        reply = await self.call(
+            "Heartbeat",
+            request,
+            pb.HeartbeatResponse,
+            time_limit=time_limit,
+            retry=Retry.ALWAYS,
+            follow_for=time_limit or self.timeout,
+        )
         lease_timeout = reply.lease_timeout_ms / 1000 or DEFAULT_LEASE_TIMEOUT
         return LeaseRenewed(lease_timeout, reply.cancel_requested)
 
@@ -328,7 +414,15 @@ class BrokerConnection:
         request = pb.CompleteRequest(
             job_id=check_id("job_id", job_id), worker_id=worker_id, result=result
         )
-        await self.call("Complete", request, pb.CompleteResponse)
+        # Sent again after a failover, it may find its first send landed: the job is
+        # then finished (JobAlreadyFinished) or archived and gone (JobNotFound).
+        await self.call(
+            "Complete",
+            request,
+            pb.CompleteResponse,
+            retry=Retry.ALWAYS,
+            done_if_retried=(JobAlreadyFinished, JobNotFound),
+        )
 
     async def complete_batch(
         self, items: Sequence[tuple[str, str, bytes | None]]
@@ -378,12 +472,12 @@ class BrokerConnection:
 
     async def cancel(self, job_id: str) -> Cancelled:
         request = pb.CancelRequest(job_id=check_id("job_id", job_id))
-        reply = await self.call("Cancel", request, pb.CancelResponse)
+        reply = await self.call("Cancel", request, pb.CancelResponse, retry=Retry.ALWAYS)
         return Cancelled(job_id, reply.at_once)
 
     async def get(self, job_id: str) -> JobInfo:
         request = pb.GetJobRequest(job_id=check_id("job_id", job_id))
-        reply = await self.call("GetJob", request, pb.GetJobResponse)
+        reply = await self.call("GetJob", request, pb.GetJobResponse, retry=Retry.ALWAYS)
         if reply.job is None:
             raise OsqueueError(f"GetJob: the broker at {self.address} described no job")
         return job_info(reply.job)
@@ -394,7 +488,7 @@ class BrokerConnection:
             limit=check_int("limit", limit, 1, 2**32 - 1),  # 0 would mean the default
             after=_optional_name(after, lambda name: check_id("after", name)),
         )
-        reply = await self.call("ListDead", request, pb.ListDeadResponse)
+        reply = await self.call("ListDead", request, pb.ListDeadResponse, retry=Retry.ALWAYS)
         return DeadLetters(tuple(job_info(job) for job in reply.jobs), reply.more)
 
     async def redrive(self, job_ids: Sequence[str], queue: str | None) -> list[str]:
@@ -416,7 +510,7 @@ class BrokerConnection:
         return [check_id("job_id", job_id) for job_id in job_ids]
 
     async def stats(self) -> QueueStats:
-        reply = await self.call("Stats", pb.StatsRequest(), pb.StatsResponse)
+        reply = await self.call("Stats", pb.StatsRequest(), pb.StatsResponse, retry=Retry.ALWAYS)
         return QueueStats(
             ready=reply.ready,
             claimed=reply.claimed,
@@ -440,12 +534,63 @@ class BrokerConnection:
         reply_type: type[Reply],
         *,
         time_limit: float | None = None,
+        retry: Retry = Retry.IF_NOT_APPLIED,
+        done_if_retried: tuple[type[OsqueueError], ...] = (),
+        follow_for: float | None = None,
     ) -> Reply:
-        """One unary call with a deadline; every failure becomes a typed error."""
-        if self._channel is None:
+        """One unary call with a deadline; every failure becomes a typed error. With
+        somewhere else to look, a call that fails over is sent again as ``retry`` allows
+        (``done_if_retried``: errors that, for a call sent again, mean the first send
+        landed; the call then succeeds with an empty reply; ``follow_for``: how long to
+        follow the owner, instead of ``failover_timeout``)."""
+        if not self._opened:
             name = self._owner
             raise BrokerNotRunning(f"the {name} is not open: use `async with {name}(...)`")
-        stream = self._channel.request(
+        if not self.discovers:
+            address = await self.locator.locate()
+            return await self._call_once(address, rpc, request, reply_type, time_limit)
+        follow = self.failover_timeout if follow_for is None else follow_for
+        deadline = time.monotonic() + max(follow, time_limit or 0.0)
+        pause = _FIRST_PAUSE
+        sent = False
+        while True:
+            address = await self._locate_until(deadline)
+            try:
+                return await self._call_once(address, rpc, request, reply_type, time_limit)
+            except OsqueueError as error:
+                if sent and isinstance(error, done_if_retried):
+                    return reply_type()
+                allowed = retry is Retry.ALWAYS or (
+                    retry is Retry.IF_NOT_APPLIED and certainly_not_applied(error)
+                )
+                if not fails_over(error) or not allowed or time.monotonic() + pause > deadline:
+                    raise
+                sent = sent or not certainly_not_applied(error)
+                await self.locator.move_on(address, error)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+
+    async def _locate_until(self, deadline: float) -> str:
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                return await self.locator.locate()
+            except BrokerNotRunning:
+                if time.monotonic() + pause > deadline:
+                    raise
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+
+    async def _call_once(
+        self,
+        address: str,
+        rpc: str,
+        request: betterproto2.Message,
+        reply_type: type[Reply],
+        time_limit: float | None,
+    ) -> Reply:
+        channel = await self._channel_for(address)
+        stream = channel.request(
             _SERVICE + rpc,
             Cardinality.UNARY_UNARY,
             type(request),

@@ -70,6 +70,7 @@ from osqueue_io.connection import (
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
 from osqueue_io.resource import AsyncResource
+from osqueue_io.storage import ObjectStore, StorageConfigError, open_store
 
 __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
@@ -84,6 +85,22 @@ __all__ = [
 T = TypeVar("T")
 
 log = logging.getLogger("osqueue.remote")
+
+
+class _Discovery:
+    """The storage a client finds its broker through: opened here from a URL (and
+    closed with the client), or a store the caller opened (and closes)."""
+
+    def __init__(self, storage: str | ObjectStore | None) -> None:
+        self._owned = isinstance(storage, str)
+        try:
+            self.store = open_store(storage) if isinstance(storage, str) else storage
+        except StorageConfigError as error:
+            raise InvalidArgument(f"storage: {error}") from None
+
+    async def aclose(self) -> None:
+        if self._owned and self.store is not None:
+            await self.store.aclose()
 
 
 def _checked_options(worker_id: str | None, heartbeat_interval: float | None) -> str:
@@ -130,6 +147,12 @@ class Worker(AsyncResource):
     often :meth:`keep_alive` heartbeats (default: a third of the lease timeout). Use
     with ``async with``; one Worker may be shared by many tasks.
 
+    ``address`` may also be several addresses (a broker and its standbys), and
+    ``storage`` (a storage URL or an open store) lets the client find the owner in the
+    bucket instead (``address`` then defaults to none); either way calls follow the
+    owner across a failover for up to ``failover_timeout`` seconds
+    (docs/high-availability.md, "What a client sees").
+
     Requests are checked against the broker's limits (``osqueue_core.limits``) before
     anything is sent: a ``worker_id`` or job id longer than ``MAX_ID_LENGTH``, or a
     claim ``wait`` over ``MAX_CLAIM_WAIT``, raises ``InvalidArgument``; a ``fail``
@@ -138,14 +161,25 @@ class Worker(AsyncResource):
 
     def __init__(
         self,
-        address: str = "127.0.0.1:9090",
+        address: str | Sequence[str] | None = "127.0.0.1:9090",
         *,
         worker_id: str | None = None,
         heartbeat_interval: float | None = None,
         timeout: float = 10.0,
+        storage: str | ObjectStore | None = None,
+        state_key: str = "state.json",
+        failover_timeout: float = 60.0,
     ) -> None:
-        self.connection = BrokerConnection(address, timeout=timeout, owner="Worker")
-        self.address = address
+        self._found = _Discovery(storage)
+        self.connection = BrokerConnection(
+            None if storage is not None and address == "127.0.0.1:9090" else address,
+            timeout=timeout,
+            owner="Worker",
+            store=self._found.store,
+            state_key=state_key,
+            failover_timeout=failover_timeout,
+        )
+        self.address = self.connection.address
         self.host, self.port = self.connection.host, self.connection.port
         self.worker_id = _checked_options(worker_id, heartbeat_interval)
         self.heartbeat_interval = heartbeat_interval
@@ -159,6 +193,7 @@ class Worker(AsyncResource):
 
     async def aclose(self) -> None:
         self.connection.close()
+        await self._found.aclose()
 
     # -- publishing ------------------------------------------------------------------
 
@@ -311,22 +346,36 @@ class RemoteQueue(AsyncResource, Generic[T]):
     (default: ``host:pid:random``); ``heartbeat_interval`` is how often
     :meth:`keep_alive` heartbeats (default: a third of the lease); ``timeout`` is every
     call's deadline. Use with ``async with``; one RemoteQueue may be shared by many
-    tasks. A claimed payload that does not decode into ``T`` is dead-lettered and the
-    claim moves on to the next job, as in the embedded queue.
+    tasks. ``address`` may be several addresses, or None with ``storage`` (a storage
+    URL or an open store) to find the owner in the bucket; calls then follow the owner
+    across a failover for up to ``failover_timeout`` seconds
+    (docs/high-availability.md). A claimed payload that does not decode into ``T`` is
+    dead-lettered and the claim moves on to the next job, as in the embedded queue.
     """
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str] | None,
         item_type: type[T],
         *,
         worker_id: str | None = None,
         heartbeat_interval: float | None = None,
         timeout: float = 10.0,
         converter: cattrs.Converter | None = None,
+        storage: str | ObjectStore | None = None,
+        state_key: str = "state.json",
+        failover_timeout: float = 60.0,
     ) -> None:
-        self.connection = BrokerConnection(address, timeout=timeout, owner="RemoteQueue")
-        self.address = address
+        self._found = _Discovery(storage)
+        self.connection = BrokerConnection(
+            address,
+            timeout=timeout,
+            owner="RemoteQueue",
+            store=self._found.store,
+            state_key=state_key,
+            failover_timeout=failover_timeout,
+        )
+        self.address = self.connection.address
         self.codec = PayloadCodec(item_type, converter)
         self._worker_id = _checked_options(worker_id, heartbeat_interval)
         self.heartbeat_interval = heartbeat_interval
@@ -343,6 +392,7 @@ class RemoteQueue(AsyncResource, Generic[T]):
 
     async def aclose(self) -> None:
         self.connection.close()
+        await self._found.aclose()
 
     # -- publishing ------------------------------------------------------------------
 

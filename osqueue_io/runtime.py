@@ -231,7 +231,8 @@ class BrokerRuntime(AsyncResource):
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Take over the state object. Raises the broker's failure if it cannot.
+        """Take over the state object. Raises the broker's failure if it cannot. A
+        standby (``BrokerConfig.standby``) returns once it took over, or was stopped.
 
         Cancelled while taking over (``move_on_after`` around ``async with``), it ends
         its tasks before re-raising: nothing is left running.
@@ -260,6 +261,12 @@ class BrokerRuntime(AsyncResource):
             await self.aclose()
             assert failure is not None
             raise failure
+
+    def request_stop(self) -> None:
+        """Ask the broker to stop, from the event loop, without waiting: a standby
+        stops watching (``open`` then returns), an owner drains as in :meth:`stop`."""
+        if self._task_group is not None and not self._closed:
+            self._put(_Stop())
 
     async def stop(self) -> None:
         """Stop the broker cleanly, from any task: new requests are refused, accepted
@@ -443,7 +450,7 @@ class BrokerRuntime(AsyncResource):
                 self._progress.set()
                 self._progress = None
             phase = broker.phase
-            if phase is not Phase.STARTING and not self._started.is_set():
+            if phase not in (Phase.STANDBY, Phase.STARTING) and not self._started.is_set():
                 self._started.set()
             if phase in (Phase.STOPPED, Phase.FAILED) and self._stopping:
                 self._finished.set()

@@ -6,9 +6,9 @@ Server side: every :class:`~osqueue_core.OsqueueError` becomes a ``GRPCError`` w
 
 ==================================  =================================================
 ``osqueue-error``                   the error's class name, e.g. ``BrokerReplaced``
-``osqueue-new-identity-bin``        BrokerReplaced only: the new owner's identity
-``osqueue-new-epoch-bin``           BrokerReplaced only: its epoch (decimal digits)
-``osqueue-new-address-bin``         BrokerReplaced only: its address, if it published one
+``osqueue-new-identity-bin``        BrokerReplaced and NotOwner: the owner's identity
+``osqueue-new-epoch-bin``           BrokerReplaced and NotOwner: its epoch (decimal digits)
+``osqueue-new-address-bin``         BrokerReplaced and NotOwner: its address, if published
 ``osqueue-schema-found-bin``        UnsupportedSchema only: the stored schema version
 ``osqueue-schema-supported-bin``    UnsupportedSchema only: the newest this broker reads
 ``osqueue-job-id-bin``              errors about one job (JobNotFound, LeaseLost,
@@ -52,6 +52,7 @@ from osqueue_core import (
     JobNotDead,
     JobNotFound,
     LeaseLost,
+    NotOwner,
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
@@ -208,12 +209,15 @@ def _replaced_fields(error: OsqueueError) -> dict[str, bytes]:
     return fields
 
 
-def _replaced(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
-    identity = _text(trailers.get(NEW_IDENTITY_KEY))
-    epoch = _number(trailers.get(NEW_EPOCH_KEY))
-    if identity is None or epoch is None:
-        return None
-    return BrokerReplaced(identity, epoch, _text(trailers.get(NEW_ADDRESS_KEY)))
+def _replaced_by(cls: type[BrokerReplaced]) -> WireError:
+    def parse(message: str, call: CallContext, trailers: _Trailers) -> OsqueueError | None:
+        identity = _text(trailers.get(NEW_IDENTITY_KEY))
+        epoch = _number(trailers.get(NEW_EPOCH_KEY))
+        if identity is None or epoch is None:
+            return None
+        return cls(identity, epoch, _text(trailers.get(NEW_ADDRESS_KEY)))
+
+    return WireError(_replaced_fields, parse)
 
 
 def _schema_fields(error: OsqueueError) -> dict[str, bytes]:
@@ -301,7 +305,8 @@ WIRE_ERRORS: dict[str, WireError] = {
     LeaseLost.__name__: WireError(_job_id_fields, _lease_lost),
     JobAlreadyFinished.__name__: WireError(_finished_fields, _already_finished),
     JobCancelled.__name__: WireError(_job_id_fields, _job_cancelled),
-    BrokerReplaced.__name__: WireError(_replaced_fields, _replaced),
+    BrokerReplaced.__name__: _replaced_by(BrokerReplaced),
+    NotOwner.__name__: _replaced_by(NotOwner),
     BrokerStopping.__name__: WireError(_no_fields, lambda *_: BrokerStopping()),
     UnsupportedSchema.__name__: WireError(_schema_fields, _schema),
     SegmentMissing.__name__: WireError(_segment_fields, _segment_missing),

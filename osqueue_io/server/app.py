@@ -15,6 +15,11 @@ A second signal during the drain stops at once. A broker that another broker rep
 (or that failed otherwise) refuses every call with its failure (UNAVAILABLE naming the
 new owner), stops the same way and exits non-zero within moments.
 
+A **standby** (``BrokerConfig.standby``, ``--standby``; docs/high-availability.md) binds
+its port but does not listen (clients get "connection refused" and try the next address
+or the bucket) until the owner's lease lapses and its takeover lands; then it serves as
+above. Replaced later, it drains and goes back to standing by instead of exiting.
+
 An idle broker writes nothing, so it would not notice a takeover by itself; every
 ``ownership_check`` seconds (``BrokerConfig.ownership_check``) the core checks the
 state's version (a HEAD) to confirm ownership (none while writes are flowing anyway).
@@ -167,16 +172,22 @@ class BrokerServer:
         self._codec = StrictProtoCodec(
             max_message_bytes, max(self.config.max_batch_ops, MAX_QUEUES_PER_CLAIM)
         )
-        self._admission = Admission(
-            max_concurrent_calls=max_concurrent_calls,
-            max_request_bytes_in_flight=max_request_bytes_in_flight,
-        )
+        self._admission_limits = (max_concurrent_calls, max_request_bytes_in_flight)
+        self._admission = self._new_admission()
         self._stopping = False
+        #: Sockets bound again to stand by after a replacement (closed by run()).
+        self._extra_sockets: list[socket.socket] = []
+        #: The runtime being opened (a standby may wait long there).
+        self._opening: BrokerRuntime | None = None
         self._forced = False
         self._failure_logged = False
         # Event loop objects, made in run():
         self._stop_requested: anyio.Event | None = None
         self._drain_scope: anyio.CancelScope | None = None
+
+    def _new_admission(self) -> Admission:
+        calls, request_bytes = self._admission_limits
+        return Admission(max_concurrent_calls=calls, max_request_bytes_in_flight=request_bytes)
 
     # -- control ---------------------------------------------------------------------
 
@@ -184,6 +195,8 @@ class BrokerServer:
         """Begin a graceful stop (what SIGINT and SIGTERM do). Call it from the event
         loop :meth:`run` runs on."""
         self._stopping = True
+        if self._opening is not None:
+            self._opening.request_stop()
         if self._stop_requested is not None:
             self._stop_requested.set()
 
@@ -204,7 +217,18 @@ class BrokerServer:
         if isinstance(failure, OsqueueError):
             # Fail new calls at once, with the reason, while the drain runs.
             self._admission.refuse(failure)
-        self.stop()
+        if self._rejoins(failure):
+            self._end_serving()  # drain, then stand by again
+        else:
+            self.stop()
+
+    def _rejoins(self, failure: BaseException | None) -> bool:
+        """A standby that was replaced stands by again (unless asked to stop)."""
+        return self.config.standby and isinstance(failure, BrokerReplaced) and not self._stopping
+
+    def _end_serving(self) -> None:
+        if self._stop_requested is not None:
+            self._stop_requested.set()
 
     # -- the whole life --------------------------------------------------------------
 
@@ -220,6 +244,7 @@ class BrokerServer:
         except OSError as error:
             log.error("cannot listen on %s: %s", format_address(self.host, self.port), error)
             return EXIT_FAILED
+        self._extra_sockets = []
         try:
             async with anyio.create_task_group() as watchers:
                 if handle_signals:
@@ -231,28 +256,58 @@ class BrokerServer:
             return code
         finally:
             sock.close()
+            for extra in self._extra_sockets:
+                extra.close()
 
     async def _run_broker(self, sock: socket.socket) -> int:
         bound_port: int = sock.getsockname()[1]
         self.address = format_address(self.host, bound_port)
         advertised = self.advertise or advertised_address(self.host, bound_port)
-        runtime = BrokerRuntime(
-            self.store,
-            self.config,
-            identity=self.identity,
-            address=advertised,
-            shutdown_timeout=self.drain_timeout,
-        )
+        while True:
+            runtime = BrokerRuntime(
+                self.store,
+                self.config,
+                identity=self.identity,
+                address=advertised,
+                shutdown_timeout=self.drain_timeout,
+            )
+            if self.config.standby:
+                log.info(
+                    "standing by on %s: watching the owner of %s", self.address, self.store.url
+                )
+            try:
+                await self._open(runtime)
+            except OsqueueError as error:
+                log.error("cannot take over the queue in %s: %s", self.store.url, error)
+                return EXIT_FAILED
+            if runtime.broker_phase is not Phase.RUNNING:
+                await runtime.aclose()
+                log.info("stopped while standing by")
+                return EXIT_OK
+            try:
+                await self._serve(runtime, sock, advertised)
+            finally:
+                await runtime.aclose()  # in the task that started it, as anyio requires
+            if not self._rejoins(runtime.failure):
+                return self._exit_code(runtime)
+            # Replaced: serving closed the listening socket; bind it again, stand by.
+            log.warning("%s; standing by again", runtime.failure)
+            self._failure_logged = False
+            self._admission = self._new_admission()
+            self._stop_requested = anyio.Event()
+            sock = bind(self.host, bound_port)
+            self._extra_sockets.append(sock)
+
+    async def _open(self, runtime: BrokerRuntime) -> None:
+        """Open ``runtime``: take over (a standby: once the owner's lease lapses). A stop
+        requested meanwhile stops it (a standby then never takes over)."""
+        if self._stopping:
+            return  # asked to stop before it began: never take over
+        self._opening = runtime
         try:
             await runtime.open()
-        except OsqueueError as error:
-            log.error("cannot take over the queue in %s: %s", self.store.url, error)
-            return EXIT_FAILED
-        try:
-            await self._serve(runtime, sock, advertised)
         finally:
-            await runtime.aclose()  # in the task that started it, as anyio requires
-        return self._exit_code(runtime)
+            self._opening = None
 
     async def _serve(self, runtime: BrokerRuntime, sock: socket.socket, advertised: str) -> None:
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)

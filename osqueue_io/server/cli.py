@@ -320,6 +320,33 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {BrokerConfig().spill_jobs})",
     )
     parser.add_argument(
+        "--owner-lease",
+        type=parse_backoff,
+        default="15s",
+        metavar="DURATION",
+        help="high availability (docs/high-availability.md): the owner promises to change "
+        "the state object at least this often, writing an empty renewal every third of it "
+        "when idle, so a standby can tell it is alive; between 1s and 1h, or 0 for no "
+        "renewals (an idle broker then writes nothing, and a standby takes it over after "
+        "its own lease of quiet) (default: 15s)",
+    )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="start as a standby: bind the port without serving, watch the owner, and "
+        "take over once its lease lapsed (no new state version for the lease, by this "
+        "machine's clock), it stopped cleanly, or there is no state; replaced later, stand "
+        "by again instead of exiting. Without it a broker displaces the owner at once",
+    )
+    parser.add_argument(
+        "--standby-poll",
+        type=parse_duration,
+        default="1s",
+        metavar="DURATION",
+        help="how often a standby checks the state's version (a HEAD), at most half the "
+        "lease (default: 1s)",
+    )
+    parser.add_argument(
         "--queue-retry",
         type=parse_queue_retry,
         action="append",
@@ -376,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry=RetryPolicy(args.retry_base, args.retry_cap, args.max_attempts),
             queue_retry=queue_retry,
             spill_jobs=args.spill_jobs,
+            owner_lease=args.owner_lease or None,
+            standby=args.standby,
+            standby_poll=args.standby_poll,
         )
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from osqueue_io.remote import QueueStats
@@ -28,7 +29,9 @@ class RemoteQueue(BlockingQueue[T, AsyncRemoteQueue[T]]):
     Safe to call from several threads: every call is handed to the one event loop.
     """
 
-    def __init__(self, address: str, item_type: type[T], **options: Any) -> None:
+    def __init__(
+        self, address: str | Sequence[str] | None, item_type: type[T], **options: Any
+    ) -> None:
         super().__init__(AsyncRemoteQueue(address, item_type, **options))
 
     def stats(self) -> QueueStats:

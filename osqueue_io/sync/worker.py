@@ -31,7 +31,9 @@ class Worker(PortalShell):
     Safe to call from several threads: every call is handed to the one event loop.
     """
 
-    def __init__(self, address: str = "127.0.0.1:9090", **options: Any) -> None:
+    def __init__(
+        self, address: str | Sequence[str] | None = "127.0.0.1:9090", **options: Any
+    ) -> None:
         self.async_worker = AsyncWorker(address, **options)
         super().__init__(self.async_worker)
 

@@ -322,7 +322,7 @@ class SegmentReader:
         refs = [parse_ref(item) for item in raw.get("segments", ())]
         if "segments" in raw:
             assert refs, "an empty segments list (it must be omitted)"
-            assert raw["schema_version"] == SEGMENT_SCHEMA, "refs in a state below schema 3"
+            assert raw["schema_version"] >= SEGMENT_SCHEMA, "refs in a state below schema 3"
             start = data.index(_SEGMENTS_MARKER) + len(_SEGMENTS_MARKER)
             end = data.index(_JOBS_MARKER)
             assert data[start:end] == b",".join(encode_ref(r) for r in refs) + b"]", (

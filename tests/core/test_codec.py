@@ -91,7 +91,7 @@ def test_header_is_read_without_the_jobs() -> None:
     [
         (lambda d: d[:-3], "not valid JSON"),
         (lambda d: b"[1]", "not a JSON object"),
-        (lambda d: d.replace(b'"schema_version":3', b'"schema_version":"3"'), "schema_version"),
+        (lambda d: d.replace(b'"schema_version":4', b'"schema_version":"4"'), "schema_version"),
         (lambda d: d.replace(b'"seq":2', b'"seq":"2"'), "jobs[1].seq"),
         (lambda d: d.replace(b'"AP9iaW5hcnk="', b'"***"'), "jobs[0].born.payload"),
         (lambda d: d.replace(b'"claimed"', b'"lost"'), "jobs[1].status"),
@@ -128,10 +128,10 @@ def test_corrupt_state_is_a_typed_error(mutate, message) -> None:  # type: ignor
 
 
 def test_newer_schema_is_refused_by_full_and_header_decode() -> None:
-    newer = encoded().replace(b'"schema_version":3', b'"schema_version":4')
+    newer = encoded().replace(b'"schema_version":4', b'"schema_version":5')
     with pytest.raises(UnsupportedSchema) as info:
         decode_state(newer)
-    assert info.value.found == 4
+    assert info.value.found == 5
     with pytest.raises(UnsupportedSchema):
         decode_header(newer)
 

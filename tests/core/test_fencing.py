@@ -238,7 +238,7 @@ def test_a_newer_osqueue_taking_over_is_reported_as_a_replacement() -> None:
 def test_a_newer_schema_without_a_newer_owner_is_unsupported_and_untouched() -> None:
     store = SimStore()
     a = Harness.started(store, identity="old")
-    data = store.get("state.json").replace(b'"schema_version":3', b'"schema_version":4')  # type: ignore[union-attr]
+    data = store.get("state.json").replace(b'"schema_version":4', b'"schema_version":5')  # type: ignore[union-attr]
     store.objects["state.json"] = (data, store.counter + 1)
     a.advance(1)
     a.push()

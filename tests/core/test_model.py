@@ -144,6 +144,8 @@ from .model_segments import (
 from .model_storage import check_archived, check_endings_stay, check_storage
 
 TIMEOUT = 10.0
+#: The owner lease of the examples that have one (``advance`` steps cross it).
+LEASE = 6.0
 QUEUES = ("default", "mail", "video")
 CONFIG = BrokerConfig(
     heartbeat_timeout=TIMEOUT,
@@ -234,6 +236,8 @@ class Slot:
     #: Segment keys whose read this broker was answered with damaged bytes: it must
     #: fail, or never reference them again (it may have dropped them meanwhile).
     damaged: set[str] = attrs.Factory(set)
+    #: Its phase after the last input (a standby's lapse is checked when it leaves).
+    phase: Phase | None = None
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -243,6 +247,9 @@ class QueueModel(RuleBasedStateMachine):
     #: (None). tests/core/test_model_mutants.py runs its lifecycle mutants without
     #: spilling, as they were written, and its segment mutants with.
     spilling: bool | None = None
+    #: Owner leases (and standbys) in every example (True), never (False), or in one
+    #: of three (None).
+    leases: bool | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -267,13 +274,18 @@ class QueueModel(RuleBasedStateMachine):
         #: which broker (incarnation) each request went to, and the brokers that crashed
         self.sent_to: dict[int, Slot] = {}
         self.crashed: set[str] = set()
+        #: The stored state's version, and since when (model time) it has not changed.
+        self.state_since: tuple[int | None, float] = (None, self.now)
 
     @initialize(
         linger=st.sampled_from([0.0, 0.0, 0.3]),
         segments=segment_options(),
         hold_segments=st.booleans(),
+        lease=st.sampled_from([None, None, LEASE]),
     )
-    def first_broker(self, linger: float, segments: dict[str, Any], hold_segments: bool) -> None:
+    def first_broker(
+        self, linger: float, segments: dict[str, Any], hold_segments: bool, lease: float | None
+    ) -> None:
         self.hold_segments = hold_segments
         if self.spilling is False:
             segments = {"spill_jobs": None}
@@ -284,8 +296,12 @@ class QueueModel(RuleBasedStateMachine):
                 "segment_cache_bytes": 1500,
                 "read_ahead": 0,
             }
-        self.config = self.ref.config = attrs.evolve(CONFIG, linger=linger, **segments)
-        event(f"spilling: {segments.get('spill_jobs')}")
+        if self.leases is not None:
+            lease = LEASE if self.leases else None
+        self.config = self.ref.config = attrs.evolve(
+            CONFIG, linger=linger, owner_lease=lease, **segments
+        )
+        event(f"spilling: {segments.get('spill_jobs')}; lease: {lease}")
         self._start_broker()
 
     # -- plumbing --------------------------------------------------------------------
@@ -294,16 +310,26 @@ class QueueModel(RuleBasedStateMachine):
         self.wall = wall
         self.timeline.tick(wall)
 
-    def _start_broker(self) -> None:
+    def _start_broker(self, standby: bool = False) -> None:
         self.ref.brokers_started += 1
         number = self.ref.brokers_started
-        broker = self.broker_class(self.config, identity=f"b{number}", incarnation=str(number))
+        config = attrs.evolve(self.config, standby=True) if standby else self.config
+        broker = self.broker_class(config, identity=f"b{number}", incarnation=str(number))
         self.slots.append(Slot(broker))
         broker.start(self.now, self.wall)
         self._collect(self.slots[-1])
 
     def _collect(self, slot: Slot) -> None:
+        self._note_state_version()
         self._drain(slot)
+        phase = slot.broker.phase
+        if (
+            slot.phase is Phase.STANDBY
+            and phase is not Phase.STANDBY
+            and phase is not Phase.STOPPED
+        ):
+            self._check_lapse(slot)
+        slot.phase = phase
         if slot.broker.phase in (Phase.STOPPED, Phase.FAILED) and slot in self.slots:
             # A stopped or failed broker never writes again: it leaves the cluster.
             self.slots.remove(slot)
@@ -355,6 +381,30 @@ class QueueModel(RuleBasedStateMachine):
             return self.store.is_segment(effect.prefix)
         return isinstance(effect, ReadObject | WriteObject | DeleteObject) and (
             self.store.is_segment(effect.key)
+        )
+
+    def _note_state_version(self) -> None:
+        """When the stored state last changed, by the model's clock."""
+        found = self.store.objects.get(self.config.state_key)
+        version = None if found is None else found[1]
+        if version != self.state_since[0]:
+            self.state_since = (version, self.now)
+
+    def _check_lapse(self, slot: Slot) -> None:
+        """A standby began its takeover: the state must be absent, released, or unchanged
+        for its owner's whole lease (the standby cannot have seen it change later)."""
+        self._note_state_version()
+        stored = self.store.get(self.config.state_key)
+        event("a standby takes over")
+        if stored is None:
+            return
+        owner = decode_header(stored).owner
+        lease = owner.lease if owner.lease is not None else self.config.owner_lease
+        assert lease is not None
+        quiet = self.now - self.state_since[1]
+        assert owner.released or quiet >= lease, (
+            f"a standby took over from {owner.identity} (epoch {owner.epoch}) whose state "
+            f"changed {quiet:g}s ago, within its {lease:g}s lease"
         )
 
     def _submit(self, slot_index: int, make: Any, settle: bool = False) -> None:
@@ -751,11 +801,14 @@ class QueueModel(RuleBasedStateMachine):
                     self.store.delete(effect)
 
     @precondition(lambda self: len(self.slots) < 2)
-    @rule()
-    def start_broker(self) -> None:
+    @rule(standby=st.booleans())
+    def start_broker(self, standby: bool) -> None:
         if any(self._spilling(slot) for slot in self.slots):
             event("a second broker starts while a segment operation is in flight")
-        self._start_broker()
+        standby = standby and self.config.owner_lease is not None
+        if standby:
+            event("a standby starts")
+        self._start_broker(standby)
 
     def _spilling(self, slot: Slot) -> bool:
         """Whether ``slot`` has a segment create or read not delivered yet."""

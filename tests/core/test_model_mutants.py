@@ -42,6 +42,7 @@ from osqueue_core import (
     segment_sweep,
     segments,
     spill,
+    standby,
 )
 from osqueue_core.segment_deletes import SegmentDeleter
 from osqueue_core.segments import Entry, SegmentIndex
@@ -454,3 +455,33 @@ def test_the_model_test_fails_on_a_broken_segment_rule(
     monkeypatch.setattr(mutant.target, mutant.attribute, mutant.replace(original))
     with pytest.raises((AssertionError, IndexError), match=mutant.catches):
         run_state_machine_as_test(SpillingModel, settings=QUICK)
+
+
+class LeaseModel(QueueModel):
+    """The model with owner leases and standbys in every example."""
+
+    leases = True
+
+
+def _hasty(original: Callable[..., None]) -> Callable[..., None]:
+    """``Watch._know`` that judges the owner's lease lapsed after a quarter of it."""
+
+    def know(self: standby.Watch, owner: Any) -> None:
+        original(self, owner)
+        self._lease /= 4
+
+    return know
+
+
+def test_the_model_test_fails_on_a_standby_that_does_not_wait_for_the_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(standby.Watch, "_know", _hasty(standby.Watch._know))
+    with pytest.raises(AssertionError, match=r"within its .* lease"):
+        run_state_machine_as_test(LeaseModel, settings=QUICK)
+
+
+def test_the_lease_model_passes_without_mutants() -> None:
+    """The same model and settings, unbroken: what the mutant above fails is the lease
+    rule, not the model."""
+    run_state_machine_as_test(LeaseModel, settings=settings(QUICK, max_examples=60))

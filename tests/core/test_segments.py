@@ -30,6 +30,7 @@ from osqueue_core import (
     encode_job,
     encode_state,
 )
+from osqueue_core.codec import SCHEMA_VERSION
 from osqueue_core.job import Job, JobSpec
 from osqueue_core.segment_codec import decode_segment
 
@@ -86,7 +87,7 @@ def test_a_spill_starts_at_spill_jobs_and_the_state_then_holds_a_ref_not_records
     ids += push_ids(h, 1)
     [key] = h.store.keys(SEGMENTS)
     stored = state(h.store)
-    assert stored["schema_version"] == 3
+    assert stored["schema_version"] == SCHEMA_VERSION
     assert stored["jobs"] == []
     [ref] = stored["segments"]  # type: ignore[misc]
     assert ref["key"] == key
@@ -384,7 +385,7 @@ def test_a_schema_2_state_is_read_and_upgraded_by_the_next_write() -> None:
     store.put("state.json", encode_state(header, [encode_job(job)]))
     assert state(store)["schema_version"] == 2
     h = Harness.started(store, config(), identity="new")
-    assert state(store)["schema_version"] == 3
+    assert state(store)["schema_version"] == SCHEMA_VERSION
     assert claim_all(h) == [job.id]
 
 

@@ -31,7 +31,9 @@ from tests.io.distributed.conftest import BrokerProcess
 
 pytestmark = pytest.mark.anyio
 
-LEASE = 1.0
+# Long enough that a loaded machine never lets a lease run out between a claim and
+# its complete (nothing here waits for an expiry); short enough for quick heartbeats.
+LEASE = 5.0
 POLICY = RetryPolicy(base=0.2, cap=0.4, max_attempts=3)
 CONFIG = BrokerConfig(heartbeat_timeout=LEASE, retry=POLICY)
 BROKER_FLAGS = (

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.io.conftest import wait_for_port
+from tests.io.distributed.test_failover import free_port
 
 from .conftest import ChildProcess
 
@@ -46,5 +47,41 @@ def test_broker_publisher_and_consumer(tmp_path: Path) -> None:
         assert "ownership released" in broker.text
     finally:
         for child in (broker, consumer):
+            if child is not None:
+                child.kill()
+
+
+def test_a_broker_pair_and_a_client_that_finds_the_owner_in_the_bucket(tmp_path: Path) -> None:
+    data = tmp_path / "queue"
+    env = {"OSQUEUE_DATA": str(data)}
+
+    def broker() -> ChildProcess:
+        return ChildProcess([sys.executable, "-m", "examples.ha", "broker", str(free_port())], env)
+
+    first = broker()
+    second: ChildProcess | None = None
+    try:
+        first.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)", 20)
+        second = ChildProcess(
+            [sys.executable, "-m", "examples.ha", "broker", str(free_port())], env
+        )
+        second.wait_for_line("standing by", 20)
+
+        def run_client() -> list[str]:
+            client = ChildProcess([sys.executable, "-m", "examples.ha", "client", "3"], env)
+            assert client.wait(60) == 0, client.text
+            done = client.lines_matching(r"^completed \S+: task-\d at (\S+)$")
+            assert len(done) == 3, client.text
+            return [match[1] for match in done]
+
+        served_by_first = set(run_client())
+        first.send_signal(signal.SIGTERM)  # released: the standby takes over at once
+        assert first.wait(20) == 0, first.text
+        second.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)", 20)
+        served_by_second = set(run_client())
+        assert len(served_by_first) == len(served_by_second) == 1
+        assert served_by_first != served_by_second
+    finally:
+        for child in (first, second):
             if child is not None:
                 child.kill()

@@ -1,0 +1,1 @@
+"""High availability: ``python -m examples.ha broker PORT | client [N]``."""
