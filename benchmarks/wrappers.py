@@ -42,8 +42,13 @@ class WriteLatencyStore:
         await anyio.sleep(self.latency)
         return await self._inner.update(key, data, expected)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> builtins.list[str]:
-        return await self._inner.list(prefix, limit=limit)
+    async def delete(self, key: str) -> None:
+        await self._inner.delete(key)
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> builtins.list[str]:
+        return await self._inner.list(prefix, limit=limit, start_after=start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         return await self._inner.read_many(keys)
@@ -55,9 +60,9 @@ class WriteLatencyStore:
 class CountingStore:
     """``inner``, counting each kind of call and the bytes read and written.
 
-    ``counts`` keys: ``read``, ``head``, ``create``, ``update``, ``list``, ``read_many``
-    (calls), ``bytes_read``, ``bytes_written``. A ``read_many`` counts one ``read`` per
-    key too.
+    ``counts`` keys: ``read``, ``head``, ``create``, ``update``, ``delete``, ``list``,
+    ``read_many`` (calls), ``bytes_read``, ``bytes_written``. A ``read_many`` counts one
+    ``read`` per key too.
     """
 
     def __init__(self, inner: ObjectStore) -> None:
@@ -93,9 +98,15 @@ class CountingStore:
         self._counts["bytes_written"] += len(data)
         return await self._inner.update(key, data, expected)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> builtins.list[str]:
+    async def delete(self, key: str) -> None:
+        self._counts["delete"] += 1
+        await self._inner.delete(key)
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> builtins.list[str]:
         self._counts["list"] += 1
-        return await self._inner.list(prefix, limit=limit)
+        return await self._inner.list(prefix, limit=limit, start_after=start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         self._counts["read_many"] += 1

@@ -7,9 +7,9 @@ version in a sidecar file, and runs one broker loop in the calling thread:
     feed an input (with ``now`` and ``wall``) -> take_effects() -> perform each
     storage effect -> feed the result back -> ... -> tick at next_deadline()
 
-The core asks for four storage primitives (read an object, read only its version,
-write it if its version still matches, list keys under a prefix); timers run on
-``time.monotonic()``, and ``time.time()`` only stamps jobs.
+The core asks for five storage primitives (read an object, read only its version,
+write it if its version still matches, list keys under a prefix, delete an object);
+timers run on ``time.monotonic()``, and ``time.time()`` only stamps jobs.
 
 It is single-process by design (no locking); ``osqueue_io.storage.LocalFileStore`` is
 the real, multi-process local backend. See docs/custom-runtime.md.
@@ -32,9 +32,11 @@ from osqueue_core import (
     Claimed,
     Command,
     Complete,
+    DeleteObject,
     Effect,
     KeysListed,
     ListKeys,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     Push,
@@ -83,14 +85,20 @@ class FileStore:
                 self._write(path, data)
                 self._write(version, str(new_version).encode())
                 return ObjectWritten(op_id, new_version)
-            case ListKeys(op_id, prefix, limit):
+            case ListKeys(op_id, prefix, limit, start_after):
                 base = self.root / prefix
                 keys = sorted(
-                    path.relative_to(self.root).as_posix()
+                    key
                     for path in (base.rglob("*") if base.is_dir() else [])
-                    if path.is_file() and not path.name.endswith(SIDECARS)
+                    if path.is_file()
+                    and not path.name.endswith(SIDECARS)
+                    and (key := path.relative_to(self.root).as_posix()) > (start_after or "")
                 )
                 return KeysListed(op_id, tuple(keys[:limit]))
+            case DeleteObject(op_id, key):
+                for path in self._paths(key):  # absent counts as deleted
+                    path.unlink(missing_ok=True)
+                return ObjectDeleted(op_id)
         raise TypeError(f"not a storage effect: {effect!r}")
 
     @staticmethod

@@ -41,6 +41,7 @@ from osqueue_core.commands import (
 )
 from osqueue_core.config import BrokerConfig, default_job_id, default_job_seq, retry_policy
 from osqueue_core.effects import (
+    DeleteObject,
     Effect,
     ListKeys,
     ReadObject,
@@ -74,6 +75,7 @@ from osqueue_core.errors import (
 from osqueue_core.events import (
     KeysListed,
     ObjectCorrupt,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     StorageFailed,
@@ -170,6 +172,7 @@ __all__ = [
     "CorruptState",
     "DeadLetters",
     "DecodedState",
+    "DeleteObject",
     "Effect",
     "Fail",
     "Failed",
@@ -193,6 +196,7 @@ __all__ = [
     "NotOwner",
     "NothingToClaim",
     "ObjectCorrupt",
+    "ObjectDeleted",
     "ObjectRead",
     "ObjectWritten",
     "OsqueueError",

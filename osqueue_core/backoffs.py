@@ -1,8 +1,8 @@
 """Operations that failed, per key, each waiting out its own backoff.
 
-Archive writes and segment reads run beside the state operation, one per key; a key
-whose operation failed is tried again after ``backoff(config, n)`` for its n-th failure
-in a row. This keeps the count and the due time of each key.
+Archive writes, segment reads and segment deletes run beside the state operation, one
+per key; a key whose operation failed is tried again after ``backoff(config, n)`` for
+its n-th failure in a row. This keeps the count and the due time of each key.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ class KeyBackoffs:
         self._retry_at: dict[str, float] = {}
         self._failures: dict[str, int] = {}
 
+    def __len__(self) -> int:
+        """How many keys wait out a backoff."""
+        return len(self._retry_at)
+
     def failed(self, key: str) -> None:
         """``key``'s operation failed once more: wait longer before the next try."""
         failures = self._failures.get(key, 0) + 1
@@ -37,6 +41,10 @@ class KeyBackoffs:
     def trying(self, key: str) -> None:
         """``key`` is tried again now (its count of failures stays)."""
         self._retry_at.pop(key, None)
+
+    def failures(self, key: str) -> int:
+        """How many times in a row ``key``'s operation has failed."""
+        return self._failures.get(key, 0)
 
     def waiting(self, key: str) -> bool:
         """Whether ``key`` still waits out its backoff."""

@@ -108,6 +108,16 @@ class BrokerStats:
     #: keyed jobs once ``key_index_complete``; until then keyed pushes wait).
     untouched_keyed: int = 0
     key_index_complete: bool = True
+    #: Segment objects deleted (dropped, never attached, or orphans found by a sweep);
+    #: keys still to delete (some waiting for the write that dropped them to land);
+    #: keys given up after failing again and again (left for the next takeover's
+    #: sweep); sweeps finished since this broker took over (one per takeover), and the
+    #: orphans they found.
+    segments_deleted: int = 0
+    segment_deletes_pending: int = 0
+    segment_deletes_abandoned: int = 0
+    sweeps: int = 0
+    swept: int = 0
 
 
 class Broker:
@@ -290,6 +300,11 @@ class Broker:
             segment_reads=commit.reader.reads,
             untouched_keyed=len(table.segments.keys),
             key_index_complete=not table.segments.unindexed,
+            segments_deleted=commit.deleter.counters.deleted,
+            segment_deletes_pending=commit.deleter.pending,
+            segment_deletes_abandoned=commit.deleter.counters.abandoned,
+            sweeps=commit.sweep.counters.sweeps,
+            swept=commit.sweep.counters.swept,
         )
 
     def job(self, job_id: str) -> Job | None:

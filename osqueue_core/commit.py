@@ -19,6 +19,10 @@ Theory of operation (docs/architecture.md has the long form):
 * A busy owner reads the takeover request object every ``takeover_check`` seconds and,
   asked by a broker that keeps losing its takeover write, pauses its writes once per
   request (see :mod:`osqueue_core.takeover`).
+* Segments a write drops are deleted once that write is known landed, and a landed
+  takeover sweeps the orphans of the epochs it fenced (:mod:`osqueue_core.segment_deletes`,
+  :mod:`osqueue_core.segment_sweep`): garbage is collected only where a landed state
+  proves nothing can reference it again.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Phase, PhaseEvent
 from osqueue_core.rules import CommitContext, JobRules
+from osqueue_core.segment_deletes import SegmentDeleter
 from osqueue_core.segment_reads import SegmentReader
+from osqueue_core.segment_sweep import SegmentSweep
 from osqueue_core.slot import StateOp, StateSlot
 from osqueue_core.spill import Spiller
 from osqueue_core.standby import Watch
@@ -106,7 +112,11 @@ class CommitProtocol:
             config, clock, outbox, self.slot, rules, me, self._took_over, self._stepped_back
         )
         self.watch = Watch(config, clock, outbox, self._lapsed) if config.standby else None
-        self.spiller = Spiller(config, clock, outbox, rules, lambda: self.open, self._epoch)
+        self.deleter = SegmentDeleter(config, clock, outbox)
+        self.sweep = SegmentSweep(config, clock, outbox, self.deleter)
+        self.spiller = Spiller(
+            config, clock, outbox, rules, lambda: self.open, self._epoch, self.deleter.delete
+        )
         self.reader = SegmentReader(
             config, clock, outbox, rules, self._owned_header, self._segment_loaded
         )
@@ -201,6 +211,8 @@ class CommitProtocol:
             if rules.releases:
                 self.spiller.stop()  # the successor spills; nothing new to attach
             self.spiller.pump()
+            self.deleter.pump()
+            self.sweep.pump()
             self._poll_takeover_request()
         if not self.slot.idle:
             self.slot.pump()
@@ -248,6 +260,8 @@ class CommitProtocol:
                 self.archiver.next_deadline(),
                 self.spiller.next_deadline(),
                 self.reader.next_deadline(),
+                self.deleter.next_deadline(),
+                self.sweep.next_deadline(),
             ):
                 if retry is not None:
                     candidates.append(retry)
@@ -299,6 +313,9 @@ class CommitProtocol:
         refs = table.segments.encoded_refs()
         data = encode_state(header, table.encoded_chunks(), rules.encoded_keys(), refs)
         write = PendingWrite(header.revision, data, self.open, release=release)
+        # The first state without the segments dropped since the last write: they are
+        # deleted once it is known landed.
+        self.deleter.dropped(table.segments.take_dropped(), header.revision)
         self.pending_write = write
         self.open = Batch()
         self.counters.writes += 1
@@ -390,7 +407,10 @@ class CommitProtocol:
                 return  # one more release write carries the hand-backs (pump issues it)
             self.events.append(PhaseEvent.RELEASED)  # archives are the successor's
             self.archiver.stop()
+            self.deleter.stop()  # and so are deletes: its sweep finds what is left
+            self.sweep.stop()
             return
+        self.deleter.landed(write.revision)
         for key in sorted(batch.archive_keys):
             self.archiver.write(key)
 
@@ -406,6 +426,11 @@ class CommitProtocol:
         self._rules.start_leases()
         for key in self._rules.table.archive_keys():
             self.archiver.write(key)
+        predecessor = self.takeover.predecessor
+        if predecessor is not None:
+            # Orphans of the epochs now fenced: listed and deleted beside serving.
+            segments = self._rules.table.segments
+            self.sweep.begin(self._rules.segment_floor, predecessor, [s.key for s in segments])
 
     # -- segments ----------------------------------------------------------------------
 
@@ -546,6 +571,8 @@ class CommitProtocol:
         self.archiver.stop()
         self.spiller.stop()
         self.reader.stop()
+        self.deleter.stop()
+        self.sweep.stop()
         return batches
 
     # -- takeover requests, owner side -------------------------------------------------

@@ -1,6 +1,6 @@
 """Effects: what the core asks its runtime to do, drained from ``Broker.take_effects()``.
 
-Storage effects are four primitives every object store offers; each carries an
+Storage effects are five primitives every object store offers; each carries an
 ``op_id`` and the runtime answers it with exactly one storage result naming it
 (:mod:`osqueue_core.events`). What an operation is *for* (taking the state over,
 committing a batch, archiving, confirming ownership) is the core's business: a runtime
@@ -56,11 +56,23 @@ class WriteObject:
 class ListKeys:
     """List the keys under ``prefix`` (whole ``/`` segments): answer ``KeysListed`` with
     them sorted, or ``StorageFailed``. With ``limit``, at most that many keys, and at
-    least one if any exists."""
+    least one if any exists. With ``start_after``, only the keys that sort after it (the
+    next page of a listing whose last key it is)."""
 
     op_id: int
     prefix: str
     limit: int | None = None
+    start_after: str | None = None
+
+
+@attrs.frozen
+class DeleteObject:
+    """Delete the object at ``key``: answer ``ObjectDeleted``, also when it was absent
+    already, or ``StorageFailed`` (``outcome_unknown`` True unless it certainly was not
+    deleted). The core deletes only objects nothing can reference any more."""
+
+    op_id: int
+    key: str
 
 
 @attrs.frozen
@@ -76,5 +88,5 @@ class Reply:
         return self.error is None
 
 
-StorageEffect = ReadObject | ReadVersion | WriteObject | ListKeys
+StorageEffect = ReadObject | ReadVersion | WriteObject | ListKeys | DeleteObject
 Effect = StorageEffect | Reply

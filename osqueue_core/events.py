@@ -55,6 +55,14 @@ class KeysListed:
 
 
 @attrs.frozen
+class ObjectDeleted:
+    """A :class:`~osqueue_core.effects.DeleteObject` finished: the object is gone (or was
+    absent already)."""
+
+    op_id: int
+
+
+@attrs.frozen
 class ObjectCorrupt:
     """The store found the object damaged (truncated, not written by osqueue): a read
     cannot succeed by retrying. The core never overwrites such an object."""
@@ -79,6 +87,7 @@ StorageResult = (
     | ObjectWritten
     | WriteConflicted
     | KeysListed
+    | ObjectDeleted
     | ObjectCorrupt
     | StorageFailed
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from osqueue_core.effects import (
+    DeleteObject,
     Effect,
     ListKeys,
     ReadObject,
@@ -24,6 +25,7 @@ from osqueue_core.errors import InvalidArgument
 from osqueue_core.events import (
     KeysListed,
     ObjectCorrupt,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     StorageFailed,
@@ -40,6 +42,7 @@ ANSWERS: dict[type, tuple[type, ...]] = {
     ReadVersion: (VersionRead, ObjectCorrupt, StorageFailed),
     WriteObject: (ObjectWritten, WriteConflicted, StorageFailed),
     ListKeys: (KeysListed, StorageFailed),
+    DeleteObject: (ObjectDeleted, StorageFailed),
 }
 
 

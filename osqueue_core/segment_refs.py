@@ -70,6 +70,16 @@ def segment_key_epoch(key: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def own_segment_epoch(prefix: str, key: str) -> int | None:
+    """The epoch that wrote ``key`` if it is exactly a key :func:`segment_key` makes
+    under ``prefix`` (not in a folder below it, no other spelling); None otherwise."""
+    match = _KEY_NAME.fullmatch(key)
+    if match is None or len(match.group(1)) > 15 or len(match.group(2)) > 20:
+        return None  # beyond any reachable epoch or count (and int() of it is bounded)
+    epoch, number = int(match.group(1)), int(match.group(2))
+    return epoch if segment_key(prefix, epoch, number) == key else None
+
+
 def digest_of(data: bytes) -> str:
     """BLAKE2b-128 of ``data``, hex: what a reference records and a read checks."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -172,6 +172,9 @@ class SegmentIndex:
         #: loaded until it is applied, so a command naming jobs of several segments never
         #: evicts one it needs while loading the next (it would read them forever).
         self.pinned: set[str] = set()
+        #: Keys of segments dropped (every position left) since the last state write
+        #: was encoded: that write is the first that no longer references them.
+        self.dropped: list[str] = []
         self.loaded_bytes = 0
         self._uses = 0
         # Bumped by every change to a reference or a cursor: what the caches below
@@ -517,8 +520,15 @@ class SegmentIndex:
                 self._push(segment, index)
         return segment
 
+    def take_dropped(self) -> list[str]:
+        """The segments dropped since the last call (the write being encoded now is the
+        first state without them)."""
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
     def _drop(self, segment: Segment) -> None:
         del self._segments[segment.key], self._by_slot[segment.slot]
+        self.dropped.append(segment.key)
         self.demanded.pop(segment.key, None)
         self.windows.drop(segment)
         self.unindexed.pop(segment.key, None)

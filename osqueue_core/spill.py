@@ -19,9 +19,9 @@ segment"):
    jobs; one that changed meanwhile stays inline with its position left. The reference
    goes into the head state and is written by the next batch write.
 
-One spill (one pick) at a time. A segment never attached stays in storage as garbage
-until the sweep (not built yet): it is never referenced, so it costs storage, not
-correctness.
+One spill (one pick) at a time. A segment never attached (every picked job changed meanwhile) is
+handed to ``unattached`` to be deleted at once: no state ever referenced it. An
+abandoned spill's key holds somebody else's object, which is never deleted.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class _Spill:
 
 class Spiller:
     """The spill under way (at most one). ``epoch`` names this broker's keys;
-    ``open_batch`` is where attaching is committed."""
+    ``open_batch`` is where attaching is committed; ``unattached`` deletes a segment
+    that nothing was attached from."""
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class Spiller:
         rules: JobRules,
         open_batch: Callable[[], Batch],
         epoch: Callable[[], int],
+        unattached: Callable[[str], None],
     ) -> None:
         self._config = config
         self._clock = clock
@@ -93,6 +95,7 @@ class Spiller:
         self._rules = rules
         self._open_batch = open_batch
         self._epoch = epoch
+        self._unattached = unattached
         self._number = 0
         #: The segments of the pick under way not attached (nor abandoned) yet.
         self._current: list[_Spill] = []
@@ -210,11 +213,13 @@ class Spiller:
     def _attach(self, spill: _Spill) -> None:
         self._current.remove(spill)
         moved = attach(self._rules.table, spill.ref, spill.picked)
-        if moved:
-            self._open_batch().changed(self._clock.now)
-        if moved:
-            self.counters.spills += 1
-            self.counters.spilled_jobs += moved
+        if not moved:
+            # Every picked job changed meanwhile: no state ever referenced the segment.
+            self._unattached(spill.ref.key)
+            return
+        self._open_batch().changed(self._clock.now)
+        self.counters.spills += 1
+        self.counters.spilled_jobs += moved
 
 
 def attach(table: JobTable, ref: SegmentRef, picked: list[Job]) -> int:

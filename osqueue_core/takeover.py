@@ -110,6 +110,9 @@ class Takeover:
         #: What history a missing state's queue has: set while the state is re-read.
         self._history: tuple[str, int] | None = None
         self._state: tuple[DecodedState | None, object | None] = (None, None)
+        #: The epoch of the owner the state was taken over from, once it was (None: a
+        #: new or recreated queue, which had no owner).
+        self.predecessor: int | None = None
         self._pending: PendingWrite | None = None
         self._started_at = math.inf
         self._cycle_started_at = math.inf
@@ -375,6 +378,8 @@ class Takeover:
             key = marker_key(self._config.epoch_prefix, owner.epoch)
             data = encode_marker(owner.epoch, owner.identity, owner.incarnation)
             self._out.issue(lambda op_id: WriteObject(op_id, key, data, None), _ignore)
+        decoded = self._state[0]
+        self.predecessor = decoded.header.owner.epoch if decoded is not None else None
         # Done: what was read and written to get here is not kept (it may be large).
         self._state = (None, None)
         self._pending = None

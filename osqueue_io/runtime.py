@@ -43,9 +43,11 @@ from osqueue_core import (
     Claimed,
     ClaimedBatch,
     Command,
+    DeleteObject,
     KeysListed,
     ListKeys,
     ObjectCorrupt,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     OsqueueError,
@@ -529,8 +531,8 @@ class BrokerRuntime(AsyncResource):
             )
             result = StorageFailed(
                 effect.op_id,
-                # A write may still land after we stop waiting for it.
-                outcome_unknown=isinstance(effect, WriteObject),
+                # A write (or delete) may still land after we stop waiting for it.
+                outcome_unknown=isinstance(effect, WriteObject | DeleteObject),
                 message=f"no answer within {self._storage_timeout:g}s",
             )
         self._put(result)
@@ -543,7 +545,7 @@ def _name(effect: StorageEffect) -> str:
 
 async def execute_effect(store: ObjectStore, effect: StorageEffect) -> StorageResult:
     """Perform one storage effect and report what happened, never raising for storage
-    errors: the core's four primitives over an :class:`ObjectStore`.
+    errors: the core's five primitives over an :class:`ObjectStore`.
 
     Anything unexpected during a write counts as "outcome unknown": the core then reads
     back instead of assuming either way.
@@ -565,9 +567,15 @@ async def execute_effect(store: ObjectStore, effect: StorageEffect) -> StorageRe
                     assert isinstance(expected, ObjectVersion)
                     version = await store.update(key, data, expected)
                 return ObjectWritten(op_id, version)
-            case ListKeys(_, prefix, limit):
-                return KeysListed(op_id, tuple(await store.list(prefix, limit=limit)))
-    except (WriteConflict, AlreadyExists):
+            case ListKeys(_, prefix, limit, start_after):
+                keys = await store.list(prefix, limit=limit, start_after=start_after)
+                return KeysListed(op_id, tuple(keys))
+            case DeleteObject(_, key):
+                await store.delete(key)
+                return ObjectDeleted(op_id)
+    except (WriteConflict, AlreadyExists) as error:
+        if isinstance(effect, DeleteObject):  # (it has no precondition: not an answer)
+            return StorageFailed(op_id, outcome_unknown=False, message=str(error))
         return WriteConflicted(op_id)
     except CorruptObject as error:
         log.error("storage reports %s damaged: %s", _name(effect), error)
@@ -586,6 +594,6 @@ async def execute_effect(store: ObjectStore, effect: StorageEffect) -> StorageRe
         return StorageFailed(op_id, outcome_unknown=False, message=str(error))
     except Exception as error:  # a bug or an unclassified failure: never guess "not landed"
         log.exception("unexpected error executing %s", _name(effect))
-        unknown = isinstance(effect, WriteObject)
+        unknown = isinstance(effect, WriteObject | DeleteObject)
         return StorageFailed(op_id, outcome_unknown=unknown, message=repr(error)[:300])
     raise AssertionError(f"not a storage effect: {effect!r}")

@@ -25,7 +25,8 @@ class ObjectStore(Protocol):
 
     ``read`` an object to get its bytes and version; ``update`` it with that version to
     change it only if nobody else did in between; ``create`` a key only if it is absent
-    (archive objects are written this way: immutable, create-only). Every failure is a
+    (archive objects are written this way: immutable, create-only); ``delete`` one the
+    broker knows nothing references any more (a dropped segment). Every failure is a
     :class:`~osqueue_io.storage.errors.StorageError` whose class says whether a write
     landed. Open one with :func:`osqueue_io.storage.open_store`.
     """
@@ -58,7 +59,18 @@ class ObjectStore(Protocol):
         """
         ...
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+    async def delete(self, key: str) -> None:
+        """Remove the object at ``key``. An absent key is no error: it is gone either way.
+
+        A failure is a :class:`~osqueue_io.storage.errors.StorageError`:
+        ``WriteNotApplied`` when the object certainly stays, ``OutcomeUnknown`` when it
+        may be gone.
+        """
+        ...
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> list[str]:
         """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
 
         With ``limit`` (at least 1), return at most ``limit`` keys, sorted, and never
@@ -66,6 +78,8 @@ class ObjectStore(Protocol):
         there are enough: ``list(prefix, limit=1)`` asks "is anything there?" cheaply.
         Every backend here returns the first ``limit`` keys in sorted order, but the
         contract promises only some ``limit`` of them. ``limit < 1`` is a ``ValueError``.
+        With ``start_after``, only the keys that sort after it count (the next page of a
+        listing whose last key it is).
         """
         ...
 

@@ -26,7 +26,7 @@ import collections
 import enum
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -42,6 +42,8 @@ from osqueue_io.storage.errors import (
 )
 from osqueue_io.storage.keys import check_key, check_prefix
 from osqueue_io.storage.version import ObjectVersion, StoredObject
+
+_T = TypeVar("_T")
 
 
 class FaultKind(enum.StrEnum):
@@ -86,9 +88,10 @@ def _duration(instance: object, attribute: attrs.Attribute[float], value: float)
 class Faults:
     """Which faults a :class:`FaultyStore` injects, and how often. All default to none.
 
-    Probabilities are per call. A write meets at most one of ``write_not_applied``,
-    ``write_lost``, ``write_ack_lost`` and ``late_write`` (so they add up to at most 1);
-    ``rogue_writer`` is drawn separately, before an update, and the update then conflicts.
+    Probabilities are per call. A write (a delete too) meets at most one of
+    ``write_not_applied``, ``write_lost``, ``write_ack_lost`` and ``late_write`` (so they
+    add up to at most 1); ``rogue_writer`` is drawn separately, before an update, and the
+    update then conflicts.
     Durations are seconds: each call first sleeps ``latency`` plus a uniform share of
     ``latency_jitter``; a late write lands ``late_write_delay`` plus a uniform share of
     ``late_write_jitter`` after it was reported.
@@ -229,12 +232,14 @@ class FaultyStore:
         await self._before_read(check_key(key))
         return await self._inner.head(key)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> builtins.list[str]:
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> builtins.list[str]:
         """The inner ``list``; ``Faults.keys`` is asked about ``prefix``."""
         check_prefix(prefix)
         check_list_limit(limit)
         await self._before_read(prefix, what=f"the listing of {prefix!r}")
-        return await self._inner.list(prefix, limit=limit)
+        return await self._inner.list(prefix, limit=limit, start_after=start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         """The inner ``read_many``: one latency for the call, a failure draw per key."""
@@ -269,9 +274,28 @@ class FaultyStore:
         """The inner ``update``, maybe after a rogue writer, or one of the write faults."""
         return await self._write(check_key(key), data, expected)
 
-    async def _write(self, key: str, data: bytes, expected: ObjectVersion | None) -> ObjectVersion:
+    async def delete(self, key: str) -> None:
+        """The inner ``delete``, or one of the write faults instead (a delete is a write
+        without a precondition: no rogue writer)."""
+        check_key(key)
+
+        async def send() -> None:
+            await self._inner.delete(key)
+
         if not self._applies(key):
+            return await send()
+        delay = self._draw_delay()
+        fault = self._draw_write_fault()
+        late_delay = self._draw_late_delay() if fault is _WriteFault.LATE else 0.0
+        await self._delay(delay)
+        return await self._faulted(key, "delete", fault, send, late_delay)
+
+    async def _write(self, key: str, data: bytes, expected: ObjectVersion | None) -> ObjectVersion:
+        async def send() -> ObjectVersion:
             return await self._send(key, data, expected)
+
+        if not self._applies(key):
+            return await send()
         delay = self._draw_delay()
         rogue = expected is not None and self._draw(self._faults.rogue_writer)
         fault = self._draw_write_fault()
@@ -280,13 +304,24 @@ class FaultyStore:
         if rogue:
             await self._rewrite_as_someone_else(key)
         operation = "create" if expected is None else "update"
+        return await self._faulted(key, operation, fault, send, late_delay)
+
+    async def _faulted(
+        self,
+        key: str,
+        operation: str,
+        fault: _WriteFault | None,
+        send: Callable[[], Awaitable[_T]],
+        late_delay: float,
+    ) -> _T:
+        """Run the write ``send`` as ``fault`` says (as is, when None)."""
         if fault is None:
-            return await self._send(key, data, expected)
+            return await send()
         if fault is _WriteFault.ACK_LOST:
             # Should the inner write fail, its own error is the truthful answer: it propagates.
-            await self._send(key, data, expected)
+            await send()
         elif fault is _WriteFault.LATE:
-            self._start_late_write(key, data, expected, late_delay)
+            self._start_late_write(key, send, late_delay)
         self._counters[fault.value] += 1
         detail = f"injected fault: {fault.value.value}"
         if fault is _WriteFault.NOT_APPLIED:
@@ -312,18 +347,16 @@ class FaultyStore:
 
     # -- late writes -------------------------------------------------------------------
 
-    def _start_late_write(
-        self, key: str, data: bytes, expected: ObjectVersion | None, delay: float
-    ) -> None:
+    def _start_late_write(self, key: str, send: Callable[[], Awaitable[Any]], delay: float) -> None:
         late = _LateWrite(delay_scope=anyio.CancelScope())
         task = asyncio.get_running_loop().create_task(
-            self._land_late(late, key, data, expected, delay), name=f"late write of {key!r}"
+            self._land_late(late, send, delay), name=f"late write of {key!r}"
         )
         self._late[task] = late
         task.add_done_callback(self._forget_late_write)
 
     async def _land_late(
-        self, late: _LateWrite, key: str, data: bytes, expected: ObjectVersion | None, delay: float
+        self, late: _LateWrite, send: Callable[[], Awaitable[Any]], delay: float
     ) -> None:
         with late.delay_scope:
             await self._sleep(delay)
@@ -331,7 +364,7 @@ class FaultyStore:
             self._counters[FaultKind.LATE_WRITE_CANCELLED] += 1
             return
         try:
-            await self._send(key, data, expected)
+            await send()
         except (WriteConflict, AlreadyExists):
             self._counters[FaultKind.LATE_WRITE_REFUSED] += 1
         except StorageError:

@@ -28,6 +28,9 @@ A file whose header is missing or whose length disagrees with its header was dam
 written by something else: ``read``, ``head`` and writes raise :class:`CorruptObject`
 for it and never overwrite it.
 
+``delete`` unlinks the file under the same lock (so it never races a create of the key)
+and fsyncs the directory; an absent key is no error.
+
 A writer killed at any point leaves the object as it was (old) or renamed (new). What it
 may leave behind is a partial ``.osq-tmp``; only a lock holder writes that file, so the
 next writer simply truncates it. Names starting with ``.osq-`` are never keys
@@ -162,15 +165,23 @@ class LocalFileStore:
         path = self.path_of(key)
         return await anyio.to_thread.run_sync(self._write_sync, key, path, data, expected)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+    async def delete(self, key: str) -> None:
+        """Remove the object at ``key`` (under its directory's lock); absent is no error."""
+        path = self.path_of(key)
+        await anyio.to_thread.run_sync(self._delete_sync, key, path)
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> list[str]:
         """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
 
-        With ``limit``, the first ``limit`` of them in sorted order: directories are
-        walked in that order and the walk stops as soon as it has enough.
+        With ``limit``, the first ``limit`` of them in sorted order (after
+        ``start_after``, if given): directories are walked in that order and the walk
+        stops as soon as it has enough.
         """
         relative = check_prefix(prefix)
         wanted = check_list_limit(limit)
-        return await anyio.to_thread.run_sync(self._list_sync, relative, wanted)
+        return await anyio.to_thread.run_sync(self._list_sync, relative, wanted, start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         """Read several keys concurrently (bounded); absent keys map to ``None``."""
@@ -250,6 +261,26 @@ class LocalFileStore:
             ) from error
         return ObjectVersion(e_tag=f"{counter}-{nonce}", version=None)
 
+    def _delete_sync(self, key: str, path: Path) -> None:
+        directory = path.parent
+        if not directory.is_dir():
+            return  # no directory, no object under the key
+        with directory_lock(
+            directory / _LOCK_NAME, timeout=self._lock_timeout, key=key, operation="delete"
+        ):
+            try:
+                path.unlink()
+            except _ABSENT:
+                return
+            except OSError as error:
+                raise WriteNotApplied(key, "delete", f"{path}: {error}") from error
+            try:
+                _fsync_directory(directory)
+            except OSError as error:
+                raise OutcomeUnknown(
+                    key, "delete", f"unlinked but the directory fsync failed: {error}"
+                ) from error
+
     def _make_directories(self, key: str, directory: Path) -> None:
         """Create the key's missing parent directories, each made durable in its parent."""
         if directory.is_dir():
@@ -262,11 +293,15 @@ class LocalFileStore:
                 key, f"{part!r} on its path is an object, so it cannot hold other keys"
             ) from None
 
-    def _list_sync(self, prefix: str, limit: int | None) -> builtins.list[str]:
+    def _list_sync(
+        self, prefix: str, limit: int | None, start_after: str | None
+    ) -> builtins.list[str]:
         base = self._root.joinpath(*prefix.split("/")) if prefix else self._root
         keys: builtins.list[str] = []
         try:
             for key in _walk_sorted(base, prefix):
+                if start_after is not None and key <= start_after:
+                    continue
                 keys.append(key)
                 if limit is not None and len(keys) >= limit:
                     break

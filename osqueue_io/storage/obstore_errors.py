@@ -34,7 +34,7 @@ from osqueue_io.storage.errors import (
 )
 from osqueue_io.storage.version import ObjectVersion
 
-WriteOperation = Literal["create", "update"]
+WriteOperation = Literal["create", "update", "delete"]
 
 _RETRIES = re.compile(r"\bretries: (\d+),")
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+),")
@@ -111,7 +111,8 @@ def write_error(
     expected: ObjectVersion | None,
     store_url: str,
 ) -> StorageError:
-    """Classify an exception raised by ``obstore.put_async`` for a create or an update.
+    """Classify an exception raised by ``obstore.put_async`` for a create or an update
+    (or by ``obstore.delete_async``: a delete is a write with no precondition).
 
     ``key`` is the caller's key (without the store's prefix), used in the messages.
     """

@@ -159,27 +159,62 @@ class ObstoreStore:
             ) from error
         return _version_of(result)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+    async def delete(self, key: str) -> None:
+        """Remove the object at ``key`` (one DELETE request); absent is no error.
+
+        S3 and memory answer an absent key with success, GCS, Azure and a local
+        directory with "not found": both mean the object is gone.
+        """
+        path = join_key(self._prefix, check_key(key))
+        try:
+            if self._inline:
+                obstore.delete(self._store, path)
+            else:
+                await obstore.delete_async(self._store, path)
+        except FileNotFoundError as error:
+            self._raise_if_bucket_missing(error)
+        except Exception as error:
+            raise obstore_errors.write_error(
+                error, key=key, operation="delete", expected=None, store_url=self._url
+            ) from error
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> list[str]:
         """Return the sorted keys under ``prefix`` (whole segments; ``""`` for all).
 
         With ``limit``, stop reading obstore's listing stream (and so stop requesting
-        further pages) once it has produced ``limit`` keys; return those, sorted.
+        further pages) once it has produced ``limit`` keys; return those, sorted. With
+        ``start_after``, only keys after it: obstore is given it as ``offset`` (S3 starts
+        its listing there), and the keys are filtered here too, because on Azure
+        (azurite, obstore 0.12) a listing with an offset starts from the first key.
         """
         relative = check_prefix(prefix)
         wanted = check_list_limit(limit)
         full = join_key(self._prefix, relative) if relative else self._prefix
         strip = len(self._prefix) + 1 if self._prefix else 0
+        offset = join_key(self._prefix, start_after) if start_after is not None else None
+
+        def after(metas: Sequence[ObjectMeta]) -> list[str]:
+            found = [meta["path"][strip:] for meta in metas]
+            return found if start_after is None else [k for k in found if k > start_after]
+
         keys: list[str] = []
         try:
             if wanted is None:
-                metas = await obstore.list(self._store, prefix=full or None).collect_async()
-                keys.extend(meta["path"][strip:] for meta in metas)
+                metas = await obstore.list(
+                    self._store, prefix=full or None, offset=offset
+                ).collect_async()
+                keys.extend(after(metas))
             else:
                 stream = obstore.list(
-                    self._store, prefix=full or None, chunk_size=min(wanted, _LIST_CHUNK)
+                    self._store,
+                    prefix=full or None,
+                    offset=offset,
+                    chunk_size=min(wanted, _LIST_CHUNK),
                 )
                 async for chunk in stream:
-                    keys.extend(meta["path"][strip:] for meta in chunk)
+                    keys.extend(after(chunk))
                     if len(keys) >= wanted:
                         break
         except Exception as error:

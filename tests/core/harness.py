@@ -1,7 +1,7 @@
 """A synchronous, in-memory world for driving the core in tests: no event loop, no I/O.
 
 ``SimStore`` is a compare-and-swap object store with integer versions that performs the
-core's four storage primitives. ``Harness`` delivers a broker's effects to it, by
+core's five storage primitives. ``Harness`` delivers a broker's effects to it, by
 default at once and successfully, or holds them so a test can deliver each with the
 outcome it wants (a conflict, an ambiguous failure, a write that lands late...).
 """
@@ -19,11 +19,13 @@ from osqueue_core import (
     Claim,
     Command,
     Complete,
+    DeleteObject,
     Effect,
     Fail,
     Heartbeat,
     KeysListed,
     ListKeys,
+    ObjectDeleted,
     ObjectRead,
     ObjectWritten,
     Push,
@@ -42,6 +44,8 @@ from osqueue_core import (
 #: version), so the write is refused. ``unknown_landed``: the write landed but the
 #: runtime reports an unknown outcome; ``unknown_lost``: it did not land, same report.
 #: ``late``: reported unknown now, lands (or conflicts) when ``land_late`` is called.
+#: A delete meets the same outcomes, except ``conflict`` (it has no precondition): the
+#: store refused it, as ``failed``.
 Outcome = Literal["ok", "conflict", "unknown_landed", "unknown_lost", "failed", "late"]
 
 
@@ -51,8 +55,8 @@ class SimStore:
 
     objects: dict[str, tuple[bytes, int]] = attrs.Factory(dict)
     counter: int = 0
-    #: Writes reported as unknown that have not reached the store yet.
-    late: list[WriteObject] = attrs.Factory(list)
+    #: Writes (and deletes) reported as unknown that have not reached the store yet.
+    late: list[WriteObject | DeleteObject] = attrs.Factory(list)
 
     def get(self, key: str) -> bytes | None:
         found = self.objects.get(key)
@@ -76,15 +80,23 @@ class SimStore:
             return WriteConflicted(effect.op_id)
         return ObjectWritten(effect.op_id, self.put(effect.key, effect.data))
 
+    def delete(self, effect: DeleteObject) -> StorageResult:
+        """Delete the object (absent counts as deleted), exactly as a real store would."""
+        self.objects.pop(effect.key, None)
+        return ObjectDeleted(effect.op_id)
+
     def land_late(self, index: int = 0) -> StorageResult:
-        """A write reported unknown earlier reaches the store now."""
-        return self.write(self.late.pop(index))
+        """A write (or delete) reported unknown earlier reaches the store now."""
+        effect = self.late.pop(index)
+        if isinstance(effect, DeleteObject):
+            return self.delete(effect)
+        return self.write(effect)
 
     def execute(self, effect: Effect, outcome: Outcome = "ok") -> StorageResult:
         """Run one storage effect with the given outcome and return what a runtime reports."""
         assert not isinstance(effect, Reply)
         op_id = effect.op_id
-        if outcome == "failed":
+        if outcome == "failed" or (outcome == "conflict" and isinstance(effect, DeleteObject)):
             return StorageFailed(op_id, outcome_unknown=False, message="injected")
         if outcome == "unknown_lost":
             return StorageFailed(op_id, outcome_unknown=True, message="injected")
@@ -95,8 +107,17 @@ class SimStore:
             case ReadVersion(_, key):
                 found = self.objects.get(key)
                 return VersionRead(op_id, found[1] if found else None)
-            case ListKeys(_, prefix, limit):
-                return KeysListed(op_id, tuple(self.keys(prefix)[:limit]))
+            case ListKeys(_, prefix, limit, start_after):
+                keys = [k for k in self.keys(prefix) if start_after is None or k > start_after]
+                return KeysListed(op_id, tuple(keys[:limit]))
+            case DeleteObject():
+                if outcome == "late":
+                    self.late.append(effect)
+                    return StorageFailed(op_id, outcome_unknown=True, message="timed out")
+                result = self.delete(effect)
+                if outcome == "unknown_landed":
+                    return StorageFailed(op_id, outcome_unknown=True, message="injected")
+                return result
             case WriteObject(_, key):
                 if outcome == "late":
                     self.late.append(effect)

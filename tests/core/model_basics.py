@@ -10,7 +10,10 @@ asked for and about what storage holds, written from docs/lifecycle.md, not with
 * :func:`backoff`: the documented retry formula, computed here, not with
   ``RetryPolicy.delay``.
 * :class:`RecordingStore`: every version of the state object that landed, in order
-  (tests/core/model_history.py audits them); :class:`ArchiveReader`: the archived jobs.
+  (tests/core/model_history.py audits them), and every segment ever created, deleted or
+  not; it fails at once when a segment is deleted while a stored state still references
+  it, or a state referencing a deleted one lands; :class:`ArchiveReader`: the archived
+  jobs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import orjson
 from osqueue_core import (
     SCHEMA_VERSION,
     BrokerConfig,
+    DeleteObject,
     Effect,
     Job,
     JobStatus,
@@ -164,12 +168,18 @@ FOREIGN_SEGMENT = b'{"planted":"by somebody else"}'
 class RecordingStore(SimStore):
     """A SimStore that keeps every version of the state object, with the step at which
     it landed (``moment`` tells the model's current step), and every segment object a
-    broker ever created (stage 2 deletes them: the history audit still reads them).
+    broker ever created, deleted or not (the history audit still reads them).
 
-    Segment keys are create-only and written once: a write under ``segment_prefix``
-    that is not a create fails the test at once. A ``conflict`` on a segment create
+    Segment keys are create-only and hold one content ever: a write under
+    ``segment_prefix`` that is not a create, or a create of other bytes under a key
+    created before (and deleted since), fails the test at once. A ``conflict`` on a segment create
     plants a foreign object under the key (the broker must read it back and abandon
-    the key); reads of segments can lie (:data:`Delivery`)."""
+    the key); reads of segments can lie (:data:`Delivery`).
+
+    A segment may be deleted only once no state can reference it again: a delete that
+    lands while the stored state references its key, or a state referencing a deleted
+    key that lands later, fails the test at once (a delete that lands late is checked
+    when it lands)."""
 
     moment: Callable[[], int] = lambda: 0
     states: list[tuple[int, bytes]] = attrs.Factory(list)
@@ -182,12 +192,26 @@ class RecordingStore(SimStore):
     known: dict[str, int] = attrs.Factory(dict)
     #: Segment keys under which a foreign object was planted.
     foreign: set[str] = attrs.Factory(set)
+    #: Segment key -> the step a delete of it last landed.
+    deleted: dict[str, int] = attrs.Factory(dict)
 
     def put(self, key: str, data: bytes) -> int:
+        if key == self.state_key and self.deleted:
+            gone = sorted(referenced(data) & self.deleted.keys())
+            assert not gone, f"a state referencing deleted segments {gone} landed"
         version = super().put(key, data)
         if key == self.state_key and (not self.states or self.states[-1][1] != data):
             self.states.append((self.moment(), data))
         return version
+
+    def delete(self, effect: DeleteObject) -> StorageResult:
+        if self.is_segment(effect.key):
+            current = self.get(self.state_key)
+            assert current is None or effect.key not in referenced(current), (
+                f"{effect.key} deleted while the stored state references it"
+            )
+            self.deleted[effect.key] = self.moment()
+        return super().delete(effect)
 
     def is_segment(self, key: str) -> bool:
         return key.startswith(self.segment_prefix)
@@ -197,8 +221,11 @@ class RecordingStore(SimStore):
             assert effect.expected_version is None, f"{effect.key}: a segment rewritten"
         result = super().write(effect)
         if self.is_segment(effect.key) and isinstance(result, ObjectWritten):
-            assert effect.key not in self.created, f"{effect.key} written twice"
-            self.created[effect.key] = (self.moment(), effect.data)
+            first = self.created.setdefault(effect.key, (self.moment(), effect.data))
+            # A create lands again only after a delete (it is create-only): a late copy
+            # of the very same create (harmless: nothing references the key again, the
+            # next sweep finds it), never other bytes under the same key.
+            assert first[1] == effect.data, f"{effect.key} written twice, with other bytes"
         return result
 
     def execute(self, effect: Effect, outcome: Delivery = "ok") -> StorageResult:
@@ -225,6 +252,11 @@ class RecordingStore(SimStore):
         ):
             self.known.setdefault(key, self.moment())
         return result
+
+
+def referenced(state: bytes) -> set[str]:
+    """The segment keys a stored state's references name."""
+    return {ref["key"] for ref in orjson.loads(state).get("segments", ())}
 
 
 @attrs.define

@@ -70,6 +70,18 @@ conflicting create finds a foreign object planted under its key; a read may answ
 never write a state referencing that segment). Crashes with writes in flight, late
 landings and a second broker taking over apply to segment writes as to the state's.
 
+**Deletes** (stage 2): segment deletes and the sweep's listings get every storage outcome
+(a delete that lands late included) and may be held while other work goes on. The store
+fails the test at once when a delete lands while the stored state references its key,
+or a state referencing a deleted key lands later (a delete must follow a landed state
+that no longer references the key, and no later state may bring it back); a broker
+never deletes the foreign object found under a key of its own epoch (its abandoned
+spill); a key created again after a delete holds the same bytes (a late copy of the
+same create). Once settled, on the last broker, nothing is left under the segment
+prefix but what the stored state references: dropped and unattached segments were
+deleted by their brokers, orphans of crashed and fenced brokers swept by the last
+takeover.
+
 The core bugs it found are kept as regression tests in tests/core/test_lifecycle_found.py
 and tests/core/test_segments_found.py; one still open is excluded where it would fire,
 with a comment naming its test.
@@ -102,6 +114,7 @@ from osqueue_core import (
     Command,
     Complete,
     CorruptState,
+    DeleteObject,
     Effect,
     Fail,
     GetJob,
@@ -109,6 +122,7 @@ from osqueue_core import (
     Job,
     JobStatus,
     ListDead,
+    ListKeys,
     NewJob,
     Phase,
     Purge,
@@ -338,12 +352,41 @@ class QueueModel(RuleBasedStateMachine):
                         refs = orjson.loads(effect.data).get("segments", ())
                         served = slot.damaged & {ref["key"] for ref in refs}
                         assert not served, f"a state written on damaged segments {served}"
-                if isinstance(effect, WriteObject) and self.store.is_segment(effect.key):
-                    stored = self.store.get(self.config.state_key)
-                    owner = None if stored is None else decode_header(stored).owner
-                    if owner is not None and owner.incarnation != slot.broker.incarnation:
-                        event("a fenced broker creates a segment")
+                segment = isinstance(effect, WriteObject) and self.store.is_segment(effect.key)
+                if segment and self._fenced(slot):
+                    event("a fenced broker creates a segment")
+                if isinstance(effect, DeleteObject):
+                    self._check_delete(slot, effect)
                 slot.pending.append(effect)
+
+    def _fenced(self, slot: Slot) -> bool:
+        stored = self.store.get(self.config.state_key)
+        owner = None if stored is None else decode_header(stored).owner
+        return owner is not None and owner.incarnation != slot.broker.incarnation
+
+    def _check_delete(self, slot: Slot, effect: DeleteObject) -> None:
+        """A broker deletes segments only (whether the key may go yet is checked when
+        the delete lands: RecordingStore), and never the foreign object found under a
+        key of its own epoch (its abandoned spill: not its object)."""
+        key = effect.key
+        assert self.store.is_segment(key), f"a delete outside the segments: {key}"
+        owner = slot.broker.owner
+        if key in self.store.foreign and owner is not None:
+            epoch = int(key.removeprefix(self.config.segment_prefix).split("-")[0])
+            assert epoch != owner.epoch, (
+                f"{key}: a broker deletes the foreign object under its own abandoned key"
+            )
+        if self._fenced(slot):
+            event("a fenced broker deletes a segment")
+
+    def _on_segments(self, effect: Effect) -> bool:
+        """Whether ``effect`` works on segments: a create, read or delete of one, or a
+        listing of the segment prefix (the sweep)."""
+        if isinstance(effect, ListKeys):
+            return self.store.is_segment(effect.prefix)
+        return isinstance(effect, ReadObject | WriteObject | DeleteObject) and (
+            self.store.is_segment(effect.key)
+        )
 
     def _note_state_version(self) -> None:
         """When the stored state last changed, by the model's clock."""
@@ -399,7 +442,7 @@ class QueueModel(RuleBasedStateMachine):
             ready = [
                 i
                 for i, effect in enumerate(slot.pending)
-                if not (but_segments and self.store.is_segment(getattr(effect, "key", "")))
+                if not (but_segments and self._on_segments(effect))
             ]
             if not ready:
                 return
@@ -723,7 +766,7 @@ class QueueModel(RuleBasedStateMachine):
         candidates = [s for s in self.slots if s.pending]
         chosen = candidates[slot % len(candidates)]
         effect = chosen.pending.pop(pick % len(chosen.pending))
-        segment = " (segment)" if self.store.is_segment(getattr(effect, "key", "")) else ""
+        segment = " (segment)" if self._on_segments(effect) else ""
         event(f"deliver {type(effect).__name__}{segment}: {outcome}")
         result = self.store.execute(effect, outcome)
         chosen.broker.receive(result, self.now, self.wall)
@@ -744,7 +787,7 @@ class QueueModel(RuleBasedStateMachine):
             (slot, index)
             for slot in self.slots
             for index, effect in enumerate(slot.pending)
-            if isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
+            if self._on_segments(effect)
         ]
 
     @precondition(lambda self: bool(self._segment_effects()))
@@ -759,7 +802,7 @@ class QueueModel(RuleBasedStateMachine):
         effects = self._segment_effects()
         slot, index = effects[pick % len(effects)]
         effect = slot.pending.pop(index)
-        if isinstance(effect, WriteObject) and outcome in ("absent", "damaged"):
+        if not isinstance(effect, ReadObject) and outcome in ("absent", "damaged"):
             outcome = "ok"
         event(f"deliver segment {type(effect).__name__}: {outcome}")
         slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
@@ -787,10 +830,12 @@ class QueueModel(RuleBasedStateMachine):
         # A claim may have landed unacknowledged (or been handed back only in memory).
         self.ref.uncertain()
         if landed:
-            # Its writes in flight reach the store, but nobody hears back.
+            # Its writes (and deletes) in flight reach the store, but nobody hears back.
             for effect in victim.pending:
                 if isinstance(effect, WriteObject):
                     self.store.write(effect)
+                elif isinstance(effect, DeleteObject):
+                    self.store.delete(effect)
 
     @precondition(lambda self: len(self.slots) < 2)
     @rule(standby=st.booleans())
@@ -804,10 +849,7 @@ class QueueModel(RuleBasedStateMachine):
 
     def _spilling(self, slot: Slot) -> bool:
         """Whether ``slot`` has a segment create or read not delivered yet."""
-        return any(
-            isinstance(effect, ReadObject | WriteObject) and self.store.is_segment(effect.key)
-            for effect in slot.pending
-        )
+        return any(self._on_segments(effect) for effect in slot.pending)
 
     @precondition(lambda self: self._live() and self.stops < 2)
     @rule(slot=st.integers(0, 1))
@@ -950,8 +992,17 @@ class QueueModel(RuleBasedStateMachine):
         if self.config.spill_jobs is not None:
             spillable = [job.id for job in stored.inline if job.status is JobStatus.READY]
             assert len(spillable) < self.config.spill_jobs, f"never spilled: {spillable}"
+        # Dropped, never attached and orphaned segments are gone: deleted by their
+        # brokers, or swept by this last broker's takeover (every earlier broker's epoch
+        # is at most its predecessor's).
+        garbage = set(self.store.keys(self.config.segment_prefix)) - {r.key for r in stored.refs}
+        assert not garbage, f"segments nothing references are left: {sorted(garbage)}"
+        assert stats.segment_deletes_pending == 0, stats
         event(f"untouched at the end: {min(len(stored.places), 3)}, keyed: {min(keyed, 2)}")
         event(f"spills: {min(stats.spills, 3)}, abandoned: {min(stats.spills_abandoned, 1)}")
+        event(f"swept by the last takeover: {min(stats.swept, 2)}")
+        deleted = len(self.store.deleted)
+        event(f"segments deleted: {'0' if not deleted else '1-4' if deleted < 5 else '5+'}")
 
     def _check_settled_counts(self, queues: tuple[QueueCounts, ...], jobs: list[Job]) -> None:
         """The last broker saw only the current wall clock: its ready and delayed counts

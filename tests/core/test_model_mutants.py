@@ -12,9 +12,12 @@ Two kinds of mutants:
   honoured, a release counted as an attempt, a purge by queue taking every queue's
   dead letters.
 
-The segment rules and the hand-written fast paths (the job codec of
-``osqueue_core.job_json``, the table's default-id check) are broken the same way, with
-spilling on.
+The segment rules (attaching too early or blindly, a claim without its left bit, a
+cursor skipping a job, due windows, the key index, a segment deleted before the write
+dropping it is known landed, a sweep deleting a referenced or a current-epoch key, the
+foreign object under an abandoned spill's key deleted) and the hand-written fast paths
+(the job codec of ``osqueue_core.job_json``, the table's default-id check) are broken
+the same way, with spilling on.
 """
 
 from __future__ import annotations
@@ -37,14 +40,17 @@ from osqueue_core import (
     PushedBatch,
     Reply,
     RetryPolicy,
+    StorageResult,
     codec,
     fragments,
     rules,
+    segment_sweep,
     segments,
     spill,
     standby,
     table,
 )
+from osqueue_core.segment_deletes import SegmentDeleter
 from osqueue_core.segment_windows import DueWindows
 from osqueue_core.segments import Entry, SegmentIndex
 from osqueue_core.spill import Spiller
@@ -367,6 +373,54 @@ def _segment_keys_ignored(table: JobTable, queue: str, key: str) -> str | None:
     return None
 
 
+def _delete_at_once(_: Callable[..., None]) -> Callable[..., None]:
+    """``SegmentDeleter.dropped`` that deletes a dropped segment as soon as the write
+    dropping it is issued, not once it is known landed: if that write never lands (a
+    takeover, a crash) the state still references the deleted segment."""
+
+    def dropped(self: SegmentDeleter, keys: Iterable[str], revision: int) -> None:
+        for key in keys:
+            self.delete(key)
+
+    return dropped
+
+
+def _sweep_referenced(original: Callable[..., bool]) -> Callable[..., bool]:
+    """``orphan`` that forgets what the taken-over state references."""
+
+    def orphan(prefix: str, key: str, floor: int, predecessor: int, _: frozenset[str]) -> bool:
+        return original(prefix, key, floor, predecessor, frozenset())
+
+    return orphan
+
+
+def _sweep_current_epoch(original: Callable[..., bool]) -> Callable[..., bool]:
+    """``orphan`` without its upper bound: the sweep takes this broker's own epoch too,
+    whose fresh spills the taken-over state cannot reference yet."""
+
+    def orphan(prefix: str, key: str, floor: int, _: int, referenced: frozenset[str]) -> bool:
+        return original(prefix, key, floor, 10**12, referenced)
+
+    return orphan
+
+
+def _delete_abandoned(original: Callable[..., None]) -> Callable[..., None]:
+    """``Spiller._on_read_back`` that, abandoning a spill whose key holds somebody else's
+    object, deletes that object as if it were an unattached spill of its own."""
+
+    def on_read_back(self: Spiller, spill_: Any, result: StorageResult) -> None:
+        before = self.counters.abandoned
+        original(self, spill_, result)
+        if self.counters.abandoned > before:
+            self._unattached(spill_.ref.key)
+
+    return on_read_back
+
+
+#: What catches a segment deleted too early: at once (RecordingStore), or later, the
+#: broker or the model finding it missing.
+DELETED_TOO_EARLY = r"deleted while the stored state|state referencing deleted|which does not exist"
+
 SEGMENT_MUTANTS = [
     RuleMutant(
         "attach before the create is known",
@@ -431,6 +485,35 @@ SEGMENT_MUTANTS = [
         "untouched_with_key",
         lambda _: _segment_keys_ignored,
         r"two jobs with key|acknowledged for .* and|its key is also another job's",
+    ),
+    RuleMutant(
+        "delete before the drop is known landed",
+        SegmentDeleter,
+        "dropped",
+        _delete_at_once,
+        DELETED_TOO_EARLY,
+    ),
+    RuleMutant(
+        "sweep deletes a referenced key",
+        segment_sweep,
+        "orphan",
+        _sweep_referenced,
+        DELETED_TOO_EARLY,
+    ),
+    RuleMutant(
+        "sweep deletes a current-epoch key",
+        segment_sweep,
+        "orphan",
+        _sweep_current_epoch,
+        # Or the foreign object under this broker's abandoned key, of its epoch too.
+        DELETED_TOO_EARLY + r"|foreign object under its own abandoned key",
+    ),
+    RuleMutant(
+        "delete the foreign object under an abandoned key",
+        Spiller,
+        "_on_read_back",
+        _delete_abandoned,
+        r"foreign object under its own abandoned key",
     ),
 ]
 

@@ -260,7 +260,7 @@ def test_a_ref_whose_positions_all_left_is_dropped_by_the_next_write() -> None:
     assert claim_all(h) == ids
     stored = state(h.store)
     assert "segments" not in stored
-    assert h.store.keys(SEGMENTS)  # stage 1 deletes nothing: the object stays as garbage
+    assert h.store.keys(SEGMENTS) == []  # and deleted once that write landed (stage 2)
 
 
 # -- the create's outcomes, crashes, successors ----------------------------------------

@@ -55,9 +55,15 @@ class CountingStore:
         self.calls["update", key] += 1
         return await self.inner.update(key, data, expected)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+    async def delete(self, key: str) -> None:
+        self.calls["delete", key] += 1
+        await self.inner.delete(key)
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> list[str]:
         self.calls["list", prefix] += 1
-        return await self.inner.list(prefix, limit=limit)
+        return await self.inner.list(prefix, limit=limit, start_after=start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         for key in keys:

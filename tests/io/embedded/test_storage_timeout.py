@@ -42,8 +42,13 @@ class StallingStore:
     async def head(self, key: str) -> ObjectVersion | None:
         return await self.inner.head(key)
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
-        return await self.inner.list(prefix, limit=limit)
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def list(
+        self, prefix: str, *, limit: int | None = None, start_after: str | None = None
+    ) -> list[str]:
+        return await self.inner.list(prefix, limit=limit, start_after=start_after)
 
     async def read_many(self, keys: Sequence[str]) -> dict[str, StoredObject | None]:
         return await self.inner.read_many(keys)

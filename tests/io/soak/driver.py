@@ -23,7 +23,11 @@ One run:
 3. stop the load (every client finishes what it has in hand), drain the queue with
    fresh consumers, stop the broker with SIGTERM (exit 0 expected);
 4. read the state and every archive object straight from storage and run the checks of
-   :mod:`tests.io.soak.checks`; print the figures and the verdict.
+   :mod:`tests.io.soak.checks`; then let one more broker (in this process) take the
+   drained queue over and sweep, and check that no segment object is left that the state
+   does not reference: every segment the killed brokers dropped, abandoned or never
+   attached is gone (deleted by its broker, or swept after a takeover); print the
+   figures and the verdict.
 
 The seed fixes the plan (kill moments, what each client does); the interleaving with
 the broker is up to the machine, so a run is repeatable in its choices, not to the
@@ -46,9 +50,10 @@ from pathlib import Path
 
 import anyio
 
-from osqueue_core import OsqueueError, decode_state
+from osqueue_core import BrokerConfig, OsqueueError, decode_state
+from osqueue_io import EmbeddedQueue
 from osqueue_io.storage import ObjectStore, StorageError, open_store
-from tests.io.soak.checks import Check, verify
+from tests.io.soak.checks import Check, Verdict, verify
 from tests.io.soak.load import Clients, LoadConfig
 from tests.io.soak.plan import SoakConfig
 from tests.io.soak.processes import BrokerProcess, Brokers, MotoServer, broker_port
@@ -58,6 +63,9 @@ from tests.io.soak.rounds import START_TIMEOUT, Rounds
 
 #: How long the final broker may take to stop after SIGTERM.
 STOP_TIMEOUT = 30.0
+#: How long the sweeping broker may take to take over, sweep and stop.
+SWEEP_TIMEOUT = 60.0
+SEGMENTS = BrokerConfig().segment_prefix
 
 
 class Soak:
@@ -70,6 +78,8 @@ class Soak:
         self.moto: MotoServer | None = None
         self.data_url = ""
         self.store_options: dict[str, object] = {}
+        #: Segment objects in storage when the load stopped (None: could not list).
+        self.segments_before_drain: int | None = None
 
     async def run(self) -> SoakReport:
         started = time.monotonic()
@@ -160,6 +170,8 @@ class Soak:
         if not load_done.is_set():
             rounds.health.fail("the load did not stop within its give-up time")
             load_scope.cancel()
+        with contextlib.suppress(StorageError):  # only a figure
+            self.segments_before_drain = len(await store.list(SEGMENTS))
         rounds.say("draining")
         drain_limit = 60 + 3 * config.lease_timeout
         with anyio.move_on_after(drain_limit) as drain_scope:
@@ -224,8 +236,40 @@ class Soak:
         verdict.figures["client errors (retried or handled)"] = (
             ", ".join(f"{name} {n}" for name, n in errors.most_common()) or "none"
         )
+        await self._check_swept(store, state_data, verdict)
         verdict.checks += [rounds.health, rounds.history]
         self.report.verdict = verdict
+
+    async def _check_swept(
+        self, store: ObjectStore, state_data: bytes | None, verdict: Verdict
+    ) -> None:
+        """One more broker takes the drained queue over and sweeps: afterwards storage
+        holds no segment object that the state does not reference."""
+        check = verdict.check(
+            "once a takeover swept, no segment is left that the state does not reference"
+        )
+        referenced: set[str] = set()
+        if state_data is not None:
+            with contextlib.suppress(OsqueueError):  # the parse check reports it
+                referenced = {ref.key for ref in decode_state(state_data).segments}
+        try:
+            left_by_brokers = await store.list(SEGMENTS)
+            with anyio.fail_after(SWEEP_TIMEOUT):
+                async with EmbeddedQueue(store, bytes) as queue:
+                    stats = await queue.runtime.wait_until(
+                        lambda s: s.sweeps == 1 and s.segment_deletes_pending == 0
+                    )
+            left = await store.list(SEGMENTS)
+        except (StorageError, TimeoutError) as error:
+            check.fail(f"the sweeping broker did not finish: {type(error).__name__}: {error}")
+            return
+        verdict.figures["segment objects when the load stopped"] = self.segments_before_drain
+        verdict.figures["segment objects the brokers left (referenced)"] = (
+            f"{len(left_by_brokers)} ({len(referenced)})"
+        )
+        verdict.figures["orphans swept after the last takeover"] = stats.swept
+        for key in sorted(set(left) - referenced):
+            check.fail(f"{key} is still there")
 
     def _save_evidence(self, state_data: bytes | None) -> None:
         run_dir = self.report.run_dir

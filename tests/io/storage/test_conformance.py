@@ -269,6 +269,54 @@ async def test_list_with_a_limit_returns_that_many_sorted_keys(store: ObjectStor
     assert len(await store.list("", limit=1)) == 1
 
 
+async def test_list_after_a_key_pages_through_the_prefix(store: ObjectStore) -> None:
+    under = [f"segments/{epoch:06d}-{n:010d}.json" for epoch in (1, 2) for n in (1, 2, 3)]
+    for key in [*under, "segments-old/x.json", "state.json"]:
+        await store.create(key, b"{}")
+
+    pages: list[list[str]] = []
+    after: str | None = None
+    while page := await store.list("segments/", limit=4, start_after=after):
+        pages.append(page)
+        after = page[-1]
+    assert pages == [under[:4], under[4:]]
+    # A position need not be a key; everything after it in key order.
+    assert await store.list("segments", start_after="segments/000001-9") == under[3:]
+    assert await store.list("segments", start_after="segments/000002-0000000003.json") == []
+    assert await store.list("segments", start_after="a") == under
+
+
+async def test_delete_removes_the_object_and_absent_is_no_error(store: ObjectStore) -> None:
+    await store.create("segments/000001-0000000001.json", b"one")
+    await store.create("segments/000001-0000000002.json", b"two")
+
+    await store.delete("segments/000001-0000000001.json")
+
+    assert await store.read("segments/000001-0000000001.json") is None
+    assert await store.head("segments/000001-0000000001.json") is None
+    assert await store.list("segments") == ["segments/000001-0000000002.json"]
+    stored = await store.read("segments/000001-0000000002.json")
+    assert stored is not None
+    assert stored.data == b"two"
+    await store.delete("segments/000001-0000000001.json")  # gone already: fine
+    await store.delete("never/written.json")
+    await store.delete("segments")  # a prefix holding keys is no object: nothing happens
+    assert await store.list("segments") == ["segments/000001-0000000002.json"]
+
+
+async def test_a_deleted_key_can_be_created_again_with_a_new_version(store: ObjectStore) -> None:
+    first = await store.create("segments/000001-0000000001.json", b"one")
+    await store.delete("segments/000001-0000000001.json")
+
+    again = await store.create("segments/000001-0000000001.json", b"again")
+
+    stored = await store.read("segments/000001-0000000001.json")
+    assert stored is not None
+    assert (stored.data, stored.version) == (b"again", again)
+    with pytest.raises(WriteConflict):  # the old version is not the object's any more
+        await store.update("segments/000001-0000000001.json", b"stale", first)
+
+
 @pytest.mark.parametrize("limit", [0, -1, True, 1.5, "1"])
 async def test_list_limit_below_one_or_not_an_int_is_refused(
     store: ObjectStore, limit: object
@@ -375,4 +423,6 @@ async def test_invalid_keys_are_refused_everywhere(store: ObjectStore, key: str)
         await store.update(key, b"x", version)
     with pytest.raises(InvalidKey):
         await store.read_many(["fine", key])
+    with pytest.raises(InvalidKey):
+        await store.delete(key)
     assert await store.list("") == []

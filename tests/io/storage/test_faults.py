@@ -118,6 +118,10 @@ async def test_no_faults_passes_every_call_through(
     assert await store.head("archive/a.json") == second
     assert await store.list("archive") == ["archive/a.json"]
     assert await store.list("archive", limit=1) == ["archive/a.json"]
+    assert await store.list("archive", start_after="archive/a.json") == []
+    await store.create("archive/b.json", b"three")
+    await store.delete("archive/b.json")
+    assert await inner.read("archive/b.json") is None
     assert (await store.read_many(["archive/a.json"]))["archive/a.json"] == stored
     assert store.url == f"faulty+{inner.url}"
     assert counted(store) == {}
@@ -211,6 +215,49 @@ async def test_lost_acknowledgement_is_unknown_but_the_write_landed(
     assert updated.data == b"new"
     assert updated.version != version
     assert counted(store) == {"write_ack_lost": 2}
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "deleted"),
+    [
+        ("write_not_applied", WriteNotApplied, False),
+        ("write_lost", OutcomeUnknown, False),
+        ("write_ack_lost", OutcomeUnknown, True),
+    ],
+)
+async def test_a_delete_meets_the_write_faults(
+    inner: ObjectStore,
+    stores: list[FaultyStore],
+    fault: str,
+    error: type[StorageError],
+    deleted: bool,
+) -> None:
+    await inner.create("segments/a", b"x")
+    store = faulty(stores, inner, Faults(**{fault: 1.0}))
+
+    with pytest.raises(error, match=f"delete of 'segments/a'.*injected fault: {fault}"):
+        await store.delete("segments/a")
+
+    assert (await inner.read("segments/a") is None) is deleted
+    assert counted(store) == {fault: 1}
+
+
+async def test_a_late_delete_lands_after_its_delay(
+    inner: ObjectStore, stores: list[FaultyStore]
+) -> None:
+    gate = Gate()
+    await inner.create("segments/a", b"x")
+    store = faulty(stores, inner, Faults(late_write=1.0), sleep=gate.sleep)
+
+    with pytest.raises(OutcomeUnknown, match="late_write"):
+        await store.delete("segments/a")
+    assert await inner.read("segments/a") is not None
+    gate.open()
+    with anyio.fail_after(HANG_GUARD):
+        await store.settle()
+
+    assert await inner.read("segments/a") is None
+    assert counted(store) == {"late_write": 1, "late_write_landed": 1}
 
 
 async def test_lost_acknowledgement_of_a_refused_write_reports_the_refusal(

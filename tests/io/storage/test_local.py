@@ -521,6 +521,30 @@ async def test_write_blocked_by_a_frozen_holder_gives_up_naming_it(
     assert state.data == b"written by the holder"
 
 
+async def test_delete_waits_for_the_directory_lock_like_a_write(
+    tmp_path: Path, children: list[Child]
+) -> None:
+    """A delete never runs between another writer's check and its rename: it holds the
+    same lock (a frozen holder makes it give up without deleting anything)."""
+    store = LocalFileStore(tmp_path, lock_timeout=0.3)
+    await store.create("state", b"old")  # the holder updates it, holding the lock
+    await store.create("segment", b"old")
+    child = Child(HOLDER, str(tmp_path))
+    children.append(child)
+    assert child.read_line().startswith("holding")
+
+    with anyio.fail_after(CHILD_TIMEOUT), pytest.raises(WriteNotApplied, match="delete of"):
+        await store.delete("segment")
+
+    assert await store.read("segment") is not None
+    child.send("go")
+    assert child.read_line() == "done"
+    assert child.finish() == 0
+    await store.delete("segment")
+    assert await store.read("segment") is None
+    assert not (tmp_path / "segment").exists()
+
+
 async def test_write_waiting_for_the_lock_proceeds_when_the_holder_lets_go(
     tmp_path: Path, children: list[Child]
 ) -> None:
