@@ -40,7 +40,7 @@ from osqueue_core.commands import (
     Release,
     RequestId,
 )
-from osqueue_core.config import BrokerConfig
+from osqueue_core.config import BrokerConfig, default_job_seq
 from osqueue_core.effects import Reply
 from osqueue_core.errors import (
     JobAlreadyFinished,
@@ -531,7 +531,9 @@ class JobRules:
             refs,
             spill=config.spills,
             window_lead=lead,
-            seq_of=config.seq_of,
+            # The default inverse itself, when there is no other: the table then checks
+            # default ids with its fast path.
+            seq_of=default_job_seq if config.job_id_seq is None else config.seq_of,
         )
 
     def segment_loaded(self, queues: Iterable[str], batch: Batch, ctx: CommitContext) -> None:
