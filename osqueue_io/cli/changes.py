@@ -1,0 +1,148 @@
+"""The commands that change the queue: ``cancel``, ``dead redrive``, ``dead purge``.
+
+The state object has one writer, the broker that owns it, so these send their change to
+that broker (``--broker``, or the owner named in the storage: :mod:`.broker`) and report
+what it acknowledged: an answer means the change is durable. Redrive and purge are all or
+nothing: one id that is not a dead letter refuses the whole command (exit 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import click
+
+from osqueue_core import BrokerConfig
+from osqueue_io.cli.broker import owning_broker
+from osqueue_io.cli.options import (
+    Target,
+    broker_options,
+    json_option,
+    parse_job_id,
+    parse_queue,
+    run_change,
+    storage_options,
+    with_target,
+)
+from osqueue_io.cli.output import clean, emit_json
+from osqueue_io.remote import Worker
+from osqueue_io.storage import ObjectStore
+
+__all__ = ["cancel", "dead_purge", "dead_redrive"]
+
+#: Most ids one redrive or purge may name (the broker's default ``max_batch_ops``).
+MAX_SELECTED = BrokerConfig().max_batch_ops
+
+
+def _send(target: Target, change: Callable[[Worker], Awaitable[object]]) -> object:
+    async def run(store: ObjectStore | None) -> object:
+        async with owning_broker(target.broker, store, target.state_key, target.timeout) as w:
+            return await change(w)
+
+    return run_change(target, run)
+
+
+@click.command()
+@click.argument("job_id", metavar="ID", callback=parse_job_id)
+@storage_options
+@broker_options
+@json_option
+@with_target
+def cancel(target: Target, job_id: str, as_json: bool) -> None:
+    """Cancel job ID: a ready or delayed job at once; a claimed one is marked, and its
+    worker learns it at its next heartbeat (it ends cancelled unless it completes).
+
+    \b
+    Examples:
+      osqueue cancel 000000000042-3 --broker 127.0.0.1:9090
+      osqueue cancel 000000000042-3 --data s3://bucket/queue --json
+    """
+
+    async def change(worker: Worker) -> bool:
+        return await worker.cancel(job_id)
+
+    at_once = bool(_send(target, change))
+    if as_json:
+        emit_json({"job_id": job_id, "at_once": at_once})
+    elif at_once:
+        click.echo(f"cancelled {clean(job_id, 256)}")
+    else:
+        click.echo(
+            f"cancel requested: {clean(job_id, 256)} is claimed; its worker learns it at "
+            "its next heartbeat"
+        )
+
+
+def _selection(job_ids: tuple[str, ...], queue: str | None) -> None:
+    if bool(job_ids) == (queue is not None):
+        raise click.UsageError("name the dead letters (IDs) or a --queue, not both and not neither")
+    if len(job_ids) > MAX_SELECTED:
+        raise click.BadParameter(
+            f"{len(job_ids)} ids; at most {MAX_SELECTED} at once", param_hint="IDS"
+        )
+
+
+def _report(verb: str, field: str, ids: list[str], as_json: bool) -> None:
+    if as_json:
+        emit_json({field: ids})
+        return
+    click.echo(f"{verb} {len(ids)} dead letter{'s' if len(ids) != 1 else ''}")
+    for job_id in ids:
+        click.echo(clean(job_id, 256))
+
+
+_SELECTION_HELP = "every dead letter of this queue (instead of IDs)"
+
+
+@click.command("redrive")
+@click.argument("job_ids", metavar="[IDS]...", nargs=-1, callback=parse_job_id)
+@click.option("--queue", callback=parse_queue, metavar="NAME", help=_SELECTION_HELP)
+@storage_options
+@broker_options
+@json_option
+@with_target
+def dead_redrive(
+    target: Target, job_ids: tuple[str, ...], queue: str | None, as_json: bool
+) -> None:
+    """Put dead letters back to ready with fresh attempts: the IDS given, or every one
+    of --queue. All or nothing.
+
+    \b
+    Examples:
+      osqueue dead redrive 000000000042-3 000000000043-3 --broker 127.0.0.1:9090
+      osqueue dead redrive --queue emails --data s3://bucket/queue
+    """
+    _selection(job_ids, queue)
+
+    async def change(worker: Worker) -> list[str]:
+        return await worker.redrive(job_ids, queue=queue)
+
+    ids = _send(target, change)
+    assert isinstance(ids, list)
+    _report("redrove", "redriven", ids, as_json)
+
+
+@click.command("purge")
+@click.argument("job_ids", metavar="[IDS]...", nargs=-1, callback=parse_job_id)
+@click.option("--queue", callback=parse_queue, metavar="NAME", help=_SELECTION_HELP)
+@storage_options
+@broker_options
+@json_option
+@with_target
+def dead_purge(target: Target, job_ids: tuple[str, ...], queue: str | None, as_json: bool) -> None:
+    """Drop dead letters from the state into the archive (status dead, so the record is
+    kept): the IDS given, or every one of --queue. All or nothing.
+
+    \b
+    Examples:
+      osqueue dead purge 000000000042-3 --broker 127.0.0.1:9090
+      osqueue dead purge --queue emails --data s3://bucket/queue --json
+    """
+    _selection(job_ids, queue)
+
+    async def change(worker: Worker) -> list[str]:
+        return await worker.purge(job_ids, queue=queue)
+
+    ids = _send(target, change)
+    assert isinstance(ids, list)
+    _report("purged", "purged", ids, as_json)
