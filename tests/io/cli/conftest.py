@@ -133,7 +133,9 @@ def populate(kind: str, data: str, env: Mapping[str, str], options: Mapping[str,
         assert (held.id, doomed.id, finished.id) == (claimed, dead, completed)
         client.fail(doomed, "ValueError: \x1b[31mred\nsecond line", retry=False)
         client.complete(finished, b"the result")
-    queue = Queue(data, dict(env), dict(options), broker, plain, claimed, dead, delayed, completed)
+    queue = Queue(
+        kind, data, dict(env), dict(options), broker, plain, claimed, dead, delayed, completed
+    )
 
     def settled() -> bool:
         state = _read_state(data, options)
