@@ -1,7 +1,7 @@
 """The options commands share, what they check, and how a command runs its I/O.
 
-``--data URL`` (``$OSQUEUE_DATA``) names the storage; ``--state-key`` and the prefixes
-default to the broker's (``BrokerConfig``); ``--broker HOST:PORT`` (``$OSQUEUE_BROKER``)
+``--data URL`` (``$OSQUEUE_DATA``) names the storage; ``--state-key`` and
+``--archive-prefix`` default to the broker's (``BrokerConfig``); ``--broker HOST:PORT`` (``$OSQUEUE_BROKER``)
 names the owner for changes; ``--json`` asks for machine output. Every value is checked
 here, before anything is read, and a bad one is a usage error (exit 2) that says what to
 write instead and never repeats more than a few dozen characters of it.
@@ -63,7 +63,6 @@ class Target:
     data: str | None
     state_key: str = _DEFAULTS.state_key
     archive_prefix: str = _DEFAULTS.archive_prefix
-    segment_prefix: str = _DEFAULTS.segment_prefix
     broker: str | None = None
     timeout: float = 15.0
 
@@ -152,7 +151,8 @@ def parse_when(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def storage_options(command: F) -> F:
-    """``--data``, ``--state-key``, ``--archive-prefix``, ``--segment-prefix``."""
+    """``--data``, ``--state-key``, ``--archive-prefix``. (Segments need no prefix: the
+    state's references name their keys.)"""
     for option in reversed(
         [
             click.option(
@@ -179,14 +179,6 @@ def storage_options(command: F) -> F:
                 callback=_prefix,
                 metavar="PREFIX",
                 help="where archive objects live under --data",
-            ),
-            click.option(
-                "--segment-prefix",
-                default=_DEFAULTS.segment_prefix,
-                show_default=True,
-                callback=_prefix,
-                metavar="PREFIX",
-                help="where segment objects live under --data",
             ),
         ]
     ):
@@ -240,7 +232,6 @@ def target_of(options: dict[str, Any]) -> Target:
         data=options.pop("data"),
         state_key=options.pop("state_key"),
         archive_prefix=options.pop("archive_prefix"),
-        segment_prefix=options.pop("segment_prefix"),
         broker=options.pop("broker", None),
         timeout=options.pop("timeout", 15.0),
     )
