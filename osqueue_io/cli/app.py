@@ -2,8 +2,8 @@
 
 :func:`main` runs one command and returns its exit code (:mod:`.exits`); :func:`run`,
 the console script, exits the process with it. Commands that read work on the storage
-directly (:mod:`.inspect`, :mod:`.archive_commands`); commands that change the queue go
-through the owning broker (:mod:`.changes`); ``server`` and ``worker`` hand their
+directly (:mod:`.read_commands`, :mod:`.archive_commands`); commands that change the queue go
+through the owning broker (:mod:`.change_commands`); ``server`` and ``worker`` hand their
 arguments, unchanged, to the broker's and the worker runner's own command lines.
 
 Every failure is one line on stderr, ``osqueue <command>: error: <what to fix>``, never a
@@ -20,7 +20,7 @@ import click
 
 from osqueue_core import OsqueueError
 from osqueue_io.cli.archive_commands import archive_cat, archive_ls
-from osqueue_io.cli.changes import cancel, dead_purge, dead_redrive
+from osqueue_io.cli.change_commands import cancel, dead_purge, dead_redrive
 from osqueue_io.cli.exits import (
     EXIT_FAILED,
     EXIT_OK,
@@ -28,7 +28,7 @@ from osqueue_io.cli.exits import (
     CliError,
     exit_code_of,
 )
-from osqueue_io.cli.inspect import dead_ls, jobs_ls, jobs_show, stats
+from osqueue_io.cli.read_commands import dead_ls, jobs_ls, jobs_show, stats
 
 __all__ = ["cli", "main", "run"]
 

@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from osqueue_io.cli.archive import ARCHIVE_STATUSES, ArchiveScan, Bucket, hour_buckets, list_buckets
 from osqueue_io.cli.exits import EXIT_OK, EXIT_UNREADABLE
-from osqueue_io.cli.inspect import check_range
 from osqueue_io.cli.options import (
     Target,
     json_option,
@@ -32,6 +31,7 @@ from osqueue_io.cli.options import (
     with_target,
 )
 from osqueue_io.cli.output import clean, emit_json, print_table
+from osqueue_io.cli.read_commands import check_range
 from osqueue_io.storage import ObjectStore
 
 __all__ = ["archive_cat", "archive_ls"]
@@ -49,7 +49,12 @@ PROGRESS_BUCKETS = 2
     help="only buckets from this hour on (ISO 8601, or 30m, 2d ago); with --since or "
     "--until the archive is listed hour by hour, else in one listing",
 )
-@click.option("--until", callback=parse_when, metavar="TIME", help="only buckets up to this hour")
+@click.option(
+    "--until",
+    callback=parse_when,
+    metavar="TIME",
+    help="only buckets up to this hour (with --until alone: the day before it)",
+)
 @json_option
 @with_target
 def archive_ls(target: Target, since: float | None, until: float | None, as_json: bool) -> None:

@@ -1,10 +1,11 @@
 """The options commands share, what they check, and how a command runs its I/O.
 
 ``--data URL`` (``$OSQUEUE_DATA``) names the storage; ``--state-key`` and
-``--archive-prefix`` default to the broker's (``BrokerConfig``); ``--broker HOST:PORT`` (``$OSQUEUE_BROKER``)
-names the owner for changes; ``--json`` asks for machine output. Every value is checked
-here, before anything is read, and a bad one is a usage error (exit 2) that says what to
-write instead and never repeats more than a few dozen characters of it.
+``--archive-prefix`` default to the broker's (``BrokerConfig``); ``--broker HOST:PORT``
+(``$OSQUEUE_BROKER``) names the owner for changes; ``--json`` asks for machine output.
+Every value is checked here, before anything is read, and a bad one is a usage error
+(exit 2) that says what to write instead and never repeats more than a few dozen
+characters of it.
 """
 
 from __future__ import annotations

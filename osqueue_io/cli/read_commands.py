@@ -8,7 +8,7 @@ disturbed. What they show is one version of the state, as of the read.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import click
@@ -191,7 +191,9 @@ def jobs_ls(
     )
 
 
-async def _listed(snapshot: Snapshot, queue: str | None, status: str | None, now: float) -> Any:
+async def _listed(
+    snapshot: Snapshot, queue: str | None, status: str | None, now: float
+) -> AsyncIterator[dict[str, Any]]:
     for job in snapshot.inline():
         if _matches(job, queue, status, now):
             yield job_view(job_record(job), now, "inline")

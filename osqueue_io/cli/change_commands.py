@@ -9,6 +9,7 @@ nothing: one id that is not a dead letter refuses the whole command (exit 3).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 
@@ -34,8 +35,13 @@ __all__ = ["cancel", "dead_purge", "dead_redrive"]
 MAX_SELECTED = BrokerConfig().max_batch_ops
 
 
-def _send(target: Target, change: Callable[[Worker], Awaitable[object]]) -> object:
-    async def run(store: ObjectStore | None) -> object:
+T = TypeVar("T")
+
+
+def _send(target: Target, change: Callable[[Worker], Awaitable[T]]) -> T:
+    """Run ``change`` with a client of the owning broker (see :mod:`.broker`)."""
+
+    async def run(store: ObjectStore | None) -> T:
         async with owning_broker(target.broker, store, target.state_key, target.timeout) as w:
             return await change(w)
 
@@ -61,7 +67,7 @@ def cancel(target: Target, job_id: str, as_json: bool) -> None:
     async def change(worker: Worker) -> bool:
         return await worker.cancel(job_id)
 
-    at_once = bool(_send(target, change))
+    at_once = _send(target, change)
     if as_json:
         emit_json({"job_id": job_id, "at_once": at_once})
     elif at_once:
@@ -118,7 +124,6 @@ def dead_redrive(
         return await worker.redrive(job_ids, queue=queue)
 
     ids = _send(target, change)
-    assert isinstance(ids, list)
     _report("redrove", "redriven", ids, as_json)
 
 
@@ -144,5 +149,4 @@ def dead_purge(target: Target, job_ids: tuple[str, ...], queue: str | None, as_j
         return await worker.purge(job_ids, queue=queue)
 
     ids = _send(target, change)
-    assert isinstance(ids, list)
     _report("purged", "purged", ids, as_json)
