@@ -28,6 +28,7 @@ from osqueue_io.cli.options import (
     parse_when,
     run_io,
     storage_options,
+    until_option,
     with_target,
 )
 from osqueue_io.cli.output import clean, emit_json, print_table
@@ -104,14 +105,7 @@ def archive_ls(target: Target, since: float | None, until: float | None, as_json
     help="jobs finished at or after this time: ISO 8601 (UTC unless an offset is given) "
     "or a span ago (30m, 1h30m, 2d)",
 )
-@click.option(
-    "--until",
-    callback=parse_when,
-    default="now",
-    show_default=True,
-    metavar="TIME",
-    help="jobs finished before this time",
-)
+@until_option("jobs finished before this time")
 @click.option("--queue", callback=parse_queue, metavar="NAME", help="only this queue's jobs")
 @click.option("--status", type=click.Choice(ARCHIVE_STATUSES), help="only jobs that ended so")
 @json_option

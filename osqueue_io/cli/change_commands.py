@@ -79,16 +79,53 @@ def cancel(target: Target, job_id: str, as_json: bool) -> None:
         )
 
 
-def _selection(job_ids: tuple[str, ...], queue: str | None) -> None:
+def _dead_command(name: str) -> Callable[[Callable[..., None]], click.Command]:
+    """The options of ``dead redrive`` and ``dead purge``: ids or a queue, where to send."""
+
+    def decorate(command: Callable[..., None]) -> click.Command:
+        for option in (
+            with_target,
+            json_option,
+            broker_options,
+            storage_options,
+            click.option(
+                "--queue",
+                callback=parse_queue,
+                metavar="NAME",
+                help="every dead letter of this queue (instead of IDS)",
+            ),
+            click.argument("job_ids", metavar="[IDS]...", nargs=-1, callback=parse_job_id),
+        ):
+            command = option(command)
+        return click.command(name)(command)
+
+    return decorate
+
+
+async def _redrive(worker: Worker, job_ids: tuple[str, ...], queue: str | None) -> list[str]:
+    return await worker.redrive(job_ids, queue=queue)
+
+
+async def _purge(worker: Worker, job_ids: tuple[str, ...], queue: str | None) -> list[str]:
+    return await worker.purge(job_ids, queue=queue)
+
+
+def _change_dead(
+    target: Target,
+    job_ids: tuple[str, ...],
+    queue: str | None,
+    as_json: bool,
+    change: Callable[[Worker, tuple[str, ...], str | None], Awaitable[list[str]]],
+    verb: str,
+    field: str,
+) -> None:
     if bool(job_ids) == (queue is not None):
-        raise click.UsageError("name the dead letters (IDs) or a --queue, not both and not neither")
+        raise click.UsageError("name the dead letters (IDS) or a --queue, not both and not neither")
     if len(job_ids) > MAX_SELECTED:
         raise click.BadParameter(
             f"{len(job_ids)} ids; at most {MAX_SELECTED} at once", param_hint="IDS"
         )
-
-
-def _report(verb: str, field: str, ids: list[str], as_json: bool) -> None:
+    ids = _send(target, lambda worker: change(worker, job_ids, queue))
     if as_json:
         emit_json({field: ids})
         return
@@ -97,16 +134,7 @@ def _report(verb: str, field: str, ids: list[str], as_json: bool) -> None:
         click.echo(clean(job_id, 256))
 
 
-_SELECTION_HELP = "every dead letter of this queue (instead of IDs)"
-
-
-@click.command("redrive")
-@click.argument("job_ids", metavar="[IDS]...", nargs=-1, callback=parse_job_id)
-@click.option("--queue", callback=parse_queue, metavar="NAME", help=_SELECTION_HELP)
-@storage_options
-@broker_options
-@json_option
-@with_target
+@_dead_command("redrive")
 def dead_redrive(
     target: Target, job_ids: tuple[str, ...], queue: str | None, as_json: bool
 ) -> None:
@@ -118,22 +146,10 @@ def dead_redrive(
       osqueue dead redrive 000000000042-3 000000000043-3 --broker 127.0.0.1:9090
       osqueue dead redrive --queue emails --data s3://bucket/queue
     """
-    _selection(job_ids, queue)
-
-    async def change(worker: Worker) -> list[str]:
-        return await worker.redrive(job_ids, queue=queue)
-
-    ids = _send(target, change)
-    _report("redrove", "redriven", ids, as_json)
+    _change_dead(target, job_ids, queue, as_json, _redrive, "redrove", "redriven")
 
 
-@click.command("purge")
-@click.argument("job_ids", metavar="[IDS]...", nargs=-1, callback=parse_job_id)
-@click.option("--queue", callback=parse_queue, metavar="NAME", help=_SELECTION_HELP)
-@storage_options
-@broker_options
-@json_option
-@with_target
+@_dead_command("purge")
 def dead_purge(target: Target, job_ids: tuple[str, ...], queue: str | None, as_json: bool) -> None:
     """Drop dead letters from the state into the archive (status dead, so the record is
     kept): the IDS given, or every one of --queue. All or nothing.
@@ -143,10 +159,4 @@ def dead_purge(target: Target, job_ids: tuple[str, ...], queue: str | None, as_j
       osqueue dead purge 000000000042-3 --broker 127.0.0.1:9090
       osqueue dead purge --queue emails --data s3://bucket/queue --json
     """
-    _selection(job_ids, queue)
-
-    async def change(worker: Worker) -> list[str]:
-        return await worker.purge(job_ids, queue=queue)
-
-    ids = _send(target, change)
-    _report("purged", "purged", ids, as_json)
+    _change_dead(target, job_ids, queue, as_json, _purge, "purged", "purged")

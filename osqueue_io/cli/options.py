@@ -42,6 +42,7 @@ __all__ = [
     "run_change",
     "run_io",
     "storage_options",
+    "until_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,6 +150,18 @@ def parse_when(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         return parse_time(value, time.time())
     except BadTime as error:
         raise click.BadParameter(str(error)) from None
+
+
+def until_option(help: str) -> Callable[[F], F]:
+    """``--until TIME``, by default now."""
+    return click.option(
+        "--until",
+        callback=parse_when,
+        default="now",
+        show_default=True,
+        metavar="TIME",
+        help=help,
+    )
 
 
 def storage_options(command: F) -> F:

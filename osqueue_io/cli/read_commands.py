@@ -25,6 +25,7 @@ from osqueue_io.cli.options import (
     parse_when,
     run_io,
     storage_options,
+    until_option,
     with_target,
 )
 from osqueue_io.cli.output import (
@@ -180,15 +181,15 @@ def jobs_ls(
         return views, False
 
     views, more = run_io(target, lambda store: with_snapshot(store, target.state_key, read))
+    _print_jobs(views, more, as_json, f"(more: raise --limit above {limit}, or filter)")
+
+
+def _print_jobs(views: list[dict[str, Any]], more: bool, as_json: bool, hint: str) -> None:
+    """A listing of jobs: JSON, or a table with ``hint`` under it if it was cut."""
     if as_json:
         emit_json({"jobs": views, "more": more})
         return
-    print_table(
-        None,
-        JOB_COLUMNS,
-        job_rows(views),
-        footer=f"(more: raise --limit above {limit}, or filter)" if more else None,
-    )
+    print_table(None, JOB_COLUMNS, job_rows(views), footer=hint if more else None)
 
 
 async def _listed(
@@ -224,14 +225,7 @@ async def _listed(
     metavar="TIME",
     help="with --archive: the earliest it may have finished (ISO 8601, or 30m, 2d ago)",
 )
-@click.option(
-    "--until",
-    callback=parse_when,
-    default="now",
-    show_default=True,
-    metavar="TIME",
-    help="with --archive: the latest it may have finished",
-)
+@until_option("with --archive: the latest it may have finished")
 @json_option
 @with_target
 def jobs_show(
@@ -315,16 +309,7 @@ def dead_ls(target: Target, queue: str | None, limit: int, as_json: bool) -> Non
 
     dead = run_io(target, read)
     views = [job_view(job_record(job), now, "inline") for job in dead[:limit]]
-    more = len(dead) > limit
-    if as_json:
-        emit_json({"jobs": views, "more": more})
-        return
-    print_table(
-        None,
-        JOB_COLUMNS,
-        job_rows(views),
-        footer=f"(more: raise --limit above {limit})" if more else None,
-    )
+    _print_jobs(views, len(dead) > limit, as_json, f"(more: raise --limit above {limit})")
 
 
 def _dead(jobs: list[Job], queue: str | None) -> Iterator[Job]:

@@ -18,15 +18,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
 import attrs
 import orjson
 import pytest
 
-from osqueue_core import DecodedState, decode_state
+from osqueue_core import DecodedState
 from osqueue_io.storage import ObjectStore, open_store
 from osqueue_io.sync import RemoteQueue
-from tests.io.distributed.conftest import BrokerProcess
+from tests.io.distributed.conftest import BrokerProcess, Storage
 
 OSQUEUE = Path(sys.executable).parent / "osqueue"
 RUN_TIMEOUT = 60.0
@@ -146,13 +145,4 @@ def populate(kind: str, data: str, env: Mapping[str, str], options: Mapping[str,
 
 
 def _read_state(data: str, options: Mapping[str, Any]) -> DecodedState:
-    async def read() -> DecodedState:
-        store = open_store(data, **options)
-        try:
-            found = await store.read("state.json")
-        finally:
-            await store.aclose()
-        assert found is not None, f"no state object in {data}"
-        return decode_state(found.data)
-
-    return anyio.run(read)
+    return Storage(data, {}, options).read_state()
