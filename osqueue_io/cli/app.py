@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_command_of(error.ctx), error.format_message() + hint, EXIT_USAGE)
     except click.ClickException as error:
         return _fail("osqueue", error.format_message(), error.exit_code)
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         return _fail("osqueue", "interrupted", 130)
     except CliError as error:
         return _fail(error.command or "osqueue", str(error), error.code)
