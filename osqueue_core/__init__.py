@@ -65,10 +65,12 @@ from osqueue_core.errors import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
     SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
+    Unauthenticated,
     UnsupportedSchema,
 )
 from osqueue_core.events import (
@@ -197,6 +199,7 @@ __all__ = [
     "Overloaded",
     "Owner",
     "PayloadTooLarge",
+    "PermissionDenied",
     "Phase",
     "Purge",
     "Purged",
@@ -227,6 +230,7 @@ __all__ = [
     "StorageFailed",
     "StorageResult",
     "StorageUnavailable",
+    "Unauthenticated",
     "UnsupportedSchema",
     "VersionRead",
     "WriteConflicted",
