@@ -330,7 +330,7 @@ class Broker:
                 self._out.forget()  # archive writes in flight are the successor's
             elif event is PhaseEvent.STEPPED_BACK:
                 # Queued while it tried to take over: it will not serve them.
-                self._answer_inbox(self._not_owner())
+                self._answer_inbox(self.not_owner())
             elif event is PhaseEvent.TOOK_OVER:
                 # The state just loaded may hold work already due (delayed jobs, old
                 # dead letters): do it now, so next_deadline() is never in the past.
@@ -348,7 +348,7 @@ class Broker:
             self._reply_error(command.request_id, BrokerStopping())
             return
         if admission is Admission.REFUSE_STANDBY:
-            self._reply_error(command.request_id, self._not_owner())
+            self._reply_error(command.request_id, self.not_owner())
             return
         try:
             self._rules.check(command)
@@ -464,7 +464,8 @@ class Broker:
         self._rules.answer_waiters(error)
         self._out.forget()
 
-    def _not_owner(self) -> NotOwner:
+    def not_owner(self) -> NotOwner:
+        """What a standby answers: ``NotOwner`` naming the owner it last saw."""
         watch = self._commit.watch
         owner = watch.owner if watch is not None else None
         if owner is None:

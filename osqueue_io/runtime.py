@@ -45,6 +45,7 @@ from osqueue_core import (
     Command,
     KeysListed,
     ListKeys,
+    NotOwner,
     ObjectCorrupt,
     ObjectRead,
     ObjectWritten,
@@ -301,6 +302,11 @@ class BrokerRuntime(AsyncResource):
     def failure(self) -> BaseException | None:
         """Why the broker failed (replaced by another, corrupt state...), if it did."""
         return self._broker.failure
+
+    def not_owner(self) -> NotOwner:
+        """What this broker answers while it stands by: ``NotOwner`` naming the owner it
+        last saw."""
+        return self._broker.not_owner()
 
     def now(self) -> float:
         """The runtime's ``clock``: the clock of lease deadlines in replies."""
