@@ -132,7 +132,7 @@ def parse_token_file(text: str, name: str) -> list[Token]:
     for number, line in enumerate(text.splitlines(), 1):
         entry = line.strip()
         if entry and not entry.startswith("#"):
-            tokens.append(parse_token(entry, f"{name}, line {number},"))
+            tokens.append(parse_token(entry, f"{name}, line {number}"))
     return tokens
 
 
