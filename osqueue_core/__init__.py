@@ -102,6 +102,7 @@ from osqueue_core.limits import (
     clip_error_text,
     quote,
 )
+from osqueue_core.notices import Committed, JobDead, LeaseExpired, Notice
 from osqueue_core.owner import Owner
 from osqueue_core.phase import Phase
 from osqueue_core.remembered import RememberedKey
@@ -165,6 +166,7 @@ __all__ = [
     "Claimed",
     "ClaimedBatch",
     "Command",
+    "Committed",
     "Complete",
     "Completed",
     "CorruptState",
@@ -179,12 +181,14 @@ __all__ = [
     "Job",
     "JobAlreadyFinished",
     "JobCancelled",
+    "JobDead",
     "JobInfo",
     "JobNotDead",
     "JobNotFound",
     "JobSpec",
     "JobStatus",
     "KeysListed",
+    "LeaseExpired",
     "LeaseExtended",
     "LeaseLost",
     "ListDead",
@@ -192,6 +196,7 @@ __all__ = [
     "NewJob",
     "NotOwner",
     "NothingToClaim",
+    "Notice",
     "ObjectCorrupt",
     "ObjectRead",
     "ObjectWritten",
