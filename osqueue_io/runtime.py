@@ -64,6 +64,7 @@ from osqueue_core import (
     WriteConflicted,
     WriteObject,
 )
+from osqueue_io.broker_log import BrokerLog
 from osqueue_io.resource import AsyncResource
 from osqueue_io.storage import (
     AlreadyExists,
@@ -226,6 +227,7 @@ class BrokerRuntime(AsyncResource):
         self._task_group: TaskGroup | None = None
         self._closed = False
         self._stopping = False
+        self._log = BrokerLog(store.url)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -450,6 +452,7 @@ class BrokerRuntime(AsyncResource):
             else:
                 broker.tick(self._clock(), self._wall_clock())
             self._dispatch()
+            self._log.report(broker)
             if self._progress is not None:
                 self._progress.set()
                 self._progress = None
