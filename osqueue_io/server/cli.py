@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--standby",
         action="store_true",
-        help="start as a standby: bind the port without serving, watch the owner, and "
+        help="start as a standby: listen, but answer health checks NOT_SERVING and queue "
+        "calls NotOwner (naming the owner), watch the owner, and "
         "take over once its lease lapsed (no new state version for the lease, by this "
         "machine's clock), it stopped cleanly, or there is no state; replaced later, stand "
         "by again instead of exiting. Without it a broker displaces the owner at once",
