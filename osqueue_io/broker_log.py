@@ -37,6 +37,18 @@ from osqueue_core import (
 log = logging.getLogger("osqueue.broker")
 
 
+def _job_fields(notice: LeaseExpired | JobDead, **more: str) -> dict[str, object]:
+    """The JSON fields of a line about one job."""
+    return {
+        "queue": notice.queue,
+        "job_id": notice.job_id,
+        "attempts": notice.attempts,
+        "epoch": notice.epoch,
+        "revision": notice.revision,
+        **more,
+    }
+
+
 class BrokerLog:
     """Logs what one broker did (see the module docstring); ``storage`` names its
     queue's storage in takeover lines."""
@@ -63,14 +75,7 @@ class BrokerLog:
                     notice.queue,
                     notice.epoch,
                     notice.revision,
-                    extra={
-                        "queue": notice.queue,
-                        "job_id": notice.job_id,
-                        "worker_id": notice.worker_id,
-                        "attempts": notice.attempts,
-                        "epoch": notice.epoch,
-                        "revision": notice.revision,
-                    },
+                    extra=_job_fields(notice, worker_id=notice.worker_id),
                 )
             elif isinstance(notice, JobDead):
                 log.warning(
@@ -82,14 +87,7 @@ class BrokerLog:
                     notice.queue,
                     notice.epoch,
                     notice.revision,
-                    extra={
-                        "queue": notice.queue,
-                        "job_id": notice.job_id,
-                        "attempts": notice.attempts,
-                        "reason": notice.reason[:200],
-                        "epoch": notice.epoch,
-                        "revision": notice.revision,
-                    },
+                    extra=_job_fields(notice, reason=notice.reason[:200]),
                 )
         if broker.phase is not self._phase:
             previous, self._phase = self._phase, broker.phase

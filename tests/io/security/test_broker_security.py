@@ -98,14 +98,18 @@ async def state_bytes(broker: BrokerProcess) -> bytes:
     return found.data
 
 
-async def dead_letter(broker: BrokerProcess, certificates: Certificates) -> str:
-    """A job pushed and failed without retry (a dead letter), by the worker token."""
+async def claimed_job(
+    broker: BrokerProcess, certificates: Certificates, *, dead: bool = False
+) -> str:
+    """A job pushed and claimed by ``w-1`` (with the worker token); ``dead``: then failed
+    without retry, a dead letter."""
     async with client(broker, certificates, WORKER, worker_id="w-1") as worker:
-        job_id = await worker.push(b"doomed")
+        job_id = await worker.push(b"held")
         job = await worker.claim()
         assert job is not None
         assert job.id == job_id
-        assert await worker.fail(job_id, "boom", requeue=False)
+        if dead:
+            assert await worker.fail(job_id, "boom", requeue=False)
     return job_id
 
 
@@ -202,15 +206,6 @@ def every_call(job_id: str, dead_id: str) -> dict[str, Call]:
     }
 
 
-async def claimed_job(broker: BrokerProcess, certificates: Certificates) -> str:
-    async with client(broker, certificates, WORKER, worker_id="w-1") as worker:
-        job_id = await worker.push(b"held")
-        job = await worker.claim()
-        assert job is not None
-        assert job.id == job_id
-        return job_id
-
-
 async def test_every_rpc_is_classified() -> None:
     from osqueue_io._proto.osqueue.v1 import QueueServiceBase
     from osqueue_io.security import RPC_ROLES
@@ -224,11 +219,9 @@ async def test_every_rpc_is_classified() -> None:
 async def test_missing_and_wrong_tokens_are_refused_and_nothing_changes(
     secured: BrokerProcess, certificates: Certificates, token: str | None
 ) -> None:
-    job_id = await claimed_job(secured, certificates)
-    dead_id = await dead_letter(secured, certificates)
-    before = await state_bytes(secured)
+    job_id, _, before, calls = await scene(secured, certificates)
     async with client(secured, certificates, token, worker_id="w-1") as worker:
-        for name, call in every_call(job_id, dead_id).items():
+        for name, call in calls.items():
             with pytest.raises(Unauthenticated) as refused:
                 await call(worker)
             assert "needs a bearer token" in str(refused.value), name
@@ -265,13 +258,20 @@ async def test_malformed_authorization_is_refused(
     assert await state_bytes(secured) == before
 
 
+async def scene(
+    broker: BrokerProcess, certificates: Certificates
+) -> tuple[str, str, bytes, dict[str, Call]]:
+    """A job claimed by ``w-1``, a dead letter, the state's bytes with them, and a call
+    of every RPC about them."""
+    job_id = await claimed_job(broker, certificates)
+    dead_id = await claimed_job(broker, certificates, dead=True)
+    return job_id, dead_id, await state_bytes(broker), every_call(job_id, dead_id)
+
+
 async def test_a_read_token_reads_and_can_change_nothing(
     secured: BrokerProcess, certificates: Certificates
 ) -> None:
-    job_id = await claimed_job(secured, certificates)
-    dead_id = await dead_letter(secured, certificates)
-    before = await state_bytes(secured)
-    calls = every_call(job_id, dead_id)
+    job_id, dead_id, before, calls = await scene(secured, certificates)
     async with client(secured, certificates, READ, worker_id="w-1") as reader:
         assert (await reader.get(job_id)).status == "claimed"
         assert dead_id in [job.id for job in (await reader.dead_letters()).jobs]
@@ -286,10 +286,7 @@ async def test_a_read_token_reads_and_can_change_nothing(
 async def test_a_worker_token_works_jobs_but_cannot_cancel_redrive_or_purge(
     secured: BrokerProcess, certificates: Certificates
 ) -> None:
-    job_id = await claimed_job(secured, certificates)
-    dead_id = await dead_letter(secured, certificates)
-    before = await state_bytes(secured)
-    calls = every_call(job_id, dead_id)
+    job_id, dead_id, before, calls = await scene(secured, certificates)
     async with client(secured, certificates, WORKER, worker_id="w-1") as worker:
         for name in ("Cancel", "Redrive", "Purge"):
             with pytest.raises(PermissionDenied, match="needs a token with the admin role"):
