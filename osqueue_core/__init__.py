@@ -66,10 +66,12 @@ from osqueue_core.errors import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
     SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
+    Unauthenticated,
     UnsupportedSchema,
 )
 from osqueue_core.events import (
@@ -103,6 +105,7 @@ from osqueue_core.limits import (
     clip_error_text,
     quote,
 )
+from osqueue_core.notices import Committed, JobDead, LeaseExpired, Notice
 from osqueue_core.owner import Owner
 from osqueue_core.phase import Phase
 from osqueue_core.remembered import RememberedKey
@@ -167,6 +170,7 @@ __all__ = [
     "Claimed",
     "ClaimedBatch",
     "Command",
+    "Committed",
     "Complete",
     "Completed",
     "CorruptState",
@@ -182,12 +186,14 @@ __all__ = [
     "Job",
     "JobAlreadyFinished",
     "JobCancelled",
+    "JobDead",
     "JobInfo",
     "JobNotDead",
     "JobNotFound",
     "JobSpec",
     "JobStatus",
     "KeysListed",
+    "LeaseExpired",
     "LeaseExtended",
     "LeaseLost",
     "ListDead",
@@ -195,6 +201,7 @@ __all__ = [
     "NewJob",
     "NotOwner",
     "NothingToClaim",
+    "Notice",
     "ObjectCorrupt",
     "ObjectDeleted",
     "ObjectRead",
@@ -203,6 +210,7 @@ __all__ = [
     "Overloaded",
     "Owner",
     "PayloadTooLarge",
+    "PermissionDenied",
     "Phase",
     "Purge",
     "Purged",
@@ -233,6 +241,7 @@ __all__ = [
     "StorageFailed",
     "StorageResult",
     "StorageUnavailable",
+    "Unauthenticated",
     "UnsupportedSchema",
     "VersionRead",
     "WriteConflicted",

@@ -7,6 +7,7 @@ import attrs
 from osqueue_core.commands import RequestId
 from osqueue_core.effects import Reply
 from osqueue_core.job import Job
+from osqueue_core.notices import JobNotice
 
 
 @attrs.frozen
@@ -43,6 +44,8 @@ class Batch:
     #: Grants whose caller left after the batch went out: the jobs are handed back once
     #: the batch has landed.
     abandoned: list[Grant] = attrs.Factory(list)
+    #: Leases that ran out and jobs that died in this batch: noticed once it lands.
+    notices: list[JobNotice] = attrs.Factory(list)
 
     def hold(self, reply: Reply) -> None:
         self.replies.append(reply)

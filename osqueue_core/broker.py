@@ -10,7 +10,8 @@ Theory of operation (docs/architecture.md has the long form):
   clock, does I/O or draws randomness.
 * Output: effects, pulled with ``take_effects()`` after every input. The runtime
   performs storage effects and feeds each result back, sends ``Reply`` effects to
-  callers, and calls ``tick`` at ``next_deadline()``.
+  callers, and calls ``tick`` at ``next_deadline()``. Notices (``take_notices()``:
+  commits, expired leases, dead letters) are news for its logs, taken when it likes.
 * Two parts do the work: :class:`~osqueue_core.rules.JobRules` (what commands do to the
   jobs) and :class:`~osqueue_core.commit.CommitProtocol` (ownership, group commit, when
   replies are safe). This class admits inputs by phase (the tables in
@@ -44,6 +45,7 @@ from osqueue_core.errors import (
 from osqueue_core.events import StorageResult
 from osqueue_core.job import Job
 from osqueue_core.limits import check_id
+from osqueue_core.notices import Notice
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, initial_phase, next_phase
@@ -233,6 +235,12 @@ class Broker:
         """Everything the runtime must do now, in order. Call after every input."""
         return self._out.take()
 
+    def take_notices(self) -> tuple[list[Notice], int]:
+        """What the broker did since the last call, for logs (:mod:`osqueue_core.notices`:
+        commits, leases that ran out, jobs that died, each once durable), and how many
+        were dropped because nobody took them. Optional: nothing depends on it."""
+        return self._out.notices.take()
+
     def next_deadline(self) -> float | None:
         """When to call ``tick`` next, on the clock of ``now`` (None: only when
         something else happens). Never a time at which ``tick`` would find nothing to do.
@@ -352,7 +360,7 @@ class Broker:
                 self._out.forget()  # archive writes in flight are the successor's
             elif event is PhaseEvent.STEPPED_BACK:
                 # Queued while it tried to take over: it will not serve them.
-                self._answer_inbox(self._not_owner())
+                self._answer_inbox(self.not_owner())
             elif event is PhaseEvent.TOOK_OVER:
                 # The state just loaded may hold work already due (delayed jobs, old
                 # dead letters): do it now, so next_deadline() is never in the past.
@@ -382,7 +390,7 @@ class Broker:
             self._reply_error(command.request_id, BrokerStopping())
             return
         if admission is Admission.REFUSE_STANDBY:
-            self._reply_error(command.request_id, self._not_owner())
+            self._reply_error(command.request_id, self.not_owner())
             return
         try:
             self._rules.check(command)
@@ -500,7 +508,8 @@ class Broker:
         self._rules.answer_waiters(error)
         self._out.forget()
 
-    def _not_owner(self) -> NotOwner:
+    def not_owner(self) -> NotOwner:
+        """What a standby answers: ``NotOwner`` naming the owner it last saw."""
         watch = self._commit.watch
         owner = watch.owner if watch is not None else None
         if owner is None:

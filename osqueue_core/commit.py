@@ -56,6 +56,7 @@ from osqueue_core.events import (
 from osqueue_core.gather import Gather
 from osqueue_core.limits import quote
 from osqueue_core.markers import decode_takeover_request
+from osqueue_core.notices import Committed
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Phase, PhaseEvent
@@ -396,6 +397,7 @@ class CommitProtocol:
         batch = write.batch
         for reply in batch.replies:
             self._out.reply(reply)
+        self._notice_landed(write)
         now = self._clock.now
         self.gather.landed(self._write_issued_at, now, len(batch.replies), len(self.open.replies))
         handed_back = False
@@ -413,6 +415,14 @@ class CommitProtocol:
         self.deleter.landed(write.revision)
         for key in sorted(batch.archive_keys):
             self.archiver.write(key)
+
+    def _notice_landed(self, write: PendingWrite) -> None:
+        assert self.owner is not None
+        epoch, batch, notices = self.owner.epoch, write.batch, self._out.notices
+        size = len(write.data)
+        notices.add(Committed(epoch, write.revision, len(batch.replies), size, write.release))
+        if batch.notices:
+            notices.landed(batch.notices, epoch, write.revision)
 
     def _took_over(self, write: PendingWrite, owner: Owner, version: object) -> None:
         self.owner = owner

@@ -244,3 +244,20 @@ class SegmentMissing(OsqueueError):
             "its jobs cannot be served; restore it (segments/ is backed up with the state)"
         )
         self.key = key
+
+
+class Unauthenticated(OsqueueError):
+    """The broker requires a bearer token and the call carried none it knows (missing,
+    malformed, or not one of its tokens). Nothing was done. Give the client the token
+    (``token=``); the message never repeats what was sent."""
+
+    grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(OsqueueError):
+    """The call's token is valid but its role does not allow this call (a ``read``
+    token asking for a redrive), or it names a worker id outside the ones the token may
+    use. Nothing was done: use a token with the role the call needs
+    (docs/security.md)."""
+
+    grpc_status = "PERMISSION_DENIED"

@@ -1,4 +1,5 @@
-"""Where the core's parts put effects, and how storage results find their way back.
+"""Where the core's parts put effects (and notices, :mod:`osqueue_core.notices`), and how
+storage results find their way back.
 
 Every storage effect gets an ``op_id`` and a handler (the part that issued it). A
 result is checked against the kind of effect it answers (a mismatch is a runtime bug:
@@ -33,6 +34,7 @@ from osqueue_core.events import (
     VersionRead,
     WriteConflicted,
 )
+from osqueue_core.notices import Notices
 
 Handler = Callable[[StorageResult], None]
 
@@ -53,6 +55,8 @@ class Outbox:
         self._effects: list[Effect] = []
         self._next_op_id = 1
         self._waiting: dict[int, tuple[type, Handler]] = {}
+        #: What the broker did, for logs (nothing depends on them being taken).
+        self.notices = Notices()
 
     def issue(self, make: Callable[[int], StorageEffect], handler: Handler) -> int:
         """Emit the storage effect ``make(op_id)``; its result goes to ``handler``."""

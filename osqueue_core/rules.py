@@ -53,6 +53,7 @@ from osqueue_core.errors import (
 )
 from osqueue_core.job import Job, JobSpec, JobStatus
 from osqueue_core.limits import MAX_ID_LENGTH
+from osqueue_core.notices import LeaseExpired
 from osqueue_core.outbox import Outbox
 from osqueue_core.queries import job_info, list_dead, select_dead
 from osqueue_core.recent import RecentOutcomes
@@ -471,6 +472,8 @@ class JobRules:
             # The worker no longer holds it, whatever happens next: a late complete or
             # fail from it is answered LeaseLost.
             released = attrs.evolve(job, claimed_by=None, claimed_at=None)
+            worker_id = job.claimed_by or ""
+            batch.notices.append(LeaseExpired(job.id, job.queue, worker_id, job.attempts))
             self.moves.give_up(released, reason, True, batch, *self._key(ctx))
             touched.add(job.queue)
         touched |= self.table.promote_due()

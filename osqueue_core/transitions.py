@@ -19,6 +19,7 @@ from osqueue_core.batch import Batch
 from osqueue_core.clock import Clock
 from osqueue_core.config import BrokerConfig, retry_policy
 from osqueue_core.job import Job, JobStatus
+from osqueue_core.notices import JobDead
 from osqueue_core.results import Failed
 from osqueue_core.table import JobTable
 
@@ -158,6 +159,7 @@ class Transitions:
         )
         self.table.replace(dead)
         batch.changed(self._clock.now)
+        batch.notices.append(JobDead(job.id, job.queue, reason, job.attempts))
         while self.table.dead_count > self.config.max_dead:
             oldest = self.table.oldest_dead()
             assert oldest is not None

@@ -17,6 +17,8 @@ refuse, and comes back as the same typed error.
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -68,6 +70,8 @@ from osqueue_io.discovery import (
 )
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.protowire import FastProtoCodec
+from osqueue_io.security.tls import TlsConfigError, client_context
+from osqueue_io.security.tokens import MAX_TOKEN_LENGTH, sendable_token
 from osqueue_io.status import CallContext, error_from_item, error_from_status
 from osqueue_io.storage import ObjectStore
 
@@ -236,6 +240,12 @@ class BrokerConnection:
     deadline in seconds. ``owner`` names the client in errors (``use `async with
     Worker(...)```). :meth:`open` before the first call, :meth:`close` at the end.
 
+    Security (docs/security.md): ``tls_ca`` (a PEM file of the CA that signed the
+    broker's certificate) or ``ssl_context`` (any client context, e.g.
+    :func:`osqueue_io.security.client_context` for the system's roots) speaks TLS and
+    checks that the certificate names the host dialled; ``token`` is sent with every
+    call (``authorization: Bearer ...``) to a broker that requires one.
+
     Where the broker is: ``address`` (one ``host:port``, or several: a broker and its
     standbys), and/or ``store``, the queue's storage, whose state object names its
     owner (:mod:`osqueue_io.discovery`). With more than one place to look, a call that
@@ -253,9 +263,14 @@ class BrokerConnection:
         store: ObjectStore | None = None,
         state_key: str = "state.json",
         failover_timeout: float = 60.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         if not timeout > 0 or not failover_timeout > 0:
             raise InvalidArgument("timeout and failover_timeout must be positive")
+        self._ssl = _client_tls(tls_ca, ssl_context)
+        self._metadata = _token_metadata(token)
         if address is None and store is None:
             raise InvalidArgument("give the broker's address(es), or the queue's storage")
         addresses = () if address is None else check_addresses(address)
@@ -303,7 +318,7 @@ class BrokerConnection:
             if self._channel is not None:
                 self._channel.close()  # its calls in flight fail, and follow too
             host, port = parse_address(address)
-            self._channel = Channel(host, port, codec=FastProtoCodec())
+            self._channel = Channel(host, port, codec=FastProtoCodec(), ssl=self._ssl)
             self._channel_address = address
         return self._channel
 
@@ -596,6 +611,7 @@ class BrokerConnection:
             type(request),
             reply_type,
             timeout=self.timeout if time_limit is None else time_limit,
+            metadata=self._metadata,
         )
         try:
             async with stream:
@@ -610,13 +626,23 @@ class BrokerConnection:
             raise error_from_status(
                 error.status, error.message, _trailers(stream), context
             ) from error
+        except ssl.SSLError as error:
+            # Not the broker restarting: a CA that did not sign its certificate, a name
+            # it does not carry, or a broker without TLS. Retrying cannot help.
+            raise OsqueueError(
+                f"{rpc}: TLS with the broker at {self.address} failed "
+                f"({error.reason or error}): give the client the CA that signed the "
+                "broker's certificate (tls_ca=), and check that the broker serves TLS "
+                "under the name dialled"
+            ) from error
         except (OSError, StreamTerminatedError) as error:
             # Refused, reset, or no answer in time (TimeoutError is an OSError): the
             # broker may be restarting. The request may or may not have been applied.
             reason = "no reply in time" if isinstance(error, TimeoutError) else repr(error)
+            hint = "" if self._ssl is not None else " (or, if the broker serves TLS, give tls_ca=)"
             raise BrokerNotRunning(
                 f"{rpc} to the broker at {self.address} failed ({reason}); "
-                "retry, the connection is re-established by itself"
+                f"retry, the connection is re-established by itself{hint}"
             ) from error
         except AttributeError as error:
             if not _raised_by_grpclib(error):
@@ -631,6 +657,32 @@ class BrokerConnection:
         if reply is None:
             raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
         return reply
+
+
+def _client_tls(
+    tls_ca: str | os.PathLike[str] | None, ssl_context: ssl.SSLContext | None
+) -> ssl.SSLContext | None:
+    """The TLS context of a client given ``tls_ca`` or ``ssl_context`` (None: plaintext)."""
+    if tls_ca is not None and ssl_context is not None:
+        raise InvalidArgument("give tls_ca or ssl_context, not both")
+    if tls_ca is None:
+        return ssl_context
+    try:
+        return client_context(tls_ca)
+    except TlsConfigError as error:
+        raise InvalidArgument(str(error)) from None
+
+
+def _token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The metadata carrying ``token``, checked as the broker would (never quoted)."""
+    if token is None:
+        return None
+    if not sendable_token(token):
+        raise InvalidArgument(
+            f"a token is 1 to {MAX_TOKEN_LENGTH} printable ASCII characters without "
+            "spaces (as the broker's token file has it)"
+        )
+    return (("authorization", f"Bearer {token}"),)
 
 
 def _raised_by_grpclib(error: BaseException) -> bool:

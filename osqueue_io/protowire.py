@@ -44,12 +44,15 @@ _BOOL = betterproto2.TYPE_BOOL
 _UINT32 = betterproto2.TYPE_UINT32
 _UINT64 = betterproto2.TYPE_UINT64
 _SINT32 = betterproto2.TYPE_SINT32
+_ENUM = betterproto2.TYPE_ENUM
 
 #: Wire type of each supported field type (0 varint, 2 length-delimited).
 WIRE_TYPES = {_STRING: 2, _BYTES: 2, _MESSAGE: 2, _MAP: 2, _BOOL: 0, _UINT32: 0, _UINT64: 0}
-WIRE_TYPES[_SINT32] = 0
-#: Largest varint of each integer type: a zigzag-encoded ``sint32`` uses 32 bits too.
+WIRE_TYPES[_SINT32] = WIRE_TYPES[_ENUM] = 0
+#: Largest varint of each integer type: a zigzag-encoded ``sint32`` uses 32 bits too; an
+#: enum is an ``int32``, whose negative values take ten bytes.
 MAXIMUM = {_BOOL: 1, _UINT32: 2**32 - 1, _UINT64: 2**64 - 1, _SINT32: 2**32 - 1}
+MAXIMUM[_ENUM] = 2**64 - 1
 #: Nested messages deeper than this are refused (osqueue's requests nest one level).
 MAX_NESTING = 8
 
@@ -92,6 +95,8 @@ class _Field:
     repeated: bool
     #: The message class of a message field.
     nested: type[betterproto2.Message] | None
+    #: The enum class of an enum field.
+    enum: type[betterproto2.Enum] | None
     #: A map's key and value types.
     map_types: tuple[str, str] | None
 
@@ -147,6 +152,9 @@ def _plan(message_type: type[betterproto2.Message]) -> _Plan:
             if not (isinstance(found, type) and issubclass(found, betterproto2.Message)):
                 raise TypeError(f"{message_type.__name__}.{field.name}: not a message type")
             nested = found
+        enum: type[betterproto2.Enum] | None = None
+        if proto_type == _ENUM:
+            enum = message_type._cls_for(field)
         packed = repeated and WIRE_TYPES[proto_type] == 0
         wire_type = 2 if packed else WIRE_TYPES[proto_type]
         fields.append(
@@ -159,6 +167,7 @@ def _plan(message_type: type[betterproto2.Message]) -> _Plan:
                 _default(message_type, field.name),
                 repeated,
                 nested,
+                enum,
                 map_types,
             )
         )
@@ -261,6 +270,17 @@ def _number(proto_type: str, value: int, strict: bool, number: int) -> Any:
         value &= (1 << 32) - 1
         return (value >> 1) ^ -(value & 1)
     return value
+
+
+def _enum(enum: type[betterproto2.Enum], value: int) -> Any:
+    """An enum field's value: its member, or the plain number for a value this side
+    does not know (proto3 enums are open)."""
+    if value >= 1 << 63:
+        value -= 1 << 64  # an int32 sent as ten bytes, two's complement
+    try:
+        return enum(value)
+    except ValueError:
+        return value
 
 
 def _utf8(raw: bytes, number: int) -> str:
@@ -366,6 +386,8 @@ def decode(
             raise MalformedMessage(f"field {number}: wire type {wire_type} for a {proto_type}")
         if natural == 0:
             value = _number(proto_type, value, strict, number)
+            if field.enum is not None:
+                value = _enum(field.enum, value)
         elif proto_type == _STRING:
             value = _utf8(value, number)
         elif proto_type == _MESSAGE:

@@ -33,6 +33,8 @@ once the broker is back.
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -153,6 +155,9 @@ class Worker(AsyncResource):
     owner across a failover for up to ``failover_timeout`` seconds
     (docs/high-availability.md, "What a client sees").
 
+    ``tls_ca`` (the CA's PEM file) or ``ssl_context`` connect over TLS; ``token`` is
+    sent with every call to a broker that requires one (docs/security.md).
+
     Requests are checked against the broker's limits (``osqueue_core.limits``) before
     anything is sent: a ``worker_id`` or job id longer than ``MAX_ID_LENGTH``, or a
     claim ``wait`` over ``MAX_CLAIM_WAIT``, raises ``InvalidArgument``; a ``fail``
@@ -169,6 +174,9 @@ class Worker(AsyncResource):
         storage: str | ObjectStore | None = None,
         state_key: str = "state.json",
         failover_timeout: float = 60.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self._found = _Discovery(storage)
         self.connection = BrokerConnection(
@@ -178,6 +186,9 @@ class Worker(AsyncResource):
             store=self._found.store,
             state_key=state_key,
             failover_timeout=failover_timeout,
+            tls_ca=tls_ca,
+            ssl_context=ssl_context,
+            token=token,
         )
         self.address = self.connection.address
         self.host, self.port = self.connection.host, self.connection.port
@@ -351,6 +362,8 @@ class RemoteQueue(AsyncResource, Generic[T]):
     across a failover for up to ``failover_timeout`` seconds
     (docs/high-availability.md). A claimed payload that does not decode into ``T`` is
     dead-lettered and the claim moves on to the next job, as in the embedded queue.
+    ``tls_ca`` (the CA's PEM file) or ``ssl_context`` connect over TLS; ``token`` is
+    sent with every call to a broker that requires one (docs/security.md).
     """
 
     def __init__(
@@ -365,6 +378,9 @@ class RemoteQueue(AsyncResource, Generic[T]):
         storage: str | ObjectStore | None = None,
         state_key: str = "state.json",
         failover_timeout: float = 60.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self._found = _Discovery(storage)
         self.connection = BrokerConnection(
@@ -374,6 +390,9 @@ class RemoteQueue(AsyncResource, Generic[T]):
             store=self._found.store,
             state_key=state_key,
             failover_timeout=failover_timeout,
+            tls_ca=tls_ca,
+            ssl_context=ssl_context,
+            token=token,
         )
         self.address = self.connection.address
         self.codec = PayloadCodec(item_type, converter)

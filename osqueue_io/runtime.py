@@ -46,6 +46,7 @@ from osqueue_core import (
     DeleteObject,
     KeysListed,
     ListKeys,
+    NotOwner,
     ObjectCorrupt,
     ObjectDeleted,
     ObjectRead,
@@ -65,6 +66,7 @@ from osqueue_core import (
     WriteConflicted,
     WriteObject,
 )
+from osqueue_io.broker_log import BrokerLog
 from osqueue_io.resource import AsyncResource
 from osqueue_io.storage import (
     AlreadyExists,
@@ -227,6 +229,7 @@ class BrokerRuntime(AsyncResource):
         self._task_group: TaskGroup | None = None
         self._closed = False
         self._stopping = False
+        self._log = BrokerLog(store.url)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -303,6 +306,11 @@ class BrokerRuntime(AsyncResource):
     def failure(self) -> BaseException | None:
         """Why the broker failed (replaced by another, corrupt state...), if it did."""
         return self._broker.failure
+
+    def not_owner(self) -> NotOwner:
+        """What this broker answers while it stands by: ``NotOwner`` naming the owner it
+        last saw."""
+        return self._broker.not_owner()
 
     def now(self) -> float:
         """The runtime's ``clock``: the clock of lease deadlines in replies."""
@@ -446,6 +454,7 @@ class BrokerRuntime(AsyncResource):
             else:
                 broker.tick(self._clock(), self._wall_clock())
             self._dispatch()
+            self._log.report(broker)
             if self._progress is not None:
                 self._progress.set()
                 self._progress = None

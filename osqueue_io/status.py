@@ -56,10 +56,12 @@ from osqueue_core import (
     OsqueueError,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
     SegmentMissing,
     StateDiverged,
     StateMissing,
     StorageUnavailable,
+    Unauthenticated,
     UnsupportedSchema,
 )
 
@@ -299,6 +301,8 @@ WIRE_ERRORS: dict[str, WireError] = {
             StateMissing,
             CallInterrupted,
             JobNotDead,
+            Unauthenticated,
+            PermissionDenied,
         )
     },
     JobNotFound.__name__: WireError(_job_id_fields, _job_not_found),
@@ -327,6 +331,12 @@ _BY_STATUS: dict[str, _Decoder] = {
     ),
     "DATA_LOSS": lambda message, call, _: CorruptState(message),
     "ABORTED": lambda message, call, _: StateDiverged(message),
+    "UNAUTHENTICATED": lambda message, call, _: Unauthenticated(
+        message or "the broker requires a valid bearer token"
+    ),
+    "PERMISSION_DENIED": lambda message, call, _: PermissionDenied(
+        message or "the call's token does not allow it"
+    ),
     # The server gave up on the call (its deadline passed, or it cancelled the stream):
     # the outcome is unknown and a retry may succeed.
     "DEADLINE_EXCEEDED": lambda message, call, _: CallInterrupted(

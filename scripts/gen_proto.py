@@ -5,7 +5,8 @@ Usage (from anywhere; ``make proto`` runs it with no argument)::
     .venv/bin/python scripts/gen_proto.py            # rewrites osqueue_io/_proto
     .venv/bin/python scripts/gen_proto.py --out DIR  # writes a fresh tree into DIR
 
-Compiles every ``.proto`` under ``proto/osqueue`` in one protoc call (the generated
+Compiles every ``.proto`` under ``proto/osqueue`` and ``proto/grpc`` (the standard
+health service the broker serves) in one protoc call (the generated
 modules import each other relative to the output root, so they must be generated
 together) with grpclib async client stubs and async server bases. The output replaces
 the target directory wholesale, so a module whose .proto was deleted disappears too.
@@ -33,8 +34,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
-#: Only this subtree is compiled; proto/compat holds the original's definition.
-PROTO_SOURCES = PROTO_ROOT / "osqueue"
+#: Only these subtrees are compiled; proto/compat holds the original's definition.
+PROTO_SOURCES = (PROTO_ROOT / "osqueue", PROTO_ROOT / "grpc")
 DEFAULT_OUT = REPO_ROOT / "osqueue_io" / "_proto"
 PLUGIN_OPTIONS = "client_generation=async,server_generation=async"
 #: A file betterproto2 always writes at the output root: marks a generated tree.
@@ -43,9 +44,9 @@ MARKER = "message_pool.py"
 
 def proto_files() -> list[Path]:
     """Return the .proto files to compile, sorted so the protoc call is reproducible."""
-    files = sorted(PROTO_SOURCES.rglob("*.proto"))
+    files = sorted(path for source in PROTO_SOURCES for path in source.rglob("*.proto"))
     if not files:
-        raise SystemExit(f"no .proto files under {PROTO_SOURCES}")
+        raise SystemExit(f"no .proto files under {', '.join(map(str, PROTO_SOURCES))}")
     return files
 
 

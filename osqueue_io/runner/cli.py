@@ -39,13 +39,14 @@ from osqueue_core import (
     OsqueueError,
     check_queue_name,
 )
-from osqueue_io import eventloop
+from osqueue_io import eventloop, logs
 from osqueue_io.address import split_host_port
 from osqueue_io.client import JobQueue
 from osqueue_io.embedded import EmbeddedQueue
 from osqueue_io.remote import RemoteQueue
 from osqueue_io.runner.handler import Handler
 from osqueue_io.runner.run import MAX_GRACE, run_worker
+from osqueue_io.security.flags import add_client_flags, client_security
 from osqueue_io.server.cli import parse_duration
 from osqueue_io.storage import ObjectStore, StorageConfigError, open_store
 
@@ -253,6 +254,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="logging verbosity; logs go to stderr (default: INFO)",
     )
     parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text lines, or one JSON object a line (default: text)",
+    )
+    parser.add_argument(
         "--event-loop",
         choices=eventloop.CHOICES,
         default=None,
@@ -260,6 +267,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "install 'osqueue[fast]'), or auto (uvloop when installed) "
         f"(default: ${eventloop.ENV_VAR}, else asyncio)",
     )
+    add_client_flags(parser)
     return parser
 
 
@@ -321,23 +329,29 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         handler = cast("Handler[bytes]", load_handler(args.handler))
     except HandlerNotFound as error:
         parser.error(f"argument MODULE:FUNCTION: {error}")
+    try:
+        security = client_security(args)
+    except ValueError as error:
+        parser.error(str(error))
     store: ObjectStore | None = None
     if args.data is not None:
         try:
             store = open_store(args.data)
         except (ValueError, StorageConfigError) as error:
             parser.error(f"argument --data: {error}")
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure_logging(args.log_level, args.log_format)
     settings = _Settings(args.concurrency, queues, args.grace, args.poll)
 
     def open_queue() -> AbstractAsyncContextManager[JobQueue[bytes]]:
         if store is not None:
             return EmbeddedQueue(store, bytes, worker_id=args.worker_id)
-        return RemoteQueue(args.broker, bytes, worker_id=args.worker_id)
+        return RemoteQueue(
+            args.broker,
+            bytes,
+            worker_id=args.worker_id,
+            ssl_context=security.ssl_context,
+            token=security.token,
+        )
 
     async def run() -> int:
         try:

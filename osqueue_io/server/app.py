@@ -6,7 +6,7 @@
 2. start a :class:`~osqueue_io.runtime.BrokerRuntime`, which takes over the state
    object and publishes this broker's address in it;
 3. serve :class:`~osqueue_io.server.service.QueueService` over grpclib until SIGINT or
-   SIGTERM, or until the broker fails;
+   SIGTERM, or until the broker fails (health: SERVING);
 4. drain: refuse new calls with UNAVAILABLE, stop the runtime (accepted requests get
    their replies, waiting claims answer empty, ownership is released), wait for the
    admitted calls to send their replies (bounded), close the server.
@@ -15,10 +15,15 @@ A second signal during the drain stops at once. A broker that another broker rep
 (or that failed otherwise) refuses every call with its failure (UNAVAILABLE naming the
 new owner), stops the same way and exits non-zero within moments.
 
-A **standby** (``BrokerConfig.standby``, ``--standby``; docs/high-availability.md) binds
-its port but does not listen (clients get "connection refused" and try the next address
-or the bucket) until the owner's lease lapses and its takeover lands; then it serves as
-above. Replaced later, it drains and goes back to standing by instead of exiting.
+A **standby** (``BrokerConfig.standby``, ``--standby``; docs/high-availability.md)
+listens from the start, but its health is NOT_SERVING and every queue call gets
+``NotOwner`` naming the owner it watches (clients follow it there), until the owner's
+lease lapses and its takeover lands; then it serves as above, on the same server.
+Replaced later, it drains and goes back to standing by instead of exiting.
+
+Every server also answers the standard health checks (:mod:`osqueue_io.server.health`:
+SERVING while serving as the owner), serves over TLS when given an ``ssl_context``, and
+checks bearer tokens when given ``tokens`` (:mod:`osqueue_io.security`).
 
 An idle broker writes nothing, so it would not notice a takeover by itself; every
 ``ownership_check`` seconds (``BrokerConfig.ownership_check``) the core checks the
@@ -33,6 +38,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import ssl
 
 import anyio
 import attrs
@@ -49,12 +55,14 @@ from osqueue_core import (
 )
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime, default_identity
+from osqueue_io.security import Access, Tokens
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
     Admission,
 )
 from osqueue_io.server.codec import StrictProtoCodec, default_max_message_bytes
+from osqueue_io.server.health import BrokerHealth
 from osqueue_io.server.reader import BoundedService
 from osqueue_io.server.service import QueueService
 from osqueue_io.storage import ObjectStore
@@ -137,6 +145,11 @@ class BrokerServer:
     (default: the largest PushBatch ``config`` allows, with framing and slack); at most
     ``max_request_bytes_in_flight`` bytes of requests held at once (default: four
     requests of the largest size). Beyond them a call gets RESOURCE_EXHAUSTED at once.
+
+    ``ssl_context`` (:func:`osqueue_io.security.server_context`) serves over TLS;
+    ``tokens`` requires a bearer token of the right role on every call but health
+    checks (:mod:`osqueue_io.security.access`). The standard health service
+    (:mod:`osqueue_io.server.health`) answers on the same port.
     """
 
     def __init__(
@@ -153,6 +166,8 @@ class BrokerServer:
         max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
         max_message_bytes: int | None = None,
         max_request_bytes_in_flight: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        tokens: Tokens | None = None,
     ) -> None:
         if not ownership_check > 0 or not drain_timeout > 0:
             raise ValueError("ownership_check and drain_timeout must be positive")
@@ -174,6 +189,10 @@ class BrokerServer:
         )
         self._admission_limits = (max_concurrent_calls, max_request_bytes_in_flight)
         self._admission = self._new_admission()
+        self._ssl_context = ssl_context
+        self._access = Access(tokens or Tokens())
+        #: The health service of the server running now (NOT_SERVING before any).
+        self._health = BrokerHealth()
         self._stopping = False
         #: Sockets bound again to stand by after a replacement (closed by run()).
         self._extra_sockets: list[socket.socket] = []
@@ -214,6 +233,7 @@ class BrokerServer:
                 log.error("%s; stopping", failure)
             else:
                 log.error("the broker failed: %s; stopping", failure)
+        self._health.set_serving(False)
         if isinstance(failure, OsqueueError):
             # Fail new calls at once, with the reason, while the drain runs.
             self._admission.refuse(failure)
@@ -271,21 +291,30 @@ class BrokerServer:
                 address=advertised,
                 shutdown_timeout=self.drain_timeout,
             )
+            server: Server | None = None
             if self.config.standby:
+                # A standby listens too: health checks get NOT_SERVING (so orchestrators
+                # see it alive but send it nothing), queue calls NotOwner from its core,
+                # naming the owner it watches (clients follow that).
+                server = await self._start_server(runtime, sock, advertised)
                 log.info(
-                    "standing by on %s: watching the owner of %s", self.address, self.store.url
+                    "standing by on %s (health: NOT_SERVING): watching the owner of %s",
+                    self.address,
+                    self.store.url,
                 )
             try:
                 await self._open(runtime)
             except OsqueueError as error:
                 log.error("cannot take over the queue in %s: %s", self.store.url, error)
+                await self._close_server(server)
                 return EXIT_FAILED
             if runtime.broker_phase is not Phase.RUNNING:
                 await runtime.aclose()
+                await self._close_server(server)
                 log.info("stopped while standing by")
                 return EXIT_OK
             try:
-                await self._serve(runtime, sock, advertised)
+                await self._serve(runtime, sock, advertised, server)
             finally:
                 await runtime.aclose()  # in the task that started it, as anyio requires
             if not self._rejoins(runtime.failure):
@@ -309,25 +338,56 @@ class BrokerServer:
         finally:
             self._opening = None
 
-    async def _serve(self, runtime: BrokerRuntime, sock: socket.socket, advertised: str) -> None:
+    async def _start_server(
+        self, runtime: BrokerRuntime, sock: socket.socket, advertised: str
+    ) -> Server:
+        """Serve ``runtime`` (and health checks) on ``sock``, over TLS when configured."""
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
+        self._health = BrokerHealth()
         limit_closed_streams()  # ~12 MB per long-lived worker connection otherwise
         # Our codec is given explicitly, so grpclib adds no googleapis status-details
         # codec: an error's details become osqueue trailers instead (BoundedService).
         server = Server(
-            [BoundedService(service, self._codec, self._admission)],
+            [
+                BoundedService(service, self._codec, self._admission, self._access),
+                BoundedService(self._health, self._codec, self._admission, self._access),
+            ],
             codec=self._codec,
             status_details_codec=None,
         )
-        await server.start(sock=sock)
+        await server.start(sock=sock, ssl=self._ssl_context)
+        return server
+
+    async def _close_server(self, server: Server | None) -> None:
+        """Stop a server that served a standby which never took over."""
+        if server is None:
+            return
+        self._admission.refuse(BrokerStopping())
+        self._health.close()
+        server.close()
+        with anyio.move_on_after(min(1.0, self.drain_timeout)):
+            await server.wait_closed()
+
+    async def _serve(
+        self,
+        runtime: BrokerRuntime,
+        sock: socket.socket,
+        advertised: str,
+        server: Server | None = None,
+    ) -> None:
+        if server is None:
+            server = await self._start_server(runtime, sock, advertised)
         stats = runtime.stats()
         log.info(
-            "osqueue broker %r (epoch %d) listening on %s, storage %s",
+            "osqueue broker %r (epoch %d) listening on %s%s, storage %s",
             self.identity,
             stats.epoch,
             self.address,
+            " (TLS)" if self._ssl_context is not None else "",
             self.store.url,
+            extra={"epoch": stats.epoch, "revision": stats.revision},
         )
+        self._health.set_serving(True)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._watch_failure, runtime)
             assert self._stop_requested is not None
@@ -338,6 +398,8 @@ class BrokerServer:
     async def _drain(self, runtime: BrokerRuntime, server: Server) -> None:
         failure = runtime.failure
         self._admission.refuse(failure if isinstance(failure, OsqueueError) else BrokerStopping())
+        # Health watchers hear NOT_SERVING and end, so they do not hold the drain up.
+        self._health.close()
         if failure is None:
             log.info("stopping: %d calls in flight", self._admission.running)
         assert self._drain_scope is not None

@@ -25,8 +25,9 @@ from osqueue_core import (
     RetryPolicy,
     check_queue_name,
 )
-from osqueue_io import eventloop
+from osqueue_io import eventloop, logs
 from osqueue_io.address import split_host_port
+from osqueue_io.security.flags import add_server_flags, server_security
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
@@ -333,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--standby",
         action="store_true",
-        help="start as a standby: bind the port without serving, watch the owner, and "
+        help="start as a standby: listen, but answer health checks NOT_SERVING and queue "
+        "calls NotOwner (naming the owner), watch the owner, and "
         "take over once its lease lapsed (no new state version for the lease, by this "
         "machine's clock), it stopped cleanly, or there is no state; replaced later, stand "
         "by again instead of exiting. Without it a broker displaces the owner at once",
@@ -369,7 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         default="INFO",
-        help="logging verbosity; logs go to stderr (default: INFO)",
+        help="logging verbosity; logs go to stderr (default: INFO); every commit is "
+        "logged at DEBUG",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text lines, or one JSON object a line with time, level, logger, message and "
+        "the queue, epoch and revision where they apply (default: text)",
     )
     parser.add_argument(
         "--event-loop",
@@ -379,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "install 'osqueue[fast]'), or auto (uvloop when installed) "
         f"(default: ${eventloop.ENV_VAR}, else asyncio)",
     )
+    add_server_flags(parser)
     return parser
 
 
@@ -386,11 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the broker as the command line says; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure_logging(args.log_level, args.log_format)
     host, port = args.listen
     try:
         queue_retry = dict(args.queue_retry)
@@ -411,10 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, args.max_message_bytes, args.max_request_bytes_in_flight
         )
         loop = eventloop.resolve(args.event_loop)
+        security = server_security(args)
         store = open_store(args.data)
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    for warning in security.warnings:
+        logging.getLogger("osqueue.security").warning("%s", warning)
     server = BrokerServer(
         store,
         config,
@@ -427,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrent_calls=args.max_concurrent_calls,
         max_message_bytes=max_message_bytes,
         max_request_bytes_in_flight=max_request_bytes_in_flight,
+        ssl_context=security.ssl_context,
+        tokens=security.tokens,
     )
 
     async def run() -> int:

@@ -39,6 +39,7 @@ from grpclib.const import Handler, Status
 from grpclib.server import Stream
 
 from osqueue_core import InvalidArgument, OsqueueError, PayloadTooLarge
+from osqueue_io.security.access import Access
 from osqueue_io.server.admission import Admission
 from osqueue_io.server.codec import StrictProtoCodec
 from osqueue_io.status import ERROR_KEY, describe_error, to_grpc_error
@@ -130,12 +131,24 @@ class Servable(Protocol):
 class BoundedService:
     """``service`` with every request read by :func:`read_request`; give it to
     ``grpclib.server.Server`` in place of ``service``. Only unary-request methods are
-    supported (all of osqueue's are)."""
+    supported (all of osqueue's are).
 
-    def __init__(self, service: Servable, codec: StrictProtoCodec, admission: Admission) -> None:
+    With ``access``, each call's token is checked first, before it is admitted or its
+    request read, and a worker-bound token's worker ids once the request is read
+    (:class:`~osqueue_io.security.access.Access`): a refused call never reaches
+    ``service``."""
+
+    def __init__(
+        self,
+        service: Servable,
+        codec: StrictProtoCodec,
+        admission: Admission,
+        access: Access | None = None,
+    ) -> None:
         self._service = service
         self._codec = codec
         self._admission = admission
+        self._access = access if access is not None and access.enabled else None
 
     def __mapping__(self) -> Mapping[str, Handler]:
         mapping = self._service.__mapping__()
@@ -145,13 +158,22 @@ class BoundedService:
         if handler.cardinality.client_streaming:
             raise TypeError(f"{name}: BoundedService reads unary requests only")
 
+        access = self._access
+
         async def read_then_handle(stream: Stream[Any, Any]) -> None:
             try:
+                token = None
+                if access is not None:
+                    token = access.authorize(name, stream.metadata, stream.peer)
                 self._admission.admit(stream.deadline)
                 message = await read_request(
                     stream, handler.request_type, self._codec, self._admission
                 )
+                if access is not None:
+                    access.check_workers(token, name, message)
                 await handler.func(_ReadAhead(stream, message))
+            except OsqueueError as error:  # refused by access
+                await send_error(stream, to_grpc_error(error), error)
             except GRPCError as error:
                 if not isinstance(error.details, OsqueueError):
                     raise

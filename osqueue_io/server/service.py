@@ -40,6 +40,7 @@ from osqueue_core import (
     NewJob,
     NothingToClaim,
     OsqueueError,
+    Phase,
     Purge,
     Purged,
     Push,
@@ -367,6 +368,9 @@ class QueueService(QueueServiceBase):
         return PurgeResponse(job_ids=list(purged.job_ids))
 
     async def stats(self, message: StatsRequest) -> StatsResponse:
+        if self._runtime.broker_phase in (Phase.STANDBY, Phase.STARTING):
+            # A standby's counts are not the queue's: send the caller to the owner.
+            raise to_grpc_error(self._runtime.not_owner())
         stats = self._runtime.stats()
         wall = time.time()
         queues = [

@@ -42,7 +42,10 @@ Invariants:
 * ``next_deadline()`` is never in the past (a runtime would spin), and no broker keeps
   issuing storage operations by itself;
 * the stored state always parses and re-encodes to the same bytes, and so does every
-  segment it references.
+  segment it references;
+* the broker's notices (for the logs) are true when taken: each names a version this
+  broker landed, commits in order, a dead letter dead there, an expired lease no longer
+  held (tests/core/model_notices.py).
 
 **Segments** (docs/architecture.md, "Segments"; stage 1 and due windows): two examples
 in three spill with tiny sizes (``spill_jobs`` 2, 3 or 5, segments of 3 or 8 jobs, a cache
@@ -140,6 +143,7 @@ from osqueue_core import (
 
 from .harness import Outcome
 from .model_basics import EPSILON, Delivery, RecordingStore, Timeline, leaving, ready_at
+from .model_notices import NoticeAudit
 from .model_reference import Reference
 from .model_segments import (
     SegmentReader,
@@ -281,6 +285,7 @@ class QueueModel(RuleBasedStateMachine):
         self.crashed: set[str] = set()
         #: The stored state's version, and since when (model time) it has not changed.
         self.state_since: tuple[int | None, float] = (None, self.now)
+        self.notices = NoticeAudit(self.store, self.ref.requests, self._jobs_of)
 
     @initialize(
         linger=st.sampled_from([0.0, 0.0, 0.3]),
@@ -358,6 +363,7 @@ class QueueModel(RuleBasedStateMachine):
                 if isinstance(effect, DeleteObject):
                     self._check_delete(slot, effect)
                 slot.pending.append(effect)
+        self.notices.check(slot.broker)
 
     def _fenced(self, slot: Slot) -> bool:
         stored = self.store.get(self.config.state_key)

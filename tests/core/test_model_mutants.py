@@ -10,7 +10,9 @@ Two kinds of mutants:
   ``monkeypatch``), each the smallest change that breaks one rule of
   docs/lifecycle.md: priorities ignored, run-at ignored, backoff ignored, a key not
   honoured, a release counted as an attempt, a purge by queue taking every queue's
-  dead letters.
+  dead letters; and one of the notices for the logs (osqueue_core/notices.py): a commit
+  noticed before it lands, job notices stamped a revision early, every failure noticed
+  as a dead letter.
 
 The segment rules (attaching too early or blindly, a claim without its left bit, a
 cursor skipping a job, due windows, the key index, a segment deleted before the write
@@ -34,7 +36,9 @@ from osqueue_core import (
     Broker,
     BrokerNotRunning,
     Effect,
+    Failed,
     Job,
+    JobDead,
     Push,
     PushBatch,
     PushedBatch,
@@ -50,6 +54,9 @@ from osqueue_core import (
     standby,
     table,
 )
+from osqueue_core.batch import PendingWrite
+from osqueue_core.commit import CommitProtocol
+from osqueue_core.notices import Notices
 from osqueue_core.segment_deletes import SegmentDeleter
 from osqueue_core.segment_windows import DueWindows
 from osqueue_core.segments import Entry, SegmentIndex
@@ -206,6 +213,42 @@ def _purge_every_queue(
     return select
 
 
+def _noticed_when_issued(original: Callable[..., None]) -> Callable[..., None]:
+    """``CommitProtocol._issue_write`` reporting the commit as it sends the write,
+    before it has landed (the log would say "committed" for a write that may never)."""
+
+    def issue(self: CommitProtocol, write: PendingWrite) -> None:
+        self._notice_landed(write)
+        original(self, write)
+
+    return issue
+
+
+def _noticed_a_revision_early(original: Callable[..., None]) -> Callable[..., None]:
+    """``Notices.landed`` stamping a batch's job notices with the revision before the
+    one that made them durable."""
+
+    def landed(self: Notices, notices: list[Any], epoch: int, revision: int) -> None:
+        original(self, notices, epoch, revision - 1)
+
+    return landed
+
+
+def _every_failure_dead(original: Callable[..., Failed]) -> Callable[..., Failed]:
+    """``Transitions.give_up`` noticing every failed attempt as a dead letter, retried
+    or not."""
+
+    def give_up(
+        self: Transitions, job: Job, reason: str, retry: bool, batch: Any, *key: int
+    ) -> Failed:
+        outcome = original(self, job, reason, retry, batch, *key)
+        if not outcome.dead:
+            batch.notices.append(JobDead(job.id, job.queue, reason, job.attempts))
+        return outcome
+
+    return give_up
+
+
 @attrs.frozen
 class RuleMutant:
     """``target.attribute`` replaced by ``replace(original)``; the model must fail with
@@ -261,6 +304,27 @@ RULE_MUTANTS = [
         "select_dead",
         _purge_every_queue,
         r"of queue .* took",
+    ),
+    RuleMutant(
+        "a commit noticed before it lands",
+        CommitProtocol,
+        "_issue_write",
+        _noticed_when_issued,
+        r"has landed no state|after revision",
+    ),
+    RuleMutant(
+        "job notices a revision early",
+        Notices,
+        "landed",
+        _noticed_a_revision_early,
+        r"has landed no state|does not carry the job|still holds that attempt|but the job is",
+    ),
+    RuleMutant(
+        "every failure noticed as a dead letter",
+        Transitions,
+        "give_up",
+        _every_failure_dead,
+        r"but the job is",
     ),
 ]
 

@@ -47,7 +47,12 @@ FLAGS = [
     "--queue-retry",
     "--recreate",
     "--log-level",
+    "--log-format",
     "--event-loop",
+    "--tls-cert",
+    "--tls-key",
+    "--token-file",
+    "--token",
 ]
 
 

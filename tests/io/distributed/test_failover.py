@@ -2,8 +2,9 @@
 
 A standby takes over when the owner is killed (kill -9) under load, clients that find
 the owner through the bucket follow it, and nothing acknowledged is lost or pushed
-twice; two brokers started together end with one owner; an owner paused past its
-lease and resumed never writes again.
+twice; two brokers started together end with one owner (the other answers health
+checks NOT_SERVING and queue calls NotOwner); an owner paused past its lease and
+resumed never writes again.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import anyio
 import orjson
 import pytest
 
-from osqueue_core import BrokerNotRunning, BrokerReplaced, OsqueueError, decode_state
+from osqueue_core import BrokerNotRunning, BrokerReplaced, NotOwner, OsqueueError, decode_state
 from osqueue_io import RemoteQueue
 from osqueue_io.remote import Worker
 from osqueue_io.storage import open_store
 from tests.io.archive import archived_records
 from tests.io.conftest import wait_for_port
 from tests.io.distributed.conftest import ChildProcess
+from tests.io.health import health_status
 
 pytestmark = pytest.mark.anyio
 
@@ -213,16 +215,28 @@ async def test_two_brokers_started_together_one_owns_the_other_stands_by(
             break
         await anyio.sleep(0.1)  # polling another process's log
     first_owner = await owner(data)
-    # Several leases later: still one owner, the same one, and the other never listened.
+    # Several leases later: still one owner, the same one, and the other never served.
     await anyio.sleep(3 * LEASE)  # an observation window, not a wait for an event
     assert await owner(data) == first_owner
     winner, loser = (a, b) if first_owner[0] == "broker-a" else (b, a)
     assert winner.lines_matching(LISTENING)
     assert not loser.lines_matching(LISTENING)
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", loser.port), timeout=1).close()  # type: ignore[attr-defined]
+    # The standby answers health checks NOT_SERVING, and queue calls NotOwner naming
+    # the owner; the owner is SERVING.
+    assert await health_status(loser.port) == "NOT_SERVING"  # type: ignore[attr-defined]
+    assert await health_status(winner.port) == "SERVING"  # type: ignore[attr-defined]
+    assert (
+        await health_status(loser.port, "osqueue.v1.QueueService")  # type: ignore[attr-defined]
+        == "NOT_SERVING"
+    )
+    async with Worker(f"127.0.0.1:{loser.port}") as direct:  # type: ignore[attr-defined]
+        for call in (lambda: direct.push(b"to the standby"), direct.stats):
+            with pytest.raises(NotOwner) as refused:
+                await call()
+            assert refused.value.new_identity == first_owner[0]
     assert first_owner[1] in (1, 2)
     assert loser.process.poll() is None, "the loser keeps standing by"
+    assert await owner(data) == first_owner, "nothing the standby was sent took effect"
 
 
 async def test_an_owner_paused_past_its_lease_never_writes_again(

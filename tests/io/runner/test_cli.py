@@ -40,7 +40,12 @@ FLAGS = [
     "--poll",
     "--worker-id",
     "--log-level",
+    "--log-format",
     "--event-loop",
+    "--tls-ca",
+    "--tls",
+    "--token-file",
+    "--token",
 ]
 
 
