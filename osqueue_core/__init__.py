@@ -81,6 +81,7 @@ from osqueue_core.events import (
     VersionRead,
     WriteConflicted,
 )
+from osqueue_core.histogram import HistogramSnapshot
 from osqueue_core.job import DEFAULT_QUEUE, Job, JobSpec, JobStatus
 from osqueue_core.limits import (
     MAX_CLAIM_COUNT,
@@ -102,6 +103,7 @@ from osqueue_core.limits import (
 )
 from osqueue_core.owner import Owner
 from osqueue_core.phase import Phase
+from osqueue_core.queries import JOB_FILTERS, MAX_JOBS_PAGE, JobsPage
 from osqueue_core.remembered import RememberedKey
 from osqueue_core.results import (
     Cancelled,
@@ -139,12 +141,14 @@ from osqueue_core.table import QueueCounts
 
 __all__ = [
     "DEFAULT_QUEUE",
+    "JOB_FILTERS",
     "MAX_ATTEMPTS",
     "MAX_CLAIM_COUNT",
     "MAX_CLAIM_WAIT",
     "MAX_DELAY",
     "MAX_ERROR_LENGTH",
     "MAX_ID_LENGTH",
+    "MAX_JOBS_PAGE",
     "MAX_KEY_LENGTH",
     "MAX_PRIORITY",
     "MAX_QUEUES_PER_CLAIM",
@@ -173,6 +177,7 @@ __all__ = [
     "Failed",
     "GetJob",
     "Heartbeat",
+    "HistogramSnapshot",
     "InvalidArgument",
     "Job",
     "JobAlreadyFinished",
@@ -182,6 +187,7 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "JobsPage",
     "KeysListed",
     "LeaseExtended",
     "LeaseLost",

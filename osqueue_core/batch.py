@@ -7,6 +7,7 @@ import attrs
 from osqueue_core.commands import RequestId
 from osqueue_core.effects import Reply
 from osqueue_core.job import Job
+from osqueue_core.tally import JobTally
 
 
 @attrs.frozen
@@ -43,6 +44,8 @@ class Batch:
     #: Grants whose caller left after the batch went out: the jobs are handed back once
     #: the batch has landed.
     abandoned: list[Grant] = attrs.Factory(list)
+    #: Lease expiries, retries and deaths among its changes (counted once it lands).
+    tally: JobTally = attrs.Factory(JobTally)
 
     def hold(self, reply: Reply) -> None:
         self.replies.append(reply)

@@ -463,6 +463,7 @@ class JobRules:
             # The worker no longer holds it, whatever happens next: a late complete or
             # fail from it is answered LeaseLost.
             released = attrs.evolve(job, claimed_by=None, claimed_at=None)
+            batch.tally.expired_leases += 1
             self.moves.give_up(released, reason, True, batch, *self._key(ctx))
             touched.add(job.queue)
         touched |= self.table.promote_due()

@@ -69,6 +69,7 @@ class Transitions:
         delay = retry_policy(self.config, job.queue).delay(job.id, job.attempts)
         retry_at = wall + delay if delay > 0 else None
         self.requeue(job, job.attempts, batch, last_error=reason, retry_at=retry_at)
+        batch.tally.retries += 1
         return Failed(job.id, False, wall + delay)
 
     def requeue(
@@ -123,6 +124,7 @@ class Transitions:
         )
         self.table.replace(dead)
         batch.changed(self._clock.now)
+        batch.tally.dead_letters += 1
         while self.table.dead_count > self.config.max_dead:
             oldest = self.table.oldest_dead()
             assert oldest is not None
