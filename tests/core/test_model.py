@@ -43,6 +43,10 @@ Invariants:
   issuing storage operations by itself;
 * the stored state always parses and re-encodes to the same bytes, and so does every
   segment it references.
+* every broker's monitoring counters never go down and say what happened: exactly the
+  conflicts and unknown outcomes delivered to its state writes, one takeover once it
+  took over, one fencing exactly when it was replaced, at least the failed attempts it
+  acknowledged, one commit observation per landed write (tests/core/model_monitoring.py).
 
 **Segments** (docs/architecture.md, "Segments"; stage 1): two examples in three spill
 with tiny sizes (``spill_jobs`` 2 or 3, segments of 3 or 8 jobs, a cache of at most two
@@ -119,6 +123,7 @@ from osqueue_core import (
 
 from .harness import Outcome
 from .model_basics import Delivery, RecordingStore, Timeline, leaving
+from .model_monitoring import MonitoringCheck
 from .model_reference import Reference
 from .model_segments import (
     SegmentReader,
@@ -253,6 +258,7 @@ class QueueModel(RuleBasedStateMachine):
         self.segment_emitted: dict[str, int] = {}
         self.segments_checked: set[str] = set()
         self.ref = Reference(self.config, self.timeline, self.store, lambda: self.now)
+        self.monitoring = MonitoringCheck(self.config.state_key)
         self.slots: list[Slot] = []
         self.crashes = 0
         self.stops = 0
@@ -323,6 +329,7 @@ class QueueModel(RuleBasedStateMachine):
     def _drain(self, slot: Slot) -> None:
         self.timeline.tick(self.wall)
         for effect in slot.broker.take_effects():
+            self.monitoring.emitted(slot.broker, effect)
             if isinstance(effect, Reply):
                 self.ref.on_reply(effect)
             else:
@@ -375,10 +382,17 @@ class QueueModel(RuleBasedStateMachine):
         command: Command = make(rid)
         self.ref.sent(rid, command)
         self.sent_to[rid] = slot
+        self.monitoring.submitted(slot.broker, rid, command)
         slot.broker.submit(command, self.now, self.wall)
         self._collect(slot)
         if settle and slot in self.slots:
             self._settle(slot, but_segments=self.hold_segments)
+
+    def _receive(self, slot: Slot, effect: Effect, outcome: Delivery = "ok") -> None:
+        """Perform ``effect`` with ``outcome`` and hand the result to its broker."""
+        result = self.store.execute(effect, outcome)
+        self.monitoring.delivered(slot.broker, effect, result)
+        slot.broker.receive(result, self.now, self.wall)
 
     def _live(self) -> bool:
         return bool(self.slots)
@@ -398,8 +412,7 @@ class QueueModel(RuleBasedStateMachine):
             ]
             if not ready:
                 return
-            effect = slot.pending.pop(ready[0])
-            slot.broker.receive(self.store.execute(effect), self.now, self.wall)
+            self._receive(slot, slot.pending.pop(ready[0]))
             self._collect(slot)
         raise AssertionError(f"a broker keeps issuing storage operations: {slot.pending}")
 
@@ -688,8 +701,7 @@ class QueueModel(RuleBasedStateMachine):
         effect = chosen.pending.pop(pick % len(chosen.pending))
         segment = " (segment)" if self.store.is_segment(getattr(effect, "key", "")) else ""
         event(f"deliver {type(effect).__name__}{segment}: {outcome}")
-        result = self.store.execute(effect, outcome)
-        chosen.broker.receive(result, self.now, self.wall)
+        self._receive(chosen, effect, outcome)
         self._collect(chosen)
 
     @precondition(lambda self: bool(self.store.late))
@@ -725,7 +737,7 @@ class QueueModel(RuleBasedStateMachine):
         if isinstance(effect, WriteObject) and outcome in ("absent", "damaged"):
             outcome = "ok"
         event(f"deliver segment {type(effect).__name__}: {outcome}")
-        slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
+        self._receive(slot, effect, outcome)
         if outcome == "damaged" and effect.key in self.store.objects:
             if slot.broker.phase is Phase.FAILED:
                 assert isinstance(slot.broker.failure, CorruptState), slot.broker.failure
@@ -787,6 +799,11 @@ class QueueModel(RuleBasedStateMachine):
         for slot in self.slots:
             deadline = slot.broker.next_deadline()
             assert deadline is None or deadline > self.now, (deadline, self.now)
+
+    @invariant()
+    def monitoring_counts_what_happened(self) -> None:
+        for slot in self.slots:
+            self.monitoring.check(slot.broker)
 
     @invariant()
     def stored_state_parses_and_round_trips(self) -> None:
