@@ -36,10 +36,12 @@
       var oldest = row.querySelector('[data-field="oldest"]');
       if (oldest) { oldest.textContent = age(q.oldest_ready_age); }
     });
+    Object.keys(totals).forEach(function (k) { text("total-" + k, String(totals[k])); });
     text("total-archive", String(overview.pending_archive));
   }
 
   function line(id, values, top) {
+    if (values.length === 1) { values = [values[0], values[0]]; }  // one sample: a dash
     var step = WIDTH / (POINTS - 1);
     var offset = POINTS - values.length;
     var points = values.map(function (v, i) {
