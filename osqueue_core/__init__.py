@@ -9,7 +9,7 @@ docs/custom-runtime.md.
 """
 
 from osqueue_core.archive import archive_bucket, archive_key
-from osqueue_core.broker import Broker, BrokerStats
+from osqueue_core.broker import STATS_COUNTERS, Broker, BrokerStats
 from osqueue_core.codec import (
     SCHEMA_VERSION,
     DecodedState,
@@ -154,6 +154,7 @@ __all__ = [
     "MAX_QUEUES_PER_CLAIM",
     "MAX_QUEUE_NAME_LENGTH",
     "SCHEMA_VERSION",
+    "STATS_COUNTERS",
     "Broker",
     "BrokerConfig",
     "BrokerNotRunning",

@@ -135,6 +135,33 @@ class BrokerStats:
     commit_operations: HistogramSnapshot = _NO_COMMITS[1]
 
 
+#: The fields of :class:`BrokerStats` that only grow while a broker lives (counters, for
+#: monitoring); the rest describe its state now.
+STATS_COUNTERS = (
+    "writes",
+    "confirms",
+    "resolves",
+    "stalls",
+    "takeover_conflicts",
+    "yields",
+    "archive_collisions",
+    "renewals",
+    "standby_checks",
+    "standby_reads",
+    "spills",
+    "spilled_jobs",
+    "spills_abandoned",
+    "segment_reads",
+    "conflicts",
+    "unknown_outcomes",
+    "takeovers",
+    "fenced",
+    "expired_leases",
+    "retries",
+    "dead_letters",
+)
+
+
 class Broker:
     """A Sans-IO job-queue broker. Drive it as the module docstring says.
 

@@ -15,34 +15,9 @@ from __future__ import annotations
 
 import attrs
 
-from osqueue_core import BrokerConfig, BrokerStats, HistogramSnapshot, Phase
+from osqueue_core import STATS_COUNTERS, BrokerConfig, BrokerStats, HistogramSnapshot, Phase
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.storage import ObjectStore
-
-#: The counters of :class:`~osqueue_core.BrokerStats` that only grow during a runtime.
-COUNTERS = (
-    "writes",
-    "confirms",
-    "resolves",
-    "stalls",
-    "takeover_conflicts",
-    "yields",
-    "archive_collisions",
-    "renewals",
-    "standby_checks",
-    "standby_reads",
-    "spills",
-    "spilled_jobs",
-    "spills_abandoned",
-    "segment_reads",
-    "conflicts",
-    "unknown_outcomes",
-    "takeovers",
-    "fenced",
-    "expired_leases",
-    "retries",
-    "dead_letters",
-)
 
 
 @attrs.frozen
@@ -53,10 +28,25 @@ class Counters:
     commit_latency: HistogramSnapshot
     commit_operations: HistogramSnapshot
 
+    def plus(self, stats: BrokerStats) -> Counters:
+        """These counters with ``stats``'s added."""
+        return Counters(
+            {name: count + getattr(stats, name) for name, count in self.values.items()},
+            _added(self.commit_latency, stats.commit_latency),
+            _added(self.commit_operations, stats.commit_operations),
+        )
+
 
 def _added(one: HistogramSnapshot, other: HistogramSnapshot) -> HistogramSnapshot:
     counts = tuple(a + b for a, b in zip(one.counts, other.counts, strict=True))
     return HistogramSnapshot(one.bounds, counts, one.total + other.total)
+
+
+#: Nothing counted yet.
+_ZERO = BrokerStats(Phase.STOPPED, "", 0, 0, 0, 0, 0, 0)
+NO_COUNTS = Counters(
+    dict.fromkeys(STATS_COUNTERS, 0), _ZERO.commit_latency, _ZERO.commit_operations
+)
 
 
 class BrokerMonitor:
@@ -76,7 +66,8 @@ class BrokerMonitor:
         self.identity = identity
         self.address = address
         self.runtime: BrokerRuntime | None = None
-        self._carried: BrokerStats | None = None
+        #: The counters of the runtimes that ended.
+        self._carried = NO_COUNTS
 
     def attach(self, runtime: BrokerRuntime) -> None:
         if self.runtime is not None:
@@ -85,20 +76,9 @@ class BrokerMonitor:
 
     def detach(self, runtime: BrokerRuntime) -> None:
         """``runtime`` ended: keep its counters (added to the next runtime's)."""
-        if self.runtime is not runtime:
-            return
-        self.runtime = None
-        final = runtime.stats()
-        carried = self._carried
-        if carried is None:
-            self._carried = final
-            return
-        self._carried = attrs.evolve(
-            final,
-            commit_latency=_added(carried.commit_latency, final.commit_latency),
-            commit_operations=_added(carried.commit_operations, final.commit_operations),
-            **{name: getattr(carried, name) + getattr(final, name) for name in COUNTERS},
-        )
+        if self.runtime is runtime:
+            self.runtime = None
+            self._carried = self._carried.plus(runtime.stats())
 
     def stats(self) -> BrokerStats | None:
         """The current runtime's snapshot (None: between runtimes)."""
@@ -107,12 +87,4 @@ class BrokerMonitor:
     def counters(self, stats: BrokerStats | None = None) -> Counters:
         """The counters of this process: the runtimes that ended, plus ``stats`` (the
         current runtime's snapshot, if any)."""
-        parts = [part for part in (self._carried, stats) if part is not None]
-        if not parts:
-            parts = [BrokerStats(Phase.STOPPED, self.identity, 0, 0, 0, 0, 0, 0)]
-        values = {name: sum(getattr(part, name) for part in parts) for name in COUNTERS}
-        latency, operations = parts[0].commit_latency, parts[0].commit_operations
-        for part in parts[1:]:
-            latency = _added(latency, part.commit_latency)
-            operations = _added(operations, part.commit_operations)
-        return Counters(values, latency, operations)
+        return self._carried if stats is None else self._carried.plus(stats)

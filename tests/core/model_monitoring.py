@@ -22,6 +22,7 @@ from __future__ import annotations
 import attrs
 
 from osqueue_core import (
+    STATS_COUNTERS,
     Broker,
     BrokerReplaced,
     BrokerStats,
@@ -39,18 +40,6 @@ from osqueue_core import (
 
 #: Phases in which a broker's state writes carry batches (its takeover has landed).
 _SERVING = (Phase.RUNNING, Phase.STOPPING)
-#: Counters that only grow.
-_COUNTERS = (
-    "writes",
-    "renewals",
-    "conflicts",
-    "unknown_outcomes",
-    "takeovers",
-    "fenced",
-    "expired_leases",
-    "retries",
-    "dead_letters",
-)
 
 
 @attrs.define
@@ -120,7 +109,7 @@ class MonitoringCheck:
         stats = broker.stats()
         name = f"broker {broker.identity}"
         if seen.last is not None:
-            for counter in _COUNTERS:
+            for counter in STATS_COUNTERS:
                 before, now = getattr(seen.last, counter), getattr(stats, counter)
                 assert now >= before, f"{name}: counter {counter} went down ({before} -> {now})"
         seen.last = stats
