@@ -132,6 +132,8 @@ def test_every_page_shows_the_queue_and_the_buttons_work(
         finished = rows.filter(has=page.locator(".status-completed")).count()
         assert (live, finished) in ((6, 0), (6, 1))  # the completed one may await its archive
         assert rows.count() == live + finished
+        expect(rows.filter(has_text="delayed")).to_have_count(1)
+        shots.take(page, "jobs")
         open_page(page, base + "/jobs?queue=emails&status=claimed")
         rows = page.locator("#jobs tbody tr[data-job]")
         assert rows.count() == 1
@@ -139,7 +141,6 @@ def test_every_page_shows_the_queue_and_the_buttons_work(
         assert "worker-7" in rows.first.inner_text()
         open_page(page, base + "/jobs?queue=reports")
         assert page.locator("#jobs tbody tr[data-job]").count() == 2
-        shots.take(page, "jobs")
 
         # A job's detail, from the state.
         open_page(page, base + f"/job?id={dead_ids[0]}")
