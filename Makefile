@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Everything they need is
 # installed here from the package registries, so a fresh clone with Python 3.11+, make
-# and npm is enough.
+# and npm is enough (and, for the dashboard's browser tests, Debian's chromium: `make
+# tools` installs it with apt-get when run as root, and fails otherwise).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,7 +21,22 @@ $(AZURITE):
 	mkdir -p .tools
 	cd .tools && npm install --no-audit --no-fund --silent azurite@3 >/dev/null
 
-tools: $(AZURITE)
+# Debian's chromium for the dashboard's browser tests (tests/io/http): Playwright drives
+# it; Playwright's own browser download is never used. Missing and not installable is a
+# failure, never a skipped test.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  fi; \
+	  command -v chromium >/dev/null 2>&1 || { \
+	    echo "chromium is missing: install Debian's chromium package (apt-get install chromium)"; \
+	    exit 1; }; }
+
+tools: $(AZURITE) chromium
 
 run: $(STAMP)
 	$(BIN)/python -m examples.embedded
@@ -52,6 +68,12 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.io.soak --store local --rounds $(SOAK_ROUNDS) $(SOAK_ARGS) || rc=1; \
 	$(BIN)/python -m tests.io.soak --store s3 --rounds $(SOAK_S3_ROUNDS) $(SOAK_ARGS) || rc=1; \
 	exit $$rc
+
+# Refresh docs/screenshots/ from the dashboard's browser test.
+.PHONY: screenshots
+screenshots: $(STAMP) chromium
+	OSQUEUE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q \
+	  tests/io/http/test_dashboard_browser.py
 
 # Regenerate the betterproto2 code from proto/ (commit the result).
 proto: $(STAMP)

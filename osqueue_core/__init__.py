@@ -9,7 +9,7 @@ docs/custom-runtime.md.
 """
 
 from osqueue_core.archive import archive_bucket, archive_key
-from osqueue_core.broker import Broker, BrokerStats
+from osqueue_core.broker import STATS_COUNTERS, Broker, BrokerStats
 from osqueue_core.codec import (
     SCHEMA_VERSION,
     DecodedState,
@@ -85,6 +85,7 @@ from osqueue_core.events import (
     VersionRead,
     WriteConflicted,
 )
+from osqueue_core.histogram import HistogramSnapshot
 from osqueue_core.job import DEFAULT_QUEUE, Job, JobSpec, JobStatus
 from osqueue_core.key_index import key_pairs
 from osqueue_core.limits import (
@@ -108,6 +109,7 @@ from osqueue_core.limits import (
 from osqueue_core.notices import Committed, JobDead, LeaseExpired, Notice
 from osqueue_core.owner import Owner
 from osqueue_core.phase import Phase
+from osqueue_core.queries import JOB_FILTERS, MAX_JOBS_PAGE, JobsPage
 from osqueue_core.remembered import RememberedKey
 from osqueue_core.results import (
     Cancelled,
@@ -146,17 +148,20 @@ from osqueue_core.table import QueueCounts
 
 __all__ = [
     "DEFAULT_QUEUE",
+    "JOB_FILTERS",
     "MAX_ATTEMPTS",
     "MAX_CLAIM_COUNT",
     "MAX_CLAIM_WAIT",
     "MAX_DELAY",
     "MAX_ERROR_LENGTH",
     "MAX_ID_LENGTH",
+    "MAX_JOBS_PAGE",
     "MAX_KEY_LENGTH",
     "MAX_PRIORITY",
     "MAX_QUEUES_PER_CLAIM",
     "MAX_QUEUE_NAME_LENGTH",
     "SCHEMA_VERSION",
+    "STATS_COUNTERS",
     "Broker",
     "BrokerConfig",
     "BrokerNotRunning",
@@ -182,6 +187,7 @@ __all__ = [
     "Failed",
     "GetJob",
     "Heartbeat",
+    "HistogramSnapshot",
     "InvalidArgument",
     "Job",
     "JobAlreadyFinished",
@@ -192,6 +198,7 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "JobsPage",
     "KeysListed",
     "LeaseExpired",
     "LeaseExtended",

@@ -8,6 +8,7 @@ from osqueue_core.commands import RequestId
 from osqueue_core.effects import Reply
 from osqueue_core.job import Job
 from osqueue_core.notices import JobNotice
+from osqueue_core.tally import JobTally
 
 
 @attrs.frozen
@@ -46,6 +47,8 @@ class Batch:
     abandoned: list[Grant] = attrs.Factory(list)
     #: Leases that ran out and jobs that died in this batch: noticed once it lands.
     notices: list[JobNotice] = attrs.Factory(list)
+    #: Lease expiries, retries and deaths among its changes (counted once it lands).
+    tally: JobTally = attrs.Factory(JobTally)
 
     def hold(self, reply: Reply) -> None:
         self.replies.append(reply)

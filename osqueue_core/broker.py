@@ -43,16 +43,28 @@ from osqueue_core.errors import (
     StorageUnavailable,
 )
 from osqueue_core.events import StorageResult
+from osqueue_core.histogram import (
+    COMMIT_LATENCY_BOUNDS,
+    COMMIT_OPERATIONS_BOUNDS,
+    HistogramSnapshot,
+)
 from osqueue_core.job import Job
 from osqueue_core.limits import check_id
 from osqueue_core.notices import Notice
 from osqueue_core.outbox import Outbox
 from osqueue_core.owner import Owner
 from osqueue_core.phase import RULES, Admission, Phase, PhaseEvent, initial_phase, next_phase
+from osqueue_core.queries import JobsPage, list_jobs
 from osqueue_core.results import NothingToClaim
 from osqueue_core.rules import CommitContext, JobRules, payload_bytes
 from osqueue_core.segment_waits import segment_needed
 from osqueue_core.table import QueueCounts
+
+#: The commit histograms of a broker that has written nothing.
+_NO_COMMITS = (
+    HistogramSnapshot.empty(COMMIT_LATENCY_BOUNDS),
+    HistogramSnapshot.empty(COMMIT_OPERATIONS_BOUNDS),
+)
 
 
 @attrs.frozen
@@ -120,6 +132,51 @@ class BrokerStats:
     segment_deletes_abandoned: int = 0
     sweeps: int = 0
     swept: int = 0
+    #: State writes refused because the object had changed, and writes whose outcome
+    #: storage could not tell (each resolved by reading the state back).
+    conflicts: int = 0
+    unknown_outcomes: int = 0
+    #: Takeovers this broker made; reads that found it replaced by another (fenced).
+    takeovers: int = 0
+    fenced: int = 0
+    #: Job events in writes that landed: leases that ran out, failed attempts scheduled
+    #: again, jobs that became dead letters (:mod:`osqueue_core.tally`).
+    expired_leases: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    #: Size of the last state object written (and landed), in bytes.
+    state_bytes: int = 0
+    #: Every landed write of a batch: seconds from its first issue to landing, and the
+    #: requests it acknowledged (lease renewals are counted in ``renewals`` instead).
+    commit_latency: HistogramSnapshot = _NO_COMMITS[0]
+    commit_operations: HistogramSnapshot = _NO_COMMITS[1]
+
+
+#: The fields of :class:`BrokerStats` that only grow while a broker lives (counters, for
+#: monitoring); the rest describe its state now.
+STATS_COUNTERS = (
+    "writes",
+    "confirms",
+    "resolves",
+    "stalls",
+    "takeover_conflicts",
+    "yields",
+    "archive_collisions",
+    "renewals",
+    "standby_checks",
+    "standby_reads",
+    "spills",
+    "spilled_jobs",
+    "spills_abandoned",
+    "segment_reads",
+    "conflicts",
+    "unknown_outcomes",
+    "takeovers",
+    "fenced",
+    "expired_leases",
+    "retries",
+    "dead_letters",
+)
 
 
 class Broker:
@@ -313,11 +370,43 @@ class Broker:
             segment_deletes_abandoned=commit.deleter.counters.abandoned,
             sweeps=commit.sweep.counters.sweeps,
             swept=commit.sweep.counters.swept,
+            conflicts=counters.conflicts,
+            unknown_outcomes=counters.unknown_outcomes,
+            takeovers=counters.takeovers,
+            fenced=counters.fenced,
+            expired_leases=counters.jobs.expired_leases,
+            retries=counters.jobs.retries,
+            dead_letters=counters.jobs.dead_letters,
+            state_bytes=counters.state_bytes,
+            commit_latency=counters.latency.snapshot(),
+            commit_operations=counters.operations.snapshot(),
         )
 
     def job(self, job_id: str) -> Job | None:
         """The head (possibly not yet durable) version of a job, for inspection."""
         return self._rules.table.get(job_id)
+
+    def jobs(
+        self,
+        wall: float,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> JobsPage:
+        """A page of the jobs in the head state, for inspection (a dashboard): see
+        :func:`~osqueue_core.queries.list_jobs`. Changes nothing; raises
+        ``InvalidArgument`` for a filter out of range."""
+        return list_jobs(
+            self._rules.table,
+            self.config,
+            wall,
+            queue=queue,
+            status=status,
+            after=after,
+            limit=limit,
+        )
 
     # -- every input -----------------------------------------------------------------
 

@@ -49,11 +49,13 @@ from osqueue_core.errors import (
 from osqueue_core.events import (
     ObjectRead,
     ObjectWritten,
+    StorageFailed,
     StorageResult,
     VersionRead,
     WriteConflicted,
 )
 from osqueue_core.gather import Gather
+from osqueue_core.histogram import COMMIT_LATENCY_BOUNDS, COMMIT_OPERATIONS_BOUNDS, Histogram
 from osqueue_core.limits import quote
 from osqueue_core.markers import decode_takeover_request
 from osqueue_core.notices import Committed
@@ -68,6 +70,7 @@ from osqueue_core.slot import StateOp, StateSlot
 from osqueue_core.spill import Spiller
 from osqueue_core.standby import Watch
 from osqueue_core.takeover import Takeover
+from osqueue_core.tally import JobTally
 
 
 @attrs.define
@@ -81,6 +84,22 @@ class CommitCounters:
     yields: int = 0
     #: Writes made only to renew the owner's lease (an idle owner with ``owner_lease``).
     renewals: int = 0
+    #: State writes (after the takeover) refused because the object changed, and those
+    #: whose outcome storage could not tell (both are resolved by reading back).
+    conflicts: int = 0
+    unknown_outcomes: int = 0
+    #: Takeovers this broker made, and reads that found it replaced (fenced: it never
+    #: writes again).
+    takeovers: int = 0
+    fenced: int = 0
+    #: Bytes of the last state object this broker wrote that landed (0: none yet).
+    state_bytes: int = 0
+    #: Job events of the writes that landed (:mod:`osqueue_core.tally`).
+    jobs: JobTally = attrs.Factory(JobTally)
+    #: Each landed write of a batch (renewals aside): seconds from its first issue, and
+    #: the requests it acknowledged.
+    latency: Histogram = attrs.Factory(lambda: Histogram(COMMIT_LATENCY_BOUNDS))
+    operations: Histogram = attrs.Factory(lambda: Histogram(COMMIT_OPERATIONS_BOUNDS))
 
 
 class CommitProtocol:
@@ -345,7 +364,10 @@ class CommitProtocol:
             return
         # Conflicted, or the outcome is unknown: read the state back to find out.
         if isinstance(result, WriteConflicted):
+            self.counters.conflicts += 1
             self.slot.count_failed_attempt()  # (a storage failure was counted already)
+        elif isinstance(result, StorageFailed):
+            self.counters.unknown_outcomes += 1
         self.counters.resolves += 1
         key = self.config.state_key
         self.slot.issue(
@@ -399,6 +421,12 @@ class CommitProtocol:
             self._out.reply(reply)
         self._notice_landed(write)
         now = self._clock.now
+        counters = self.counters
+        counters.state_bytes = len(write.data)
+        counters.jobs.add(batch.tally)
+        if write is not self._renewal:
+            counters.latency.observe(now - self._write_issued_at)
+            counters.operations.observe(len(batch.replies))
         self.gather.landed(self._write_issued_at, now, len(batch.replies), len(self.open.replies))
         handed_back = False
         for grant in batch.abandoned:
@@ -426,6 +454,8 @@ class CommitProtocol:
 
     def _took_over(self, write: PendingWrite, owner: Owner, version: object) -> None:
         self.owner = owner
+        self.counters.takeovers += 1
+        self.counters.state_bytes = len(write.data)
         self.slot.succeeded()
         self._confirmed_at = self._renewed_at = self._clock.now
         self.revision = write.revision
@@ -514,6 +544,7 @@ class CommitProtocol:
             # clients retry elsewhere, rather than an error about this broker's state.
             successor = peek_owner(data)
             if successor is not None and successor.epoch > self.owner.epoch:
+                self.counters.fenced += 1
                 raise BrokerReplaced(
                     successor.identity, successor.epoch, successor.address
                 ) from None
@@ -522,6 +553,7 @@ class CommitProtocol:
         if owner.epoch == self.owner.epoch and owner.incarnation == self.owner.incarnation:
             return header
         if owner.epoch >= self.owner.epoch:
+            self.counters.fenced += 1
             raise BrokerReplaced(owner.identity, owner.epoch, owner.address)
         raise StateDiverged(
             f"the state names epoch {owner.epoch}, older than this broker's "

@@ -474,6 +474,7 @@ class JobRules:
             released = attrs.evolve(job, claimed_by=None, claimed_at=None)
             worker_id = job.claimed_by or ""
             batch.notices.append(LeaseExpired(job.id, job.queue, worker_id, job.attempts))
+            batch.tally.expired_leases += 1
             self.moves.give_up(released, reason, True, batch, *self._key(ctx))
             touched.add(job.queue)
         touched |= self.table.promote_due()

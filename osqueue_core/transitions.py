@@ -83,6 +83,7 @@ class Transitions:
         delay = retry_policy(self.config, job.queue).delay(job.id, job.attempts)
         retry_at = wall + delay if delay > 0 else None
         self.requeue(job, job.attempts, batch, last_error=reason, retry_at=retry_at)
+        batch.tally.retries += 1
         return Failed(job.id, False, wall + delay)
 
     def requeue(
@@ -160,6 +161,7 @@ class Transitions:
         self.table.replace(dead)
         batch.changed(self._clock.now)
         batch.notices.append(JobDead(job.id, job.queue, reason, job.attempts))
+        batch.tally.dead_letters += 1
         while self.table.dead_count > self.config.max_dead:
             oldest = self.table.oldest_dead()
             assert oldest is not None

@@ -44,6 +44,8 @@ from osqueue_core import (
     ClaimedBatch,
     Command,
     DeleteObject,
+    Job,
+    JobsPage,
     KeysListed,
     ListKeys,
     NotOwner,
@@ -319,6 +321,26 @@ class BrokerRuntime(AsyncResource):
     def stats(self) -> BrokerStats:
         """A snapshot of the broker. Call it from the runtime's event loop."""
         return self._broker.stats()
+
+    def job(self, job_id: str) -> Job | None:
+        """The broker's head version of a job in the state (None: not there, or
+        untouched in a segment), for inspection. Call it from the runtime's event loop."""
+        return self._broker.job(job_id)
+
+    def jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> JobsPage:
+        """A page of the jobs in the head state (:meth:`osqueue_core.Broker.jobs`), as
+        clients see them now. Scans the state: for operators' pages, not a request
+        path. Raises ``InvalidArgument`` for a filter out of range."""
+        return self._broker.jobs(
+            self._wall_clock(), queue=queue, status=status, after=after, limit=limit
+        )
 
     async def wait_for_phase(self, *phases: Phase) -> Phase:
         """Wait until the broker is in one of ``phases`` (cheap: it reads the phase, not

@@ -39,9 +39,11 @@ import logging
 import signal
 import socket
 import ssl
+from collections.abc import Sequence
 
 import anyio
 import attrs
+from aiohttp.typedefs import Middleware
 from anyio.abc import TaskStatus
 from grpclib.server import Server
 
@@ -53,6 +55,8 @@ from osqueue_core import (
     OsqueueError,
     Phase,
 )
+from osqueue_io.http import BrokerMonitor
+from osqueue_io.http.endpoints import HttpEndpoints
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime, default_identity
 from osqueue_io.security import Access, Tokens
@@ -150,6 +154,12 @@ class BrokerServer:
     ``tokens`` requires a bearer token of the right role on every call but health
     checks (:mod:`osqueue_io.security.access`). The standard health service
     (:mod:`osqueue_io.server.health`) answers on the same port.
+
+    ``metrics_listen`` and ``http_listen`` (``(host, port)``, port 0 for a free one)
+    add HTTP listeners (:mod:`osqueue_io.http`): Prometheus metrics alone, and the web
+    dashboard with metrics. ``http_ssl_context`` serves them over TLS;
+    ``http_middlewares`` guard them (``osqueue_io.http.required_access`` tells which
+    routes read and which change the queue).
     """
 
     def __init__(
@@ -168,6 +178,10 @@ class BrokerServer:
         max_request_bytes_in_flight: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         tokens: Tokens | None = None,
+        metrics_listen: tuple[str, int] | None = None,
+        http_listen: tuple[str, int] | None = None,
+        http_ssl_context: ssl.SSLContext | None = None,
+        http_middlewares: Sequence[Middleware] = (),
     ) -> None:
         if not ownership_check > 0 or not drain_timeout > 0:
             raise ValueError("ownership_check and drain_timeout must be positive")
@@ -188,6 +202,14 @@ class BrokerServer:
             max_message_bytes, max(self.config.max_batch_ops, MAX_QUEUES_PER_CLAIM)
         )
         self._admission_limits = (max_concurrent_calls, max_request_bytes_in_flight)
+        self.monitor = BrokerMonitor(store, self.config, identity=self.identity, address=advertise)
+        self.http = HttpEndpoints(
+            self.monitor,
+            metrics_listen=metrics_listen,
+            http_listen=http_listen,
+            ssl_context=http_ssl_context,
+            middlewares=http_middlewares,
+        )
         self._admission = self._new_admission()
         self._ssl_context = ssl_context
         self._access = Access(tokens or Tokens())
@@ -266,6 +288,12 @@ class BrokerServer:
             return EXIT_FAILED
         self._extra_sockets = []
         try:
+            await self.http.start()
+        except OSError as error:
+            sock.close()
+            log.error("cannot listen for HTTP: %s", error)
+            return EXIT_FAILED
+        try:
             async with anyio.create_task_group() as watchers:
                 if handle_signals:
                     # Before the takeover: a signal during it stops the broker cleanly
@@ -275,6 +303,7 @@ class BrokerServer:
                 watchers.cancel_scope.cancel()
             return code
         finally:
+            await self.http.stop()
             sock.close()
             for extra in self._extra_sockets:
                 extra.close()
@@ -283,6 +312,7 @@ class BrokerServer:
         bound_port: int = sock.getsockname()[1]
         self.address = format_address(self.host, bound_port)
         advertised = self.advertise or advertised_address(self.host, bound_port)
+        self.monitor.address = advertised
         while True:
             runtime = BrokerRuntime(
                 self.store,
@@ -292,6 +322,7 @@ class BrokerServer:
                 shutdown_timeout=self.drain_timeout,
             )
             server: Server | None = None
+            self.monitor.attach(runtime)
             if self.config.standby:
                 # A standby listens too: health checks get NOT_SERVING (so orchestrators
                 # see it alive but send it nothing), queue calls NotOwner from its core,
@@ -311,12 +342,14 @@ class BrokerServer:
             if runtime.broker_phase is not Phase.RUNNING:
                 await runtime.aclose()
                 await self._close_server(server)
+                self.monitor.detach(runtime)
                 log.info("stopped while standing by")
                 return EXIT_OK
             try:
                 await self._serve(runtime, sock, advertised, server)
             finally:
                 await runtime.aclose()  # in the task that started it, as anyio requires
+                self.monitor.detach(runtime)
             if not self._rejoins(runtime.failure):
                 return self._exit_code(runtime)
             # Replaced: serving closed the listening socket; bind it again, stand by.

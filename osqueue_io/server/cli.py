@@ -192,6 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
         "port 0 picks a free port (the chosen one is logged) (default: :9090)",
     )
     parser.add_argument(
+        "--metrics-listen",
+        type=parse_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve Prometheus metrics (GET /metrics, text format) on this address; "
+        "the metrics are listed in docs/operations.md (default: off)",
+    )
+    parser.add_argument(
+        "--http-listen",
+        type=parse_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the web dashboard (queues, jobs, dead letters with redrive and "
+        "purge, the archive, the broker) and /metrics on this address; it has no login "
+        "of its own: listen on a trusted interface (default: off)",
+    )
+    parser.add_argument(
         "--data",
         default="./data",
         metavar="URL",
@@ -439,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_request_bytes_in_flight=max_request_bytes_in_flight,
         ssl_context=security.ssl_context,
         tokens=security.tokens,
+        metrics_listen=args.metrics_listen,
+        http_listen=args.http_listen,
     )
 
     async def run() -> int:

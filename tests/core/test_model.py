@@ -45,7 +45,11 @@ Invariants:
   segment it references;
 * the broker's notices (for the logs) are true when taken: each names a version this
   broker landed, commits in order, a dead letter dead there, an expired lease no longer
-  held (tests/core/model_notices.py).
+  held (tests/core/model_notices.py);
+* every broker's monitoring counters never go down and say what happened: exactly the
+  conflicts and unknown outcomes delivered to its state writes, one takeover once it
+  took over, one fencing exactly when it was replaced, at least the failed attempts it
+  acknowledged, one commit observation per landed write (tests/core/model_monitoring.py).
 
 **Segments** (docs/architecture.md, "Segments"; stage 1 and due windows): two examples
 in three spill with tiny sizes (``spill_jobs`` 2, 3 or 5, segments of 3 or 8 jobs, a cache
@@ -143,6 +147,7 @@ from osqueue_core import (
 
 from .harness import Outcome
 from .model_basics import EPSILON, Delivery, RecordingStore, Timeline, leaving, ready_at
+from .model_monitoring import MonitoringCheck
 from .model_notices import NoticeAudit
 from .model_reference import Reference
 from .model_segments import (
@@ -276,6 +281,7 @@ class QueueModel(RuleBasedStateMachine):
         self.hold_segments = False
         self.segments_checked: set[str] = set()
         self.ref = Reference(self.config, self.timeline, self.store, lambda: self.now)
+        self.monitoring = MonitoringCheck(self.config.state_key)
         self.slots: list[Slot] = []
         self.crashes = 0
         self.stops = 0
@@ -348,6 +354,7 @@ class QueueModel(RuleBasedStateMachine):
     def _drain(self, slot: Slot) -> None:
         self.timeline.tick(self.wall)
         for effect in slot.broker.take_effects():
+            self.monitoring.emitted(slot.broker, effect)
             if isinstance(effect, Reply):
                 self.ref.on_reply(effect)
             else:
@@ -429,10 +436,17 @@ class QueueModel(RuleBasedStateMachine):
         command: Command = make(rid)
         self.ref.sent(rid, command)
         self.sent_to[rid] = slot
+        self.monitoring.submitted(slot.broker, rid, command)
         slot.broker.submit(command, self.now, self.wall)
         self._collect(slot)
         if settle and slot in self.slots:
             self._settle(slot, but_segments=self.hold_segments)
+
+    def _receive(self, slot: Slot, effect: Effect, outcome: Delivery = "ok") -> None:
+        """Perform ``effect`` with ``outcome`` and hand the result to its broker."""
+        result = self.store.execute(effect, outcome)
+        self.monitoring.delivered(slot.broker, effect, result)
+        slot.broker.receive(result, self.now, self.wall)
 
     def _live(self) -> bool:
         return bool(self.slots)
@@ -452,8 +466,7 @@ class QueueModel(RuleBasedStateMachine):
             ]
             if not ready:
                 return
-            effect = slot.pending.pop(ready[0])
-            slot.broker.receive(self.store.execute(effect), self.now, self.wall)
+            self._receive(slot, slot.pending.pop(ready[0]))
             self._collect(slot)
         raise AssertionError(f"a broker keeps issuing storage operations: {slot.pending}")
 
@@ -774,8 +787,7 @@ class QueueModel(RuleBasedStateMachine):
         effect = chosen.pending.pop(pick % len(chosen.pending))
         segment = " (segment)" if self._on_segments(effect) else ""
         event(f"deliver {type(effect).__name__}{segment}: {outcome}")
-        result = self.store.execute(effect, outcome)
-        chosen.broker.receive(result, self.now, self.wall)
+        self._receive(chosen, effect, outcome)
         self._collect(chosen)
 
     @precondition(lambda self: bool(self.store.late))
@@ -811,7 +823,7 @@ class QueueModel(RuleBasedStateMachine):
         if not isinstance(effect, ReadObject) and outcome in ("absent", "damaged"):
             outcome = "ok"
         event(f"deliver segment {type(effect).__name__}: {outcome}")
-        slot.broker.receive(self.store.execute(effect, outcome), self.now, self.wall)
+        self._receive(slot, effect, outcome)
         if outcome == "damaged" and effect.key in self.store.objects:
             if slot.broker.phase is Phase.FAILED:
                 assert isinstance(slot.broker.failure, CorruptState), slot.broker.failure
@@ -872,6 +884,11 @@ class QueueModel(RuleBasedStateMachine):
         for slot in self.slots:
             deadline = slot.broker.next_deadline()
             assert deadline is None or deadline > self.now, (deadline, self.now)
+
+    @invariant()
+    def monitoring_counts_what_happened(self) -> None:
+        for slot in self.slots:
+            self.monitoring.check(slot.broker)
 
     @invariant()
     def stored_state_parses_and_round_trips(self) -> None:

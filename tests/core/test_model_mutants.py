@@ -44,8 +44,10 @@ from osqueue_core import (
     PushedBatch,
     Reply,
     RetryPolicy,
+    StorageFailed,
     StorageResult,
     codec,
+    commit,
     fragments,
     rules,
     segment_sweep,
@@ -329,7 +331,49 @@ RULE_MUTANTS = [
 ]
 
 
-@pytest.mark.parametrize("mutant", RULE_MUTANTS, ids=lambda m: m.name)
+# -- monitoring counters broken one at a time -----------------------------------------------
+
+
+def _uncounted_deaths(original: Callable[..., None]) -> Callable[..., None]:
+    """``Transitions.die`` that leaves the death out of its batch's tally."""
+
+    def die(self: Transitions, job: Job, reason: str, batch: Any, *args: Any) -> None:
+        original(self, job, reason, batch, *args)
+        batch.tally.dead_letters -= 1
+
+    return die
+
+
+def _uncounted_unknowns(original: Callable[..., None]) -> Callable[..., None]:
+    """``CommitProtocol._on_write`` that does not count a write of unknown outcome."""
+
+    def on_write(self: commit.CommitProtocol, write: Any, result: Any) -> None:
+        original(self, write, result)
+        if isinstance(result, StorageFailed):
+            self.counters.unknown_outcomes -= 1
+
+    return on_write
+
+
+MONITORING_MUTANTS = [
+    RuleMutant(
+        "dead letters not counted",
+        Transitions,
+        "die",
+        _uncounted_deaths,
+        r"acknowledged \d+ failed attempts",
+    ),
+    RuleMutant(
+        "unknown outcomes not counted",
+        commit.CommitProtocol,
+        "_on_write",
+        _uncounted_unknowns,
+        r"unknown_outcomes; the model delivered",
+    ),
+]
+
+
+@pytest.mark.parametrize("mutant", [*RULE_MUTANTS, *MONITORING_MUTANTS], ids=lambda m: m.name)
 def test_the_model_test_fails_on_a_broken_rule(
     mutant: RuleMutant, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,8 @@ from .conftest import REPO_ROOT, BrokerProcess
 
 FLAGS = [
     "--listen",
+    "--metrics-listen",
+    "--http-listen",
     "--data",
     "--heartbeat-timeout",
     "--heartbeat-check",

@@ -1,0 +1,47 @@
+"""A real broker subprocess on 127.0.0.1 with its HTTP listeners (port 0: the ports it
+logs are read back), and the blocking client to drive it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from osqueue_io.sync import RemoteQueue
+from tests.io.distributed.conftest import BrokerProcess
+
+
+class WebBroker(BrokerProcess):
+    """A broker with ``--http-listen`` and ``--metrics-listen`` on free ports."""
+
+    def __init__(self, data: str, *flags: str) -> None:
+        super().__init__(
+            data, "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *flags
+        )
+        self.dashboard = self._url(r"dashboard at (http://127\.0\.0\.1:\d+)/")
+        self.metrics = self._url(r"metrics at (http://127\.0\.0\.1:\d+)/metrics")
+
+    def _url(self, pattern: str) -> str:
+        found = [m.group(1) for line in self.output if (m := re.search(pattern, line))]
+        assert found, f"the broker logged no {pattern!r}:\n{self.text}"
+        return found[-1]
+
+
+@pytest.fixture
+def web_broker(tmp_path: Path) -> Iterator[WebBroker]:
+    """A broker on a local directory: failed jobs retried at once, two attempts each."""
+    broker = WebBroker(
+        str(tmp_path / "queue"), "--retry-base", "0", "--retry-cap", "0", "--max-attempts", "2"
+    )
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+@pytest.fixture
+def client(web_broker: WebBroker) -> Iterator[RemoteQueue[bytes]]:
+    with RemoteQueue(web_broker.address, bytes) as queue:
+        yield queue
