@@ -39,7 +39,7 @@ from osqueue_core.commands import (
     Release,
     RequestId,
 )
-from osqueue_core.config import BrokerConfig, default_job_id, retry_policy
+from osqueue_core.config import BrokerConfig, default_job_id, default_job_seq, retry_policy
 from osqueue_core.effects import (
     Effect,
     ListKeys,
@@ -244,6 +244,7 @@ __all__ = [
     "decode_segment",
     "decode_state",
     "default_job_id",
+    "default_job_seq",
     "digest_of",
     "encode_archive",
     "encode_job",

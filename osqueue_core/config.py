@@ -6,12 +6,14 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from osqueue_core.limits import MAX_LEASE, MIN_LEASE, check_queue_name
+from osqueue_core.limits import MAX_COUNTER, MAX_LEASE, MIN_LEASE, check_queue_name
 from osqueue_core.retry import RetryPolicy
 
 MiB = 1024 * 1024
 #: Most jobs in one segment.
 MAX_SEGMENT_JOBS = 1 << 20
+#: (epoch, seq) pairs on which a custom ``job_id_seq`` must invert ``job_id_factory``.
+_ID_SAMPLES = ((1, 0), (1, 1), (7, 41), (1000, 123_456_789), (999_999, 2**40 + 3))
 
 
 def default_job_id(epoch: int, seq: int) -> str:
@@ -21,6 +23,18 @@ def default_job_id(epoch: int, seq: int) -> str:
     object), so ids stay unique even across a state restored from a backup.
     """
     return f"{seq:012d}-{epoch}"
+
+
+def default_job_seq(job_id: str) -> int | None:
+    """The inverse of :func:`default_job_id`: the seq ``job_id`` was made for, or None
+    when the default factory did not make it."""
+    head, dash, tail = job_id.partition("-")
+    if not dash or len(head) < 12 or not (head + tail).isascii():
+        return None
+    if not head.isdigit() or not tail.isdigit():
+        return None
+    seq = int(head)
+    return seq if default_job_id(int(tail), seq) == job_id else None
 
 
 @attrs.frozen
@@ -125,11 +139,16 @@ class BrokerConfig:
     #: Makes a job id from (epoch, seq). Must be unique for distinct (epoch, seq) and at
     #: most ``MAX_ID_LENGTH`` characters long.
     job_id_factory: Callable[[int, int], str] = default_job_id
+    #: The inverse of a custom ``job_id_factory``: the seq an id was made for, or None
+    #: for an id it did not make (any id a client sends; raising counts as None). A
+    #: broker needs it to find a job spilled into a segment by its id, so with a custom
+    #: factory and no inverse it never spills. Checked on a few ids when configured.
+    job_id_seq: Callable[[str], int | None] | None = None
     #: Segments (docs/architecture.md, "Segments"): untouched ready jobs move out of the
     #: state into immutable objects under ``segment_prefix``. A spill starts once this
     #: many inline ready jobs (or ``spill_bytes`` of their payloads) could move, and
     #: takes up to ``segment_jobs`` / ``segment_bytes`` of them. None: never spill (nor
-    #: with a custom ``job_id_factory``: its ids cannot be mapped back to seqs).
+    #: with a custom ``job_id_factory`` without its ``job_id_seq``).
     segment_prefix: str = "segments/"
     spill_jobs: int | None = 1024
     spill_bytes: int = 1 * MiB
@@ -144,7 +163,20 @@ class BrokerConfig:
     @property
     def spills(self) -> bool:
         """Whether this broker moves untouched jobs into segments."""
-        return self.spill_jobs is not None and self.job_id_factory is default_job_id
+        invertible = self.job_id_factory is default_job_id or self.job_id_seq is not None
+        return self.spill_jobs is not None and invertible
+
+    def seq_of(self, job_id: str) -> int | None:
+        """The seq job ``job_id`` was made for (by ``job_id_seq``, or the default
+        factory's inverse), or None: not an id of this broker's factory."""
+        inverse = self.job_id_seq or default_job_seq
+        try:
+            seq = inverse(job_id)
+        except Exception:
+            # Clients name any id they like; one the user's inverse chokes on is not
+            # one of its ids, and its exception must not escape the core.
+            return None
+        return seq if type(seq) is int and 0 <= seq < MAX_COUNTER else None
 
     def __attrs_post_init__(self) -> None:
         positive = {
@@ -210,6 +242,19 @@ class BrokerConfig:
         prefixes = (self.archive_prefix, self.epoch_prefix, self.segment_prefix)
         if not all(keys) or not all(p.endswith("/") for p in prefixes):
             raise ValueError("keys must be non-empty and prefixes must end with '/'")
+        if self.job_id_seq is not None:
+            self._check_job_id_seq()
+
+    def _check_job_id_seq(self) -> None:
+        if not callable(self.job_id_seq):
+            raise ValueError("job_id_seq must be a function from a job id to its seq (or None)")
+        for epoch, seq in _ID_SAMPLES:
+            job_id = self.job_id_factory(epoch, seq)
+            if self.seq_of(job_id) != seq:
+                raise ValueError(
+                    f"job_id_seq is not the inverse of job_id_factory: the id made for "
+                    f"(epoch {epoch}, seq {seq}) does not give seq {seq} back"
+                )
 
 
 def backoff(config: BrokerConfig, failures: int) -> float:

@@ -116,7 +116,7 @@ class JobRules:
         self.config = config
         self._clock = clock
         self._out = outbox
-        self.table = JobTable(clock, spill=config.spills)
+        self.table = JobTable(clock, spill=config.spills, seq_of=config.seq_of)
         #: The first epoch of this queue's life (written with every state).
         self.segment_floor = 1
         self.moves = Transitions(config, clock, self.table)
@@ -501,8 +501,10 @@ class JobRules:
     ) -> None:
         """Replace the head state with a state read from storage (at takeover). Its
         segments are not read: their references are enough to serve."""
-        spill = self.config.spills
-        self.table = self.moves.table = JobTable(self._clock, jobs, next_seq, refs, spill=spill)
+        config = self.config
+        self.table = self.moves.table = JobTable(
+            self._clock, jobs, next_seq, refs, spill=config.spills, seq_of=config.seq_of
+        )
         self.remembered = RememberedKeys(self.config.max_remembered_keys, keys)
         self.segment_floor = segment_floor
 

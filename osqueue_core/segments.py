@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
-from osqueue_core.config import default_job_id
+from osqueue_core.config import default_job_seq
 from osqueue_core.errors import CorruptState
 from osqueue_core.job import Job
 from osqueue_core.quoting import quote
@@ -49,17 +49,6 @@ def loaded_cost(ref: SegmentRef) -> int:
 #: A cursor's heap entry: (-priority, seq, 1 if a lower bound else 0, slot, group).
 Entry = tuple[int, int, int, int, int]
 _Head = tuple[int, int, int]
-
-
-def id_seq(job_id: str) -> int | None:
-    """The seq a default-factory id names (``<seq:012d>-<epoch>``), or None."""
-    head, dash, tail = job_id.partition("-")
-    if not dash or len(head) < 12 or not (head + tail).isascii():
-        return None
-    if not head.isdigit() or not tail.isdigit():
-        return None
-    seq = int(head)
-    return seq if default_job_id(int(tail), seq) == job_id else None
 
 
 @attrs.frozen
@@ -138,7 +127,13 @@ class Segment:
 class SegmentIndex:
     """Every referenced segment, with the per-queue heaps of group cursors."""
 
-    def __init__(self, refs: Iterable[SegmentRef] = ()) -> None:
+    def __init__(
+        self,
+        refs: Iterable[SegmentRef] = (),
+        seq_of: Callable[[str], int | None] = default_job_seq,
+    ) -> None:
+        #: Job id -> the seq it was made for (the id factory's inverse).
+        self._seq_of = seq_of
         self._segments: dict[str, Segment] = {}  # in attach order: the state's order
         self._by_slot: dict[int, Segment] = {}
         self._next_slot = 0
@@ -223,7 +218,7 @@ class SegmentIndex:
     def locate(self, job_id: str) -> Location | str | None:
         """Where the untouched job ``job_id`` is; the key of a segment to load first
         when that cannot be told yet; None when no untouched job has that id."""
-        seq = id_seq(job_id)
+        seq = self._seq_of(job_id)
         if seq is None:
             return None
         needed: str | None = None

@@ -27,15 +27,16 @@ into the table first (it is *inline* from then on).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
 from osqueue_core.clock import Clock
+from osqueue_core.config import default_job_seq
 from osqueue_core.fragments import Fragments
 from osqueue_core.job import Job, JobStatus
 from osqueue_core.segment_refs import SegmentRef
-from osqueue_core.segments import Location, SegmentIndex, id_seq
+from osqueue_core.segments import Location, SegmentIndex
 
 
 @attrs.frozen
@@ -93,12 +94,15 @@ class JobTable:
         refs: Iterable[SegmentRef] = (),
         *,
         spill: bool = False,
+        seq_of: Callable[[str], int | None] = default_job_seq,
     ) -> None:
         self._clock = clock
         #: The untouched jobs, in segments.
-        self.segments = SegmentIndex(refs)
-        # Inline ready jobs a spill may move (id -> payload bytes), if spilling.
+        self.segments = SegmentIndex(refs, seq_of)
+        # Inline ready jobs a spill may move (id -> payload bytes), if spilling: only
+        # those whose id gives their seq back, so a lookup by id finds them.
         self._spill = spill
+        self._seq_of = seq_of
         self._spillable: dict[str, int] = {}
         self.spillable_bytes = 0
         self.next_seq = next_seq
@@ -419,7 +423,12 @@ class JobTable:
         q = self._queue(job.queue)
         if job.status is JobStatus.READY:
             at = job.ready_at
-            if at is None and self._spill and job.born.key is None and id_seq(job.id) == job.seq:
+            if (
+                at is None
+                and self._spill
+                and job.born.key is None
+                and self._seq_of(job.id) == job.seq
+            ):
                 self._spillable[job.id] = len(job.payload)
                 self.spillable_bytes += len(job.payload)
             if at is None or at <= self._clock.wall:
