@@ -45,6 +45,7 @@ from osqueue_core import (
     Command,
     KeysListed,
     ListKeys,
+    NotOwner,
     ObjectCorrupt,
     ObjectRead,
     ObjectWritten,
@@ -120,7 +121,14 @@ class _Stop:
     pass
 
 
-_Input = _Submit | _CancelClaim | _HandBack | _Stop | StorageResult
+@attrs.frozen
+class _Hold:
+    """Hold back (or let go) the standby's takeover."""
+
+    held: bool
+
+
+_Input = _Submit | _CancelClaim | _HandBack | _Stop | _Hold | StorageResult
 
 
 class _Waiter:
@@ -225,6 +233,7 @@ class BrokerRuntime(AsyncResource):
         self._task_group: TaskGroup | None = None
         self._closed = False
         self._stopping = False
+        self._stop_early = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -245,6 +254,8 @@ class BrokerRuntime(AsyncResource):
             self._broker.start(self._clock(), self._wall_clock())
             self._dispatch()
             task_group.start_soon(self._core_loop)
+            if self._stop_early:
+                self._put(_Stop())
             await self._started.wait()
         except BaseException:
             # Leave the task group here, in the task that entered it, as anyio
@@ -262,9 +273,30 @@ class BrokerRuntime(AsyncResource):
 
     def request_stop(self) -> None:
         """Ask the broker to stop, from the event loop, without waiting: a standby
-        stops watching (``open`` then returns), an owner drains as in :meth:`stop`."""
-        if self._task_group is not None and not self._closed:
+        stops watching (``open`` then returns), an owner drains as in :meth:`stop`.
+        Asked before :meth:`open`, the broker stops as soon as it starts."""
+        if self._closed:
+            return
+        if self._task_group is None:
+            self._stop_early = True
+        else:
             self._put(_Stop())
+
+    def hold_takeover(self, held: bool) -> None:
+        """Hold back (or let go) a standby's takeover (``Broker.hold_takeover``), from
+        the event loop; before :meth:`open` too, so a standby can start held."""
+        if self._task_group is None:
+            self._broker.hold_takeover(held, self._clock(), self._wall_clock())
+        elif not self._closed:
+            self._put(_Hold(held))
+
+    @property
+    def takeover_held(self) -> bool:
+        return self._broker.takeover_held
+
+    def watched_owner(self) -> NotOwner:
+        """What a standby answers: ``NotOwner`` naming the owner it watches."""
+        return self._broker.watched_owner
 
     async def stop(self) -> None:
         """Stop the broker cleanly, from any task: new requests are refused, accepted
@@ -491,6 +523,8 @@ class BrokerRuntime(AsyncResource):
                 case _Stop():
                     self._stopping = True
                     broker.stop(now, wall)
+                case _Hold(held):
+                    broker.hold_takeover(held, now, wall)
                 case _:
                     broker.receive(item, now, wall)
         if commands:

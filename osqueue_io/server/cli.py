@@ -27,6 +27,7 @@ from osqueue_core import (
 )
 from osqueue_io import eventloop
 from osqueue_io.address import split_host_port
+from osqueue_io.group.layout import MAX_GROUP_QUEUES, parse_group
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
@@ -168,6 +169,13 @@ def parse_listen(text: str) -> tuple[str, int]:
         )
     host, port = parsed
     return host or "0.0.0.0", port
+
+
+def _group(text: str) -> tuple[str, ...]:
+    try:
+        return parse_group(text)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
         "lease (default: 1s)",
     )
     parser.add_argument(
+        "--group",
+        type=_group,
+        default=None,
+        metavar="QUEUE,QUEUE,...",
+        help="scale-out (docs/high-availability.md): run as one member of a group of "
+        "brokers sharing --data, which split these queues between them, each queue in its "
+        "own state object under queues/<name>/, each owned by one live member, balanced "
+        "by count; start every member with the same list (at most "
+        f"{MAX_GROUP_QUEUES} queues). Needs --owner-lease; --standby is implied",
+    )
+    parser.add_argument(
         "--queue-retry",
         type=parse_queue_retry,
         action="append",
@@ -410,23 +429,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight
         )
+        if args.group is not None and config.owner_lease is None:
+            raise ValueError("--group needs an --owner-lease (members judge each other by it)")
         loop = eventloop.resolve(args.event_loop)
         store = open_store(args.data)
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    server = BrokerServer(
-        store,
-        config,
-        host=host,
-        port=port,
-        identity=args.identity,
-        advertise=args.advertise,
-        ownership_check=args.heartbeat_check,
-        drain_timeout=args.drain_timeout,
-        max_concurrent_calls=args.max_concurrent_calls,
-        max_message_bytes=max_message_bytes,
-        max_request_bytes_in_flight=max_request_bytes_in_flight,
+    options = {
+        "host": host,
+        "port": port,
+        "identity": args.identity,
+        "advertise": args.advertise,
+        "ownership_check": args.heartbeat_check,
+        "drain_timeout": args.drain_timeout,
+        "max_concurrent_calls": args.max_concurrent_calls,
+        "max_message_bytes": max_message_bytes,
+        "max_request_bytes_in_flight": max_request_bytes_in_flight,
+    }
+    # Imported here: the group's server is built on this package's (a cycle at import).
+    from osqueue_io.group.server import GroupServer
+
+    server: BrokerServer | GroupServer = (
+        BrokerServer(store, config, **options)
+        if args.group is None
+        else GroupServer(store, args.group, config, **options)
     )
 
     async def run() -> int:
