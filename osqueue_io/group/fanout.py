@@ -13,8 +13,11 @@ that fan-out, for both:
 A cancelled source must give back what it was granted (a member's brokers do: a
 cancelled claim is withdrawn, or its job released without counting an attempt). A
 grant that still arrives after the winner (two sources answered at once) is returned
-in ``extra``, for the caller to release. Priorities are honoured within a queue, not
-across queues of different state objects (docs/high-availability.md).
+in ``extra``, for the caller to release. A source that fails (its queue moved, its
+member is gone) ends the fan-out: with the jobs already granted, if any (they are
+never dropped), else with its error, so the caller looks for the owner again.
+Priorities are honoured within a queue, not across queues of different state objects
+(docs/high-availability.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import anyio
+
+from osqueue_core import OsqueueError
 
 J = TypeVar("J")
 
@@ -54,18 +59,30 @@ async def claim_first(
         return await sources[0](wait, count), []
     taken: list[J] = []
     for source in rotation.order(sources):
-        taken.extend(await source(0.0, count - len(taken)))
+        try:
+            taken.extend(await source(0.0, count - len(taken)))
+        except OsqueueError:
+            if taken:
+                return taken, []  # what was granted is the caller's: never dropped
+            raise
         if len(taken) >= count:
             return taken, []
     if taken or wait <= 0:
         return taken, []
     won: list[J] = []
     extra: list[J] = []
+    failed: list[OsqueueError] = []
 
     async with anyio.create_task_group() as race:
 
         async def wait_on(source: Source[J]) -> None:
-            jobs = await source(wait, count)
+            try:
+                jobs = await source(wait, count)
+            except OsqueueError as error:
+                # Stop waiting: the caller must look for that queue's owner again.
+                failed.append(error)
+                race.cancel_scope.cancel()
+                return
             if not jobs:
                 return
             if won:
@@ -76,4 +93,6 @@ async def claim_first(
 
         for source in sources:
             race.start_soon(wait_on, source)
+    if not won and failed:
+        raise failed[0]
     return won, extra

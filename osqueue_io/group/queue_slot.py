@@ -13,8 +13,9 @@ which member owns the queue, exactly as for a broker and its standbys
    and the state released, so a standby takes over at once), and go round as a
    standby again, unless the member stops.
 
-While the runtime is a standby, calls routed here are answered by it (``NotOwner``
-naming the owner it watches); between two lives, by ``NotOwner`` with no owner.
+While the runtime is a standby, calls for the queue are answered ``NotOwner`` naming
+the owner it watches (:meth:`QueueSlot.not_owner`); between two lives, ``NotOwner``
+with no owner.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ OWNING = (Phase.STARTING, Phase.RUNNING)
 
 
 class QueueSlot:
-    """Queue ``queue`` in this member, which clients reach at ``address``.
+    """Queue ``queue`` in this member (``identity``), which clients reach at ``address``.
 
     ``make_runtime()`` builds a standby runtime for it; ``held()`` says whether new
     standbys start held; ``changed()`` tells the member's balance that what this member
@@ -47,6 +48,7 @@ class QueueSlot:
         self,
         queue: str,
         *,
+        identity: str,
         address: str,
         make_runtime: Callable[[], BrokerRuntime],
         held: Callable[[], bool],
@@ -55,6 +57,7 @@ class QueueSlot:
         clock: Callable[[], float],
     ) -> None:
         self.queue = queue
+        self.identity = identity
         self.address = address
         self._make_runtime = make_runtime
         self._held = held
@@ -78,15 +81,29 @@ class QueueSlot:
         return None if self.runtime is None else self.runtime.broker_phase
 
     @property
+    def serving(self) -> QueueService | None:
+        """Where calls for the queue go in this member: its broker unless it stands by
+        (taking over, it queues them; stopping, it refuses them ``BrokerStopping``)."""
+        if self.phase in (None, Phase.STANDBY):
+            return None
+        return self.service
+
+    @property
     def owns(self) -> bool:
         """Whether this member is taking the queue over or serving it."""
         return self.phase in OWNING
 
     def not_owner(self) -> NotOwner:
-        """The answer to a call for this queue while this member does not serve it."""
+        """The answer to a call for this queue while this member does not serve it:
+        the owner its standby watches, unless that is this member still (it released
+        the queue, and its standby has not read the new owner's state yet): then no
+        owner, and the caller looks in the bucket."""
         if self.runtime is None:
             return NotOwner("", 0, None)
-        return self.runtime.watched_owner()
+        answer = self.runtime.watched_owner()
+        if answer.new_identity == self.identity or answer.new_address == self.address:
+            return NotOwner("", 0, None)
+        return answer
 
     def hold(self, held: bool) -> None:
         if self.runtime is not None:

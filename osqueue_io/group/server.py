@@ -185,6 +185,7 @@ class GroupServer:
         for queue in self.queues:
             self.slots[queue] = QueueSlot(
                 queue,
+                identity=self.identity,
                 address=advertised,
                 make_runtime=partial(self._runtime, queue_config(self.config, queue), advertised),
                 held=lambda: self._held,

@@ -5,7 +5,8 @@ queue (Push, PushBatch items, Claim queues, ListDead/Redrive/Purge queue) or car
 job id, which names its queue (``<queue>/<seq>-<epoch>``, :mod:`osqueue_io.group.layout`);
 the call is handed to the :class:`~osqueue_io.server.service.QueueService` of that
 queue's broker in this member. That broker answers as any broker would: served if
-this member owns the queue, ``NotOwner`` (naming the owner it watches) if it stands by.
+this member owns the queue; a queue whose broker here stands by is answered
+``NotOwner`` naming the owner that standby watches (none if it does not know yet).
 
 What a single broker could do in one command but a group cannot:
 
@@ -114,11 +115,11 @@ class GroupService(QueueServiceBase):
         return slot
 
     def _service(self, queue: str) -> QueueService:
-        """The broker of ``queue`` in this member: it serves, or answers ``NotOwner``."""
+        """The broker of ``queue`` in this member, if it is not a standby."""
         slot = self._slot(queue)
-        service = slot.service
+        service = slot.serving
         if service is None:
-            raise _refuse(slot.not_owner())  # between two of its lives here
+            raise _refuse(slot.not_owner())
         return service
 
     def _of_job(self, job_id: str) -> QueueService:
@@ -248,12 +249,13 @@ class GroupService(QueueServiceBase):
 
         async def answer(queue: str, indexes: list[int]) -> None:
             slot = self._slots[queue]
-            if slot.service is None:
+            service = slot.serving
+            if service is None:
                 for index in indexes:
                     statuses[index] = item_status(slot.not_owner())
                 return
             part = CompleteBatchRequest(items=[items[index] for index in indexes])
-            reply = await slot.service.complete_batch(part)
+            reply = await service.complete_batch(part)
             for index, status in zip(indexes, reply.items, strict=True):
                 statuses[index] = status
 

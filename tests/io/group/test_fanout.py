@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from osqueue_core import NotOwner
@@ -102,3 +103,23 @@ async def test_no_wait_and_nothing_ready_is_empty_and_errors_reach_the_caller() 
 
     with pytest.raises(NotOwner):
         await claim_first([Queue("a"), refuses], 1, 1.0, Rotation())
+
+
+async def test_a_failing_source_never_drops_what_others_granted() -> None:
+    async def gone(wait: float, count: int) -> list[str]:
+        raise NotOwner("", 0, None)
+
+    ready = Queue("a", 2)
+    taken, _ = await claim_first([ready, gone], 5, 1.0, Rotation())
+    assert taken == ["a0", "a1"]
+
+    async def gone_while_waiting(wait: float, count: int) -> list[str]:
+        if wait:
+            await anyio.lowlevel.checkpoint()
+            raise NotOwner("", 0, None)
+        return []
+
+    waiting = Queue("b")
+    with pytest.raises(NotOwner):
+        await claim_first([waiting, gone_while_waiting], 1, 30.0, Rotation())
+    assert waiting.cancelled, "a failure stops the wait at once"
