@@ -1,7 +1,8 @@
 """Who is in a scale-out group, judged the way a standby judges an owner.
 
 Each member keeps a small record in the bucket, in one of :data:`MAX_MEMBERS` slots,
-``group/members/<slot:03d>.json``: ``{identity, incarnation, address, lease, left}``.
+``group/members/<slot:03d>.json``: ``{identity, incarnation, address, lease, left,
+group}`` (``group``: a digest of the queue list it runs).
 It renews it (a conditional write on its own last version) every third of its lease
 and marks it ``left`` when it stops cleanly. Slots are reused, so the records stay
 bounded however often members come and go (the object store has no delete here):
@@ -16,7 +17,9 @@ the reading and writing.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
 
 import attrs
 import orjson
@@ -59,6 +62,14 @@ class MemberRecord:
     lease: float
     #: It stopped cleanly: its slot is free, and it counts as gone at once.
     left: bool = False
+    #: Which queues it runs (:func:`group_digest`): members of one group must agree.
+    group: str = ""
+
+
+def group_digest(queues: Sequence[str]) -> str:
+    """A short digest of a group's queue list, in the member records, so that a member
+    started with another list is noticed (and logged) by the others."""
+    return hashlib.blake2b("\n".join(queues).encode(), digest_size=8).hexdigest()
 
 
 def encode_member(record: MemberRecord) -> bytes:
@@ -70,6 +81,7 @@ def encode_member(record: MemberRecord) -> bytes:
             "address": record.address,
             "lease": record.lease,
             "left": record.left,
+            "group": record.group,
         }
     )
 
@@ -86,6 +98,7 @@ def decode_member(data: bytes) -> MemberRecord:
         raise CorruptState("a member record without schema 1 (written by another version?)")
     identity, incarnation = raw.get("identity"), raw.get("incarnation")
     address, lease, left = raw.get("address"), raw.get("lease"), raw.get("left")
+    group = raw.get("group")
     for name, value in (("identity", identity), ("incarnation", incarnation)):
         if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
             raise CorruptState(f"a member record's {name} is not a name: {quote(str(value))}")
@@ -97,7 +110,9 @@ def decode_member(data: bytes) -> MemberRecord:
         raise CorruptState(f"a member record's lease is not {MIN_LEASE:g}-{MAX_LEASE:g} s")
     if not isinstance(left, bool):
         raise CorruptState("a member record's 'left' is not true or false")
-    return MemberRecord(str(identity), str(incarnation), address, float(lease), left)
+    if not isinstance(group, str) or len(group) > 64:
+        raise CorruptState("a member record's group digest is not one")
+    return MemberRecord(str(identity), str(incarnation), address, float(lease), left, group)
 
 
 @attrs.define

@@ -243,6 +243,15 @@ class Membership:
         except CorruptState as error:
             log.warning("member slot %d holds no valid record: %s", slot, error)
             record = None
+        if record is not None and not record.left and record.group != self.record.group:
+            # Never unsafe (each queue is fenced on its own), but the quotas of members
+            # with different lists do not add up: the queues may not balance.
+            log.warning(
+                "member %s (slot %d) runs another list of queues than this member: start "
+                "every member of a group with the same --group list",
+                record.identity,
+                slot,
+            )
         self.roster.read(slot, found.version, record, self.clock())
 
 

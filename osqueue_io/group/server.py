@@ -35,7 +35,7 @@ from grpclib.server import Server
 from osqueue_core import MAX_QUEUES_PER_CLAIM, BrokerConfig, BrokerStopping, Phase
 from osqueue_io.group.balance import Balancer
 from osqueue_io.group.layout import check_group, queue_config
-from osqueue_io.group.members import MemberRecord
+from osqueue_io.group.members import MemberRecord, group_digest
 from osqueue_io.group.membership import Membership, queue_owner
 from osqueue_io.group.queue_slot import QueueSlot
 from osqueue_io.group.service import GroupService
@@ -179,7 +179,13 @@ class GroupServer:
         advertised = self.advertise or advertised_address(self.host, bound_port)
         membership = self.membership = Membership(
             self.store,
-            MemberRecord(self.identity, uuid.uuid4().hex, advertised, self.lease),
+            MemberRecord(
+                self.identity,
+                uuid.uuid4().hex,
+                advertised,
+                self.lease,
+                group=group_digest(self.queues),
+            ),
             poll=self.config.standby_poll,
         )
         for queue in self.queues:

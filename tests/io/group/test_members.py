@@ -12,6 +12,7 @@ from osqueue_io.group.members import (
     Roster,
     decode_member,
     encode_member,
+    group_digest,
     member_key,
     member_slot,
 )
@@ -21,9 +22,12 @@ B = MemberRecord("b", "inc-b", None, 6.0)
 
 
 def test_records_round_trip_and_anything_else_is_corrupt() -> None:
-    for record in (A, B, MemberRecord("c", "i", "h:1", 1.0, left=True)):
+    assert group_digest(["a", "b"]) != group_digest(["b", "a"]) != group_digest(["ab"])
+    for record in (A, B, MemberRecord("c", "i", "h:1", 1.0, left=True, group="12ab")):
         assert decode_member(encode_member(record)) == record
     good = {"schema": 1, "identity": "a", "incarnation": "i", "address": None, "lease": 2}
+    good |= {"left": False, "group": ""}
+    assert decode_member(orjson.dumps(good)).lease == 2.0
     for data in [
         b"not json",
         b"[]",
@@ -41,6 +45,8 @@ def test_records_round_trip_and_anything_else_is_corrupt() -> None:
                 {"lease": "2"},
                 {"lease": float("inf")},
                 {"left": "no"},
+                {"group": 7},
+                {"group": "x" * 65},
             ]
         ),
     ]:

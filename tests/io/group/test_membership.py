@@ -4,9 +4,10 @@ moved by hand."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
-from osqueue_io.group.members import MemberRecord, decode_member, member_key
+from osqueue_io.group.members import MemberRecord, decode_member, group_digest, member_key
 from osqueue_io.group.membership import Membership
 from osqueue_io.storage import LocalFileStore
 
@@ -115,3 +116,19 @@ async def test_a_slot_holding_garbage_is_never_live_and_reused_after_a_lease(
     clock.now += LEASE
     assert await b.join()
     assert b.slot == 0
+
+
+async def test_a_member_running_another_list_of_queues_is_reported(
+    local_store: LocalFileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    a = member(local_store, "a", clock)
+    a.record = attrs.evolve(a.record, group=group_digest(["x", "y"]))
+    b = member(local_store, "b", clock)
+    b.record = attrs.evolve(b.record, group=group_digest(["x", "y", "z"]))
+    await a.join()
+    await b.join()
+    assert "member a (slot 0) runs another list of queues" in caplog.text
+    await a.poll()
+    assert "member b (slot 1) runs another list of queues" in caplog.text
+    assert a.standing() == (2, 0), "still a member: only the balance may suffer"
