@@ -4,9 +4,9 @@ Run each in its own terminal, from the repository root::
 
     python -m examples.group member 9091   # alone: it creates and serves all 4 queues
     python -m examples.group member 9092   # joins: the first hands it 2 of them
-    python -m examples.group client 20     # pushes 20 tasks over the 4 queues and
-                                           # processes them, each call going to the
-                                           # owner of its queue
+    python -m examples.group client 20     # pushes 20 tasks over the 4 queues, then
+                                           # one worker processes them: each call goes
+                                           # to the owner of its queue
 
 Every member runs ``python -m osqueue_io.server --group emails,video,reports,search``
 on the same bucket (``./group-data``, or ``OSQUEUE_DATA``): each queue is its own
@@ -22,10 +22,11 @@ import os
 import sys
 from typing import NoReturn
 
-from osqueue_core import OsqueueError
+import anyio
+
+from osqueue_io import ClaimedJob, RemoteQueue, run_worker
 from osqueue_io.server.cli import exit_process
 from osqueue_io.server.cli import main as run_broker
-from osqueue_io.sync import RemoteQueue
 
 DATA = os.environ.get("OSQUEUE_DATA", "./group-data")
 QUEUES = ["emails", "video", "reports", "search"]
@@ -36,27 +37,27 @@ def member(port: int) -> NoReturn:
     exit_process(run_broker([*flags, "--group", ",".join(QUEUES)]))
 
 
-def client(count: int) -> int:
+async def client(count: int) -> int:
     # No address: each queue's owner is looked up in the bucket, and again after a
     # failover or a rebalance.
-    with RemoteQueue(None, str, storage=DATA, group=QUEUES, failover_timeout=30) as queue:
+    async with RemoteQueue(None, str, storage=DATA, group=QUEUES, failover_timeout=30) as queue:
         for i in range(count):
-            job_id = queue.push(f"task-{i}", queue=QUEUES[i % len(QUEUES)])
+            job_id = await queue.push(f"task-{i}", queue=QUEUES[i % len(QUEUES)])
             print(f"pushed {job_id}: task-{i}", flush=True)
-        done = 0
-        while done < count:
-            try:
-                job = queue.claim(queues=QUEUES, wait=5)  # from whichever owner has one
-                if job is None:
-                    continue
-                queue.complete(job)
-            except OsqueueError as error:
-                print(f"retrying: {error}", flush=True)
-                continue
-            done += 1
-            print(f"completed {job.id}: {job.item}", flush=True)
-        owners = queue.stats().identity
-        print(f"served by {owners}", flush=True)
+        processed = 0
+        enough = anyio.Event()
+
+        async def handle(job: ClaimedJob[str]) -> None:
+            nonlocal processed
+            print(f"processed {job.id}: {job.item}", flush=True)
+            processed += 1
+            if processed == count:
+                enough.set()
+
+        # One worker over all four queues: its claims go to whichever owners have jobs.
+        summary = await run_worker(queue, handle, queues=QUEUES, concurrency=4, stop=enough)
+        owners = (await queue.stats()).identity
+        print(f"completed {summary.completed}, served by {owners}", flush=True)
     return 0
 
 
@@ -65,9 +66,9 @@ def main(argv: list[str]) -> int:
         case ["member", port] if port.isdigit():
             return member(int(port))
         case ["client"]:
-            return client(8)
+            return anyio.run(client, 8)
         case ["client", count] if count.isdigit():
-            return client(int(count))
+            return anyio.run(client, int(count))
     print("usage: python -m examples.group member PORT | client [N]")
     return 2
 

@@ -20,19 +20,18 @@ split the queues between them (docs/high-availability.md, "Scale-out"):
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
 import uuid
 from collections.abc import Sequence
 from functools import partial
+from typing import Unpack
 
 import anyio
 import attrs
-from anyio.abc import TaskStatus
 from grpclib.server import Server
 
-from osqueue_core import MAX_QUEUES_PER_CLAIM, BrokerConfig, BrokerStopping, Phase
+from osqueue_core import BrokerConfig, BrokerStopping, Phase
 from osqueue_io.group.balance import Balancer
 from osqueue_io.group.layout import check_group, queue_config
 from osqueue_io.group.members import MemberRecord, group_digest
@@ -40,30 +39,29 @@ from osqueue_io.group.membership import Membership, queue_owner
 from osqueue_io.group.queue_slot import QueueSlot
 from osqueue_io.group.service import GroupService
 from osqueue_io.http2 import limit_closed_streams
-from osqueue_io.runtime import BrokerRuntime, default_identity
-from osqueue_io.server.admission import DEFAULT_MAX_CONCURRENT_CALLS, Admission
+from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.app import (
     EXIT_FAILED,
     EXIT_OK,
+    BrokerServer,
+    ServerOptions,
     advertised_address,
-    bind,
     format_address,
-    request_size_limits,
 )
-from osqueue_io.server.codec import StrictProtoCodec
 from osqueue_io.server.reader import BoundedService
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.group")
 
 
-class GroupServer:
+class GroupServer(BrokerServer):
     """One member of the group of ``queues`` on ``store``, listening on ``host:port``.
 
     ``config`` is every queue's broker configuration (its keys and prefixes are set per
     queue, it is made a standby); it needs ``owner_lease``, which is also this member's
     lease in the group, and ``standby_poll``, how often it looks at the other members.
-    The other arguments are :class:`~osqueue_io.server.app.BrokerServer`'s.
+    The other arguments, :meth:`run`, :meth:`stop` and the signals are
+    :class:`~osqueue_io.server.app.BrokerServer`'s.
     """
 
     def __init__(
@@ -71,64 +69,20 @@ class GroupServer:
         store: ObjectStore,
         queues: Sequence[str],
         config: BrokerConfig,
-        *,
-        host: str = "0.0.0.0",
-        port: int = 9090,
-        identity: str | None = None,
-        advertise: str | None = None,
-        ownership_check: float = 5.0,
-        drain_timeout: float = 15.0,
-        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
-        max_message_bytes: int | None = None,
-        max_request_bytes_in_flight: int | None = None,
+        **options: Unpack[ServerOptions],
     ) -> None:
         if config.owner_lease is None:
             raise ValueError("a group needs owner leases: members judge each other by them")
-        if not ownership_check > 0 or not drain_timeout > 0:
-            raise ValueError("ownership_check and drain_timeout must be positive")
-        self.store = store
+        super().__init__(store, attrs.evolve(config, standby=True), **options)
         self.queues = check_group(queues)
-        self.config = attrs.evolve(config, ownership_check=ownership_check, standby=True)
         self.lease: float = config.owner_lease
-        self.host = host
-        self.port = port
-        self.identity = identity or default_identity()
-        self.advertise = advertise
-        self.drain_timeout = drain_timeout
-        #: The bound ``host:port`` once listening (useful with port 0).
-        self.address: str | None = None
-        max_message_bytes, request_bytes = request_size_limits(
-            self.config, max_message_bytes, max_request_bytes_in_flight
-        )
-        self._codec = StrictProtoCodec(
-            max_message_bytes, max(self.config.max_batch_ops, MAX_QUEUES_PER_CLAIM)
-        )
-        self._admission = Admission(
-            max_concurrent_calls=max_concurrent_calls, max_request_bytes_in_flight=request_bytes
-        )
         self.balancer = Balancer(len(self.queues), self.lease)
         self.slots: dict[str, QueueSlot] = {}
         self.membership: Membership | None = None
         self._held = False
         #: The takeovers of the queue released last, when it was released.
         self._released_mark = 0
-        self._stopping = False
-        self._forced = False
-        self._stop_requested: anyio.Event | None = None
         self._changed_event: anyio.Event | None = None
-
-    # -- control ---------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Begin a graceful stop (what SIGINT and SIGTERM do), from the event loop."""
-        self._stopping = True
-        if self._stop_requested is not None:
-            self._stop_requested.set()
-
-    def force_stop(self) -> None:
-        """Skip the rest of the drain (what a second signal does)."""
-        self._forced = True
-        self.stop()
 
     def owned(self) -> list[str]:
         """The queues this member serves now."""
@@ -149,31 +103,9 @@ class GroupServer:
 
     # -- the whole life --------------------------------------------------------------
 
-    async def run(self, *, handle_signals: bool = True) -> int:
-        """Serve until stopped; returns the exit code (:data:`EXIT_OK` after a clean
-        stop that released every queue). ``handle_signals`` needs the main thread."""
-        self._stop_requested = anyio.Event()
+    async def _run_broker(self, sock: socket.socket) -> int:
+        """The member's life, once :meth:`run` has bound ``sock``."""
         self._changed_event = anyio.Event()
-        if self._stopping:
-            self._stop_requested.set()
-        try:
-            sock = bind(self.host, self.port)
-        except OSError as error:
-            log.error("cannot listen on %s: %s", format_address(self.host, self.port), error)
-            return EXIT_FAILED
-        try:
-            with anyio.CancelScope() as forced:
-                async with anyio.create_task_group() as watchers:
-                    if handle_signals:
-                        await watchers.start(self._watch_signals, forced)
-                    code = await self._run_member(sock)
-                    watchers.cancel_scope.cancel()
-                return code
-            return EXIT_FAILED  # a second signal cut the drain short
-        finally:
-            sock.close()
-
-    async def _run_member(self, sock: socket.socket) -> int:
         bound_port: int = sock.getsockname()[1]
         self.address = format_address(self.host, bound_port)
         advertised = self.advertise or advertised_address(self.host, bound_port)
@@ -221,14 +153,15 @@ class GroupServer:
             len(self.queues),
         )
         try:
-            return await self._serve(membership)
+            return await self._serve_member(membership)
         finally:
             server.close()
             with anyio.move_on_after(min(1.0, self.drain_timeout)):
                 await server.wait_closed()
 
-    async def _serve(self, membership: Membership) -> int:
+    async def _serve_member(self, membership: Membership) -> int:
         assert self._stop_requested is not None
+        assert self._drain_scope is not None
         if not await membership.join(lambda: self._stopping):
             return EXIT_OK
         self._balance_once(membership)
@@ -241,22 +174,25 @@ class GroupServer:
 
             background.start_soon(watch_members)
             background.start_soon(self._balance, membership)
-            async with anyio.create_task_group() as lives:
-                for slot in self.slots.values():
-                    lives.start_soon(slot.run)
-                await self._stop_requested.wait()
-                owned = self.owned()
-                log.info("stopping: leaving the group, releasing %d queues", len(owned))
-                self._admission.refuse(BrokerStopping())
-                watching.cancel()
-                await membership.leave()
-                for slot in self.slots.values():
-                    slot.stop()
-            # Every queue is released (or given up on after drain_timeout).
-            with anyio.move_on_after(self.drain_timeout):
-                await self._admission.wait_idle()
+            # A second signal cancels the drain scope: the rest of the drain is skipped.
+            with self._drain_scope:
+                async with anyio.create_task_group() as lives:
+                    for slot in self.slots.values():
+                        lives.start_soon(slot.run)
+                    await self._stop_requested.wait()
+                    owned = self.owned()
+                    log.info("stopping: leaving the group, releasing %d queues", len(owned))
+                    self._admission.refuse(BrokerStopping())
+                    watching.cancel()
+                    await membership.leave()
+                    for slot in self.slots.values():
+                        slot.stop()
+                # Every queue is released (or given up on after drain_timeout).
+                with anyio.move_on_after(self.drain_timeout):
+                    await self._admission.wait_idle()
             background.cancel_scope.cancel()
         if self._forced:
+            log.error("stopped without a clean drain; the other members take over anyway")
             return EXIT_FAILED
         log.info("stopped cleanly; every queue released")
         return EXIT_OK
@@ -320,20 +256,3 @@ class GroupServer:
                 live,
             )
             self.slots[decision.release].release()
-
-    # -- signals -----------------------------------------------------------------------
-
-    async def _watch_signals(
-        self, forced: anyio.CancelScope, *, task_status: TaskStatus[None]
-    ) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if self._stopping:
-                    log.warning("%s again: stopping now", name)
-                    self.force_stop()
-                    forced.cancel()
-                else:
-                    log.info("%s: draining", name)
-                    self.stop()

@@ -76,7 +76,7 @@ from osqueue_io.client import check_batch_jobs
 from osqueue_io.group.fanout import Rotation, claim_first
 from osqueue_io.group.layout import job_queue
 from osqueue_io.group.queue_slot import QueueSlot
-from osqueue_io.server.service import QueueService, item_status
+from osqueue_io.server.service import QueueService, claim_response, item_status
 from osqueue_io.status import to_grpc_error
 
 
@@ -200,18 +200,7 @@ class GroupService(QueueServiceBase):
         if len(slots) == 1:
             return await self._service(slots[0].queue).claim(message)
         jobs = await self._claim(slots, message.worker_id, message.wait_ms, 1)
-        if not jobs:
-            return ClaimResponse(empty=True)
-        [job] = jobs
-        return ClaimResponse(
-            job_id=job.job_id,
-            data=job.data,
-            attempts=job.attempts,
-            lease_timeout_ms=self._lease_timeout_ms,
-            queue=job.queue,
-            priority=job.priority,
-            max_attempts=job.max_attempts,
-        )
+        return claim_response(jobs, self._lease_timeout_ms)
 
     async def claim_batch(self, message: ClaimBatchRequest) -> ClaimBatchResponse:
         slots = self._claim_slots(message.queues)

@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import signal
 import socket
+from typing import TypedDict
 
 import anyio
 import attrs
@@ -122,6 +123,21 @@ def request_size_limits(
             "largest size allowed could never be read"
         )
     return max_message_bytes, max_request_bytes_in_flight
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`BrokerServer` (and of a group member's server,
+    built on it: :class:`osqueue_io.group.server.GroupServer`)."""
+
+    host: str
+    port: int
+    identity: str | None
+    advertise: str | None
+    ownership_check: float
+    drain_timeout: float
+    max_concurrent_calls: int
+    max_message_bytes: int | None
+    max_request_bytes_in_flight: int | None
 
 
 class BrokerServer:

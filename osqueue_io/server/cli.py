@@ -32,7 +32,7 @@ from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
 )
-from osqueue_io.server.app import EXIT_USAGE, BrokerServer, request_size_limits
+from osqueue_io.server.app import EXIT_USAGE, BrokerServer, ServerOptions, request_size_limits
 from osqueue_io.server.codec import default_max_message_bytes
 from osqueue_io.storage import StorageConfigError, open_store
 
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    options = {
+    options: ServerOptions = {
         "host": host,
         "port": port,
         "identity": args.identity,

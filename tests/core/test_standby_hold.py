@@ -26,6 +26,13 @@ def held_standby(store: SimStore, name: str, now: float = 1000.0) -> Harness:
     return harness
 
 
+def stop_cleanly(owner: Harness) -> None:
+    """The owner stops: its last write releases the state."""
+    owner.broker.stop(owner.now)
+    owner.flush()
+    assert owner.broker.phase is Phase.STOPPED
+
+
 def until_running(h: Harness, limit: float) -> float:
     """Advance ``h`` until it runs; the seconds that took (fails past ``limit``)."""
     started = h.now
@@ -63,8 +70,7 @@ def test_a_released_state_waits_while_held_and_is_taken_when_let_go() -> None:
     owner = Harness.started(store, OWNER, identity="a")
     b = held_standby(store, "b")
     run(1, owner, b)
-    owner.broker.stop(owner.now)
-    owner.flush()
+    stop_cleanly(owner)
     run(LEASE / 2, b)
     assert b.broker.phase is Phase.STANDBY
     reads = b.broker.stats().standby_reads
@@ -76,8 +82,7 @@ def test_a_released_state_waits_while_held_and_is_taken_when_let_go() -> None:
     # Held again and released again: the hold keeps it back once more, then a lease
     # after it saw the release, it takes the queue anyway.
     c = held_standby(store, "c", now=b.now)
-    b.broker.stop(b.now)
-    b.flush()
+    stop_cleanly(b)
     took = until_running(c, LEASE + 2)
     assert took >= LEASE
 

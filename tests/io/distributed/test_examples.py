@@ -105,9 +105,10 @@ def test_two_group_members_split_the_queues_and_a_client_routes_by_queue(
         members[1].wait_for_line(r"queue \S+: serving it", 20)
         client = ChildProcess([sys.executable, "-m", "examples.group", "client", "8"], env)
         assert client.wait(60) == 0, client.text
-        done = client.lines_matching(r"^completed (emails|video|reports|search)/\S+: task-\d$")
+        done = client.lines_matching(r"^processed (emails|video|reports|search)/\S+: task-\d$")
         assert len(done) == 8, client.text
         assert {match[1] for match in done} == {"emails", "video", "reports", "search"}
+        assert client.lines_matching(r"^completed 8, served by \S+,\S+$"), client.text
         members[1].send_signal(signal.SIGTERM)  # its queues go back at once
         assert members[1].wait(20) == 0, members[1].text
     finally:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import collections
 import signal
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -25,7 +25,7 @@ from osqueue_core import OsqueueError, decode_header
 from osqueue_io import RemoteQueue
 from osqueue_io.storage import open_store
 from tests.io.archive import archived_records
-from tests.io.distributed.conftest import ChildProcess
+from tests.io.distributed.conftest import ChildProcess, server_args
 from tests.io.distributed.test_failover import free_port, payload_of
 
 pytestmark = pytest.mark.anyio
@@ -55,21 +55,7 @@ def members() -> Iterator[dict[str, ChildProcess]]:
 
 
 def start(started: dict[str, ChildProcess], data: str, name: str) -> ChildProcess:
-    port = free_port()
-    child = ChildProcess(
-        [
-            sys.executable,
-            "-m",
-            "osqueue_io.server",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data",
-            data,
-            "--identity",
-            name,
-            *GROUP_FLAGS,
-        ]
-    )
+    child = ChildProcess(server_args(data, "--identity", name, *GROUP_FLAGS, port=free_port()))
     started[name] = child
     child.wait_for_line(r"group member .* listening on 127\.0\.0\.1", 20)
     return child
@@ -121,6 +107,36 @@ async def everything_stored(data: str) -> dict[bytes, list[str]]:
             assert str(record["id"]).startswith(f"{queue}/"), record["id"]
             stored.setdefault(payload_of(record), []).append(str(record["id"]))
     return stored
+
+
+async def three_members(
+    tmp_path: Path, members: dict[str, ChildProcess]
+) -> tuple[str, dict[str, str | None]]:
+    """Members m1, m2 and m3 of a group in ``tmp_path``, balanced: its data URL, and
+    which member owns each queue."""
+    data = str(tmp_path / "group")
+    for name in ("m1", "m2", "m3"):
+        start(members, data, name)
+    return data, await balanced(data, [2, 2, 2], 30)
+
+
+@asynccontextmanager
+async def under_load(data: str, publishers: int, consumers: int) -> AsyncIterator[Load]:
+    """Publishers and consumers on one client of the group (which finds each queue's
+    owner in the bucket); leaving the block waits until every acknowledged push was
+    completed."""
+    client = RemoteQueue(
+        None, bytes, storage=data, group=QUEUES, timeout=3.0, failover_timeout=30.0
+    )
+    async with client, anyio.create_task_group() as tasks:
+        load = Load(client)
+        for n in range(publishers):
+            tasks.start_soon(load.publish, n)
+        for _ in range(consumers):
+            tasks.start_soon(load.consume)
+        yield load
+        await load.drain()
+        tasks.cancel_scope.cancel()
 
 
 class Load:
@@ -179,37 +195,24 @@ def check_nothing_lost(acked: dict[bytes, str], stored: dict[bytes, list[str]]) 
 async def test_three_members_six_queues_kill_one_its_queues_are_served_again(
     tmp_path: Path, members: dict[str, ChildProcess]
 ) -> None:
-    data = str(tmp_path / "group")
-    for name in ("m1", "m2", "m3"):
-        start(members, data, name)
-    layout = await balanced(data, [2, 2, 2], 30)
-    async with RemoteQueue(
-        None, bytes, storage=data, group=QUEUES, timeout=3.0, failover_timeout=30.0
-    ) as client:
-        load = Load(client)
-        async with anyio.create_task_group() as tasks:
-            for n in range(3):
-                tasks.start_soon(load.publish, n)
-            for _ in range(3):
-                tasks.start_soon(load.consume)
-            await load.until(300)
-            served = {name for name in QUEUES if name in load.last_ack}
-            assert served == set(QUEUES), "every queue is served"
-            victim = layout["q0"]
-            assert victim is not None
-            orphans = [name for name, owner in layout.items() if owner == victim]
-            members[victim].process.kill()  # kill -9
-            killed_at = time.monotonic()
-            with anyio.fail_after(60):
-                while not all(  # noqa: ASYNC110 (load on the new owners)
-                    load.last_ack.get(name, 0) > killed_at for name in orphans
-                ):
-                    await anyio.sleep(0.02)
-            failover = {name: load.last_ack[name] - killed_at for name in orphans}
-            before = len(load.acked)
-            await load.until(before + 300)
-            await load.drain()
-            tasks.cancel_scope.cancel()
+    data, layout = await three_members(tmp_path, members)
+    async with under_load(data, publishers=3, consumers=3) as load:
+        await load.until(300)
+        served = {name for name in QUEUES if name in load.last_ack}
+        assert served == set(QUEUES), "every queue is served"
+        victim = layout["q0"]
+        assert victim is not None
+        orphans = [name for name, owner in layout.items() if owner == victim]
+        members[victim].process.kill()  # kill -9
+        killed_at = time.monotonic()
+        with anyio.fail_after(60):
+            while not all(  # noqa: ASYNC110 (load on the new owners)
+                load.last_ack.get(name, 0) > killed_at for name in orphans
+            ):
+                await anyio.sleep(0.02)
+        failover = {name: load.last_ack[name] - killed_at for name in orphans}
+        before = len(load.acked)
+        await load.until(before + 300)
     worst = max(failover.values())
     print(
         f"\nfailover: kill -9 of {victim} to the first acknowledged push on each of its "
@@ -226,36 +229,23 @@ async def test_three_members_six_queues_kill_one_its_queues_are_served_again(
 async def test_a_fourth_member_takes_its_share_and_a_clean_stop_hands_queues_over(
     tmp_path: Path, members: dict[str, ChildProcess]
 ) -> None:
-    data = str(tmp_path / "group")
-    for name in ("m1", "m2", "m3"):
-        start(members, data, name)
-    await balanced(data, [2, 2, 2], 30)
-    async with RemoteQueue(
-        None, bytes, storage=data, group=QUEUES, timeout=3.0, failover_timeout=30.0
-    ) as client:
-        load = Load(client)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(load.publish, 0)
-            tasks.start_soon(load.consume)
-            await load.until(60)
-            start(members, data, "m4")
-            joined = await balanced(data, [1, 1, 2, 2], 30)
-            assert "m4" in joined.values(), "the new member serves its share"
-            releases = sum(
-                len(child.lines_matching(r"releasing queue")) for child in members.values()
-            )
-            assert releases >= 1
-            await load.until(len(load.acked) + 60)
-            # A clean stop: m4 leaves, its queue goes to a member below its quota at once
-            # (its released state and its left record need no lease to run out).
-            members["m4"].send_signal(signal.SIGTERM)
-            stopped_at = time.monotonic()
-            assert members["m4"].wait(20) == 0
-            await balanced(data, [2, 2, 2], 30)
-            handover = time.monotonic() - stopped_at
-            await load.until(len(load.acked) + 60)
-            await load.drain()
-            tasks.cancel_scope.cancel()
+    data, _ = await three_members(tmp_path, members)
+    async with under_load(data, publishers=1, consumers=1) as load:
+        await load.until(60)
+        start(members, data, "m4")
+        joined = await balanced(data, [1, 1, 2, 2], 30)
+        assert "m4" in joined.values(), "the new member serves its share"
+        releases = sum(len(child.lines_matching(r"releasing queue")) for child in members.values())
+        assert releases >= 1
+        await load.until(len(load.acked) + 60)
+        # A clean stop: m4 leaves, its queue goes to a member below its quota at once
+        # (its released state and its left record need no lease to run out).
+        members["m4"].send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert members["m4"].wait(20) == 0
+        await balanced(data, [2, 2, 2], 30)
+        handover = time.monotonic() - stopped_at
+        await load.until(len(load.acked) + 60)
     print(f"\nclean stop of a member to its queue served elsewhere: {handover:.2f} s")
     assert handover < LEASE + 1.5, "a clean stop waits for no lease"
     check_nothing_lost(load.acked, await everything_stored(data))

@@ -29,14 +29,20 @@ def member(store: LocalFileStore, name: str, clock: Clock) -> Membership:
     return Membership(store, record, poll=0.25, clock=clock)
 
 
+async def two_joined(store: LocalFileStore) -> tuple[Clock, Membership, Membership]:
+    """Members a and b, joined in that order, on one clock."""
+    clock = Clock()
+    a, b = member(store, "a", clock), member(store, "b", clock)
+    assert await a.join()
+    assert await b.join()
+    return clock, a, b
+
+
 async def test_members_join_in_the_lowest_free_slots_and_see_each_other(
     local_store: LocalFileStore,
 ) -> None:
-    clock = Clock()
-    a, b = member(local_store, "a", clock), member(local_store, "b", clock)
-    assert a.standing() == (1, 0), "not joined: alone"
-    assert await a.join()
-    assert await b.join()
+    assert member(local_store, "a", Clock()).standing() == (1, 0), "not joined: alone"
+    _, a, b = await two_joined(local_store)
     assert (a.slot, b.slot) == (0, 1)
     await a.poll()
     assert a.standing() == (2, 0)
@@ -49,10 +55,7 @@ async def test_members_join_in_the_lowest_free_slots_and_see_each_other(
 async def test_renewals_keep_a_member_live_and_silence_for_a_lease_does_not(
     local_store: LocalFileStore,
 ) -> None:
-    clock = Clock()
-    a, b = member(local_store, "a", clock), member(local_store, "b", clock)
-    await a.join()
-    await b.join()
+    clock, a, b = await two_joined(local_store)
     await a.poll()
     for _ in range(6):  # two leases, b renewing every lease / 3
         clock.now += LEASE / 3
@@ -68,10 +71,7 @@ async def test_renewals_keep_a_member_live_and_silence_for_a_lease_does_not(
 async def test_a_clean_leave_counts_at_once_and_frees_the_slot(
     local_store: LocalFileStore,
 ) -> None:
-    clock = Clock()
-    a, b = member(local_store, "a", clock), member(local_store, "b", clock)
-    await a.join()
-    await b.join()
+    clock, a, b = await two_joined(local_store)
     await b.leave()
     await a.poll()
     assert a.standing() == (1, 0), "no lease to wait for"
