@@ -290,10 +290,6 @@ class BrokerRuntime(AsyncResource):
         elif not self._closed:
             self._put(_Hold(held))
 
-    @property
-    def takeover_held(self) -> bool:
-        return self._broker.takeover_held
-
     def watched_owner(self) -> NotOwner:
         """What a standby answers: ``NotOwner`` naming the owner it watches."""
         return self._broker.watched_owner

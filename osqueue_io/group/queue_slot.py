@@ -118,7 +118,9 @@ class QueueSlot:
     def stop(self) -> None:
         """The member stops: release the queue if it serves it, stop watching it."""
         self._stopping = True
-        if self.runtime is not None and self.phase is Phase.STANDBY:
+        if self.runtime is not None:
+            # Standing by, it stops watching; taking over, it releases once its takeover
+            # lands (or stops, if it lost); serving, it starts its graceful stop now.
             self.runtime.request_stop()
         self._wake_up()
 
