@@ -4,7 +4,8 @@ Theory of operation (docs/architecture.md has the long form):
 
 * Inputs: ``start``, ``submit`` / ``submit_many`` (client commands; the second for
   several that arrived together), ``receive`` (storage results),
-  ``tick`` (time passed), ``cancel_claim`` and ``stop``. Every input carries ``now``
+  ``tick`` (time passed), ``cancel_claim``, ``hold_takeover`` (a standby's) and
+  ``stop``. Every input carries ``now``
   (seconds on a clock that never jumps; it drives every timer) and optionally ``wall``
   (UNIX seconds; it only stamps jobs and picks archive buckets). Nothing here reads a
   clock, does I/O or draws randomness.
@@ -277,6 +278,34 @@ class Broker:
         """
         _check_request_id(request_id)
         self._input(now, wall, lambda: self._cancel_claim(request_id))
+
+    def hold_takeover(self, held: bool, now: float, wall: float | None = None) -> None:
+        """Hold back (True) or let go (False) this standby's takeover, from now on.
+
+        A held standby keeps watching its owner, but a lapse it finds (or a released
+        or absent state) does not start a takeover until it is let go, or until the
+        lapse has lasted one more lease (a hold delays a takeover, it never leaves the
+        queue without an owner). A takeover already begun goes on. For a scale-out
+        group (docs/high-availability.md): a member that owns its share of the queues
+        holds its other standbys. Callable before ``start``; no effect on a broker that
+        is not a standby.
+        """
+        if not isinstance(held, bool):
+            raise InvalidArgument(f"held must be a bool, got {type(held).__name__}")
+        self._input(now, wall, lambda: self._commit.hold_takeover(held))
+
+    @property
+    def watched_owner(self) -> NotOwner:
+        """What a command sent to this standby is answered: ``NotOwner`` naming the
+        owner it watches, as last read (a scale-out group answers calls for a queue
+        that member does not own with it)."""
+        return self._not_owner()
+
+    @property
+    def takeover_held(self) -> bool:
+        """Whether this standby's takeover is held back (:meth:`hold_takeover`)."""
+        watch = self._commit.watch
+        return watch is not None and watch.held
 
     def stop(self, now: float, wall: float | None = None) -> None:
         """Shut down cleanly: finish what was accepted, then release ownership.

@@ -212,6 +212,11 @@ class CommitProtocol:
         self.events.append(PhaseEvent.LAPSED)
         self.takeover.begin(expect=version)
 
+    def hold_takeover(self, held: bool) -> None:
+        """Hold back (or let go) a standby's takeover (:meth:`Watch.hold`)."""
+        if self.watch is not None:
+            self.watch.hold(held)
+
     def _stepped_back(self, version: object | None, owner: Owner | None) -> None:
         assert self.watch is not None
         self.events.append(PhaseEvent.STEPPED_BACK)

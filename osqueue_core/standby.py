@@ -13,6 +13,13 @@ lease period) and whether that owner released it: once at the start and once per
 version that has stayed the same for one poll, so a busy owner, whose version changes
 between polls, costs HEADs only. A released state, or none at all, is taken over at
 once.
+
+A standby can be **held** (:meth:`Watch.hold`): a scale-out group member that owns its
+share of the queues keeps its other standbys from taking over, so that a member below
+its share does. A held watch keeps watching, and a lapse it finds waits; but a hold
+delays a takeover by one more lease at most (counted from when the held watch first
+found the lapse), so a queue is never left without an owner because every member
+believed it had enough.
 """
 
 from __future__ import annotations
@@ -54,6 +61,11 @@ class Watch:
         self._next_poll = math.inf
         self._in_flight = False
         self._watching = False
+        #: Held (see the module docstring), and since when a lapse has been held back.
+        self.held = False
+        self._held_lapse_since: float | None = None
+        #: The version read with ``owner.released`` set (a lapse at the next check).
+        self._released: object | None = None
         #: Version checks and reads made, and checks that failed.
         self.checks = 0
         self.reads = 0
@@ -73,6 +85,16 @@ class Watch:
         if owner is not None:
             self._know(owner)
         self._next_poll = self._clock.now + self._config.standby_poll
+
+    def hold(self, held: bool) -> None:
+        """Hold back (or let go) a takeover this watch finds due; letting go checks at
+        once, so a lapse already seen is taken over without waiting for a poll."""
+        if held == self.held:
+            return
+        self.held = held
+        self._held_lapse_since = None
+        if not held and self._watching:
+            self._next_poll = min(self._next_poll, self._clock.now)
 
     def pump(self) -> None:
         if self._watching and not self._in_flight and self._clock.now >= self._next_poll:
@@ -101,6 +123,8 @@ class Watch:
             self._lapse(None)  # no state (deleted, or never made): the takeover decides
         elif result.version != self._version:
             self._seen(result.version)  # the owner wrote: alive
+        elif result.version == self._released:
+            self._lapse(result.version)  # released, and a hold kept us from taking it
         elif self._read_for != result.version:
             self._read()  # quiet for a poll: did it release? who is it now?
         elif self._clock.now - self._since >= self._lease:
@@ -128,6 +152,7 @@ class Watch:
         self._read_for = result.version
         self._know(owner)
         if owner.released:
+            self._released = result.version
             self._lapse(result.version)
 
     # -- verdicts ----------------------------------------------------------------------
@@ -135,6 +160,7 @@ class Watch:
     def _seen(self, version: object | None) -> None:
         self._version = version
         self._since = self._clock.now
+        self._held_lapse_since = None  # the owner lives: a later lapse starts afresh
 
     def _know(self, owner: Owner) -> None:
         self.owner = owner
@@ -142,6 +168,12 @@ class Watch:
         self._lease = owner.lease if owner.lease is not None else self._own_lease
 
     def _lapse(self, version: object | None) -> None:
+        if self.held:
+            now = self._clock.now
+            if self._held_lapse_since is None:
+                self._held_lapse_since = now
+            if now - self._held_lapse_since < self._lease:
+                return  # keep watching: checked again at the next poll
         self._watching = False
         self._next_poll = math.inf
         self._on_lapsed(version)

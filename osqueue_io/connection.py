@@ -62,6 +62,7 @@ from osqueue_io._proto.osqueue import v1 as pb
 from osqueue_io.address import split_host_port
 from osqueue_io.client import QueueInfo, claim_queues
 from osqueue_io.discovery import (
+    MAX_ADDRESSES,
     Locator,
     Retry,
     certainly_not_applied,
@@ -235,6 +236,32 @@ def _queue_info(message: pb.QueueCounts) -> QueueInfo:
 # -- the connection ----------------------------------------------------------------------
 
 
+class ChannelPool:
+    """gRPC channels by broker address, shared by the connections of one client (a
+    group client has one connection per queue, and a few brokers). At most ``limit``
+    are kept: the oldest is closed to make room (its calls in flight fail, and follow
+    their owner like any failed call)."""
+
+    def __init__(self, limit: int = MAX_ADDRESSES) -> None:
+        self._limit = limit
+        self._channels: dict[str, Channel] = {}
+
+    def get(self, address: str) -> Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            host, port = parse_address(address)
+            channel = self._channels[address] = Channel(host, port, codec=FastProtoCodec())
+            while len(self._channels) > self._limit:
+                oldest = next(iter(self._channels))
+                self._channels.pop(oldest).close()
+        return channel
+
+    def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.close()
+
+
 class BrokerConnection:
     """A gRPC channel to the broker that owns the queue; ``timeout`` is each call's
     deadline in seconds. ``owner`` names the client in errors (``use `async with
@@ -266,6 +293,7 @@ class BrokerConnection:
         tls_ca: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
+        channels: ChannelPool | None = None,
     ) -> None:
         if not timeout > 0 or not failover_timeout > 0:
             raise InvalidArgument("timeout and failover_timeout must be positive")
@@ -280,6 +308,8 @@ class BrokerConnection:
         self._owner = owner
         self._channel: Channel | None = None
         self._channel_address: str | None = None
+        #: Channels shared with other connections (their owner closes them).
+        self._pool = channels
         self._opened = False
 
     @property
@@ -314,6 +344,8 @@ class BrokerConnection:
             channel.close()
 
     async def _channel_for(self, address: str) -> Channel:
+        if self._pool is not None:
+            return self._pool.get(address)
         if self._channel is None or self._channel_address != address:
             if self._channel is not None:
                 self._channel.close()  # its calls in flight fail, and follow too
@@ -350,11 +382,18 @@ class BrokerConnection:
     # -- consuming -------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, queues: Sequence[str], wait: float, count: int | None
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        wait: float,
+        count: int | None,
+        *,
+        at: str | None = None,
     ) -> list[RemoteJob]:
         """Claim for ``worker_id``: one job with the Claim RPC (``count`` None, what
         every broker serves), or up to ``count`` with ClaimBatch. Empty when none came
-        within ``wait`` seconds."""
+        within ``wait`` seconds. ``at``: send it once to that broker, not following
+        the owner (a group client following several queues' owners does that)."""
         wait = check_wait(wait)
         names = queue_names(queues)
         wait_ms = _ms(wait)
@@ -363,7 +402,12 @@ class BrokerConnection:
         if count is None:
             request = pb.ClaimRequest(worker_id=worker_id, wait_ms=wait_ms, queues=names)
             reply = await self.call(
-                "Claim", request, pb.ClaimResponse, time_limit=time_limit, retry=Retry.ALWAYS
+                "Claim",
+                request,
+                pb.ClaimResponse,
+                time_limit=time_limit,
+                retry=Retry.ALWAYS,
+                at=at,
             )
             if reply.empty:
                 return []
@@ -389,6 +433,7 @@ class BrokerConnection:
                 pb.ClaimBatchResponse,
                 time_limit=time_limit,
                 retry=Retry.ALWAYS,
+                at=at,
             )
             leased, lease_ms = answer.jobs, answer.lease_timeout_ms
         lease_timeout = lease_ms / 1000 or DEFAULT_LEASE_TIMEOUT
@@ -524,8 +569,11 @@ class BrokerConnection:
             raise InvalidArgument("job_ids must be a list of job ids (not one id)")
         return [check_id("job_id", job_id) for job_id in job_ids]
 
-    async def stats(self) -> QueueStats:
-        reply = await self.call("Stats", pb.StatsRequest(), pb.StatsResponse, retry=Retry.ALWAYS)
+    async def stats(self, *, at: str | None = None) -> QueueStats:
+        """The broker's report (``at``: that broker's, asked once)."""
+        reply = await self.call(
+            "Stats", pb.StatsRequest(), pb.StatsResponse, retry=Retry.ALWAYS, at=at
+        )
         return QueueStats(
             ready=reply.ready,
             claimed=reply.claimed,
@@ -552,15 +600,18 @@ class BrokerConnection:
         retry: Retry = Retry.IF_NOT_APPLIED,
         done_if_retried: tuple[type[OsqueueError], ...] = (),
         follow_for: float | None = None,
+        at: str | None = None,
     ) -> Reply:
         """One unary call with a deadline; every failure becomes a typed error. With
         somewhere else to look, a call that fails over is sent again as ``retry`` allows
         (``done_if_retried``: errors that, for a call sent again, mean the first send
         landed; the call then succeeds with an empty reply; ``follow_for``: how long to
-        follow the owner, instead of ``failover_timeout``)."""
+        follow the owner, instead of ``failover_timeout``). ``at``: send it once, there."""
         if not self._opened:
             name = self._owner
             raise BrokerNotRunning(f"the {name} is not open: use `async with {name}(...)`")
+        if at is not None:
+            return await self._call_once(at, rpc, request, reply_type, time_limit)
         if not self.discovers:
             address = await self.locator.locate()
             return await self._call_once(address, rpc, request, reply_type, time_limit)
@@ -651,11 +702,11 @@ class BrokerConnection:
             # (it died with connections still queued): the stream then fails before
             # anything was sent. Seen by the crash soak about once per 100 kills.
             raise BrokerNotRunning(
-                f"{rpc} to the broker at {self.address} failed (the connection was closed "
+                f"{rpc} to the broker at {address} failed (the connection was closed "
                 "before the call was sent); retry, the connection is re-established by itself"
             ) from error
         if reply is None:
-            raise BrokerNotRunning(f"{rpc}: the broker at {self.address} sent no reply")
+            raise BrokerNotRunning(f"{rpc}: the broker at {address} sent no reply")
         return reply
 
 

@@ -69,6 +69,7 @@ from osqueue_io.connection import (
     RemoteJob,
     parse_address,
 )
+from osqueue_io.group.connection import GroupConnection
 from osqueue_io.keepalive import Lease, default_interval, keep_alive, process_job
 from osqueue_io.payload import PayloadCodec, PayloadDecodeError
 from osqueue_io.resource import AsyncResource
@@ -105,6 +106,49 @@ class _Discovery:
             await self.store.aclose()
 
 
+#: What the clients call through: one broker (and its standbys), or a group's owners.
+Connection = BrokerConnection | GroupConnection
+
+
+def _connection(
+    address: str | Sequence[str] | None,
+    owner: str,
+    store: ObjectStore | None,
+    group: Sequence[str] | None,
+    *,
+    timeout: float,
+    state_key: str,
+    failover_timeout: float,
+    tls_ca: str | os.PathLike[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    token: str | None = None,
+) -> Connection:
+    """A connection to the broker at ``address`` (or found in ``store``), or, with a
+    ``group``, to the owners of the group's queues found in ``store``."""
+    if group is None:
+        return BrokerConnection(
+            address,
+            timeout=timeout,
+            owner=owner,
+            store=store,
+            state_key=state_key,
+            failover_timeout=failover_timeout,
+            tls_ca=tls_ca,
+            ssl_context=ssl_context,
+            token=token,
+        )
+    if tls_ca is not None or ssl_context is not None or token is not None:
+        raise InvalidArgument("a group's clients do not take TLS or tokens yet")
+    if store is None or address is not None:
+        raise InvalidArgument(
+            "a group's clients find each queue's owner in the bucket: give storage (the "
+            "group's --data URL) and no address"
+        )
+    return GroupConnection(
+        group, store=store, timeout=timeout, owner=owner, failover_timeout=failover_timeout
+    )
+
+
 def _checked_options(worker_id: str | None, heartbeat_interval: float | None) -> str:
     if heartbeat_interval is not None and not heartbeat_interval > 0:
         raise InvalidArgument("heartbeat_interval must be positive")
@@ -112,7 +156,7 @@ def _checked_options(worker_id: str | None, heartbeat_interval: float | None) ->
 
 
 def _keep_alive(
-    connection: BrokerConnection,
+    connection: Connection,
     job_id: str,
     worker_id: str,
     *,
@@ -177,13 +221,15 @@ class Worker(AsyncResource):
         tls_ca: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
+        group: Sequence[str] | None = None,
     ) -> None:
         self._found = _Discovery(storage)
-        self.connection = BrokerConnection(
+        self.connection = _connection(
             None if storage is not None and address == "127.0.0.1:9090" else address,
+            "Worker",
+            self._found.store,
+            group,
             timeout=timeout,
-            owner="Worker",
-            store=self._found.store,
             state_key=state_key,
             failover_timeout=failover_timeout,
             tls_ca=tls_ca,
@@ -381,13 +427,15 @@ class RemoteQueue(AsyncResource, Generic[T]):
         tls_ca: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
+        group: Sequence[str] | None = None,
     ) -> None:
         self._found = _Discovery(storage)
-        self.connection = BrokerConnection(
+        self.connection = _connection(
             address,
+            "RemoteQueue",
+            self._found.store,
+            group,
             timeout=timeout,
-            owner="RemoteQueue",
-            store=self._found.store,
             state_key=state_key,
             failover_timeout=failover_timeout,
             tls_ca=tls_ca,

@@ -126,7 +126,14 @@ class _Stop:
     pass
 
 
-_Input = _Submit | _CancelClaim | _HandBack | _Stop | StorageResult
+@attrs.frozen
+class _Hold:
+    """Hold back (or let go) the standby's takeover."""
+
+    held: bool
+
+
+_Input = _Submit | _CancelClaim | _HandBack | _Stop | _Hold | StorageResult
 
 
 class _Waiter:
@@ -232,6 +239,7 @@ class BrokerRuntime(AsyncResource):
         self._closed = False
         self._stopping = False
         self._log = BrokerLog(store.url)
+        self._stop_early = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -252,6 +260,8 @@ class BrokerRuntime(AsyncResource):
             self._broker.start(self._clock(), self._wall_clock())
             self._dispatch()
             task_group.start_soon(self._core_loop)
+            if self._stop_early:
+                self._put(_Stop())
             await self._started.wait()
         except BaseException:
             # Leave the task group here, in the task that entered it, as anyio
@@ -269,9 +279,26 @@ class BrokerRuntime(AsyncResource):
 
     def request_stop(self) -> None:
         """Ask the broker to stop, from the event loop, without waiting: a standby
-        stops watching (``open`` then returns), an owner drains as in :meth:`stop`."""
-        if self._task_group is not None and not self._closed:
+        stops watching (``open`` then returns), an owner drains as in :meth:`stop`.
+        Asked before :meth:`open`, the broker stops as soon as it starts."""
+        if self._closed:
+            return
+        if self._task_group is None:
+            self._stop_early = True
+        else:
             self._put(_Stop())
+
+    def hold_takeover(self, held: bool) -> None:
+        """Hold back (or let go) a standby's takeover (``Broker.hold_takeover``), from
+        the event loop; before :meth:`open` too, so a standby can start held."""
+        if self._task_group is None:
+            self._broker.hold_takeover(held, self._clock(), self._wall_clock())
+        elif not self._closed:
+            self._put(_Hold(held))
+
+    def watched_owner(self) -> NotOwner:
+        """What a standby answers: ``NotOwner`` naming the owner it watches."""
+        return self._broker.watched_owner
 
     async def stop(self) -> None:
         """Stop the broker cleanly, from any task: new requests are refused, accepted
@@ -524,6 +551,8 @@ class BrokerRuntime(AsyncResource):
                 case _Stop():
                     self._stopping = True
                     broker.stop(now, wall)
+                case _Hold(held):
+                    broker.hold_takeover(held, now, wall)
                 case _:
                     broker.receive(item, now, wall)
         if commands:

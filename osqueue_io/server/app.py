@@ -40,6 +40,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Sequence
+from typing import TypedDict
 
 import anyio
 import attrs
@@ -134,6 +135,27 @@ def request_size_limits(
             "largest size allowed could never be read"
         )
     return max_message_bytes, max_request_bytes_in_flight
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`BrokerServer` (and of a group member's server,
+    built on it: :class:`osqueue_io.group.server.GroupServer`)."""
+
+    host: str
+    port: int
+    identity: str | None
+    advertise: str | None
+    ownership_check: float
+    drain_timeout: float
+    max_concurrent_calls: int
+    max_message_bytes: int | None
+    max_request_bytes_in_flight: int | None
+    ssl_context: ssl.SSLContext | None
+    tokens: Tokens | None
+    metrics_listen: tuple[str, int] | None
+    http_listen: tuple[str, int] | None
+    http_ssl_context: ssl.SSLContext | None
+    http_middlewares: Sequence[Middleware]
 
 
 class BrokerServer:

@@ -27,12 +27,13 @@ from osqueue_core import (
 )
 from osqueue_io import eventloop, logs
 from osqueue_io.address import split_host_port
+from osqueue_io.group.layout import MAX_GROUP_QUEUES, parse_group
 from osqueue_io.security.flags import add_server_flags, server_security
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
 )
-from osqueue_io.server.app import EXIT_USAGE, BrokerServer, request_size_limits
+from osqueue_io.server.app import EXIT_USAGE, BrokerServer, ServerOptions, request_size_limits
 from osqueue_io.server.codec import default_max_message_bytes
 from osqueue_io.storage import StorageConfigError, open_store
 
@@ -169,6 +170,13 @@ def parse_listen(text: str) -> tuple[str, int]:
         )
     host, port = parsed
     return host or "0.0.0.0", port
+
+
+def _group(text: str) -> tuple[str, ...]:
+    try:
+        return parse_group(text)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
         "lease (default: 1s)",
     )
     parser.add_argument(
+        "--group",
+        type=_group,
+        default=None,
+        metavar="QUEUE,QUEUE,...",
+        help="scale-out (docs/high-availability.md): run as one member of a group of "
+        "brokers sharing --data, which split these queues between them, each queue in its "
+        "own state object under queues/<name>/, each owned by one live member, balanced "
+        "by count; start every member with the same list (at most "
+        f"{MAX_GROUP_QUEUES} queues). Needs --owner-lease; --standby is implied",
+    )
+    parser.add_argument(
         "--queue-retry",
         type=parse_queue_retry,
         action="append",
@@ -434,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_message_bytes, max_request_bytes_in_flight = request_size_limits(
             config, args.max_message_bytes, args.max_request_bytes_in_flight
         )
+        if args.group is not None and config.owner_lease is None:
+            raise ValueError("--group needs an --owner-lease (members judge each other by it)")
         loop = eventloop.resolve(args.event_loop)
         security = server_security(args)
         store = open_store(args.data)
@@ -442,22 +463,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     for warning in security.warnings:
         logging.getLogger("osqueue.security").warning("%s", warning)
-    server = BrokerServer(
-        store,
-        config,
-        host=host,
-        port=port,
-        identity=args.identity,
-        advertise=args.advertise,
-        ownership_check=args.heartbeat_check,
-        drain_timeout=args.drain_timeout,
-        max_concurrent_calls=args.max_concurrent_calls,
-        max_message_bytes=max_message_bytes,
-        max_request_bytes_in_flight=max_request_bytes_in_flight,
-        ssl_context=security.ssl_context,
-        tokens=security.tokens,
-        metrics_listen=args.metrics_listen,
-        http_listen=args.http_listen,
+    options: ServerOptions = {
+        "host": host,
+        "port": port,
+        "identity": args.identity,
+        "advertise": args.advertise,
+        "ownership_check": args.heartbeat_check,
+        "drain_timeout": args.drain_timeout,
+        "max_concurrent_calls": args.max_concurrent_calls,
+        "max_message_bytes": max_message_bytes,
+        "max_request_bytes_in_flight": max_request_bytes_in_flight,
+        "ssl_context": security.ssl_context,
+        "tokens": security.tokens,
+        "metrics_listen": args.metrics_listen,
+        "http_listen": args.http_listen,
+    }
+    if args.group is not None and (
+        security.ssl_context is not None
+        or security.tokens is not None
+        or args.metrics_listen is not None
+        or args.http_listen is not None
+    ):
+        print(
+            f"{parser.prog}: error: --group does not take TLS, tokens, --metrics-listen "
+            "or --http-listen yet: run a group on a private network, without them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    # Imported here: the group's server is built on this package's (a cycle at import).
+    from osqueue_io.group.server import GroupServer
+
+    server: BrokerServer | GroupServer = (
+        BrokerServer(store, config, **options)
+        if args.group is None
+        else GroupServer(store, args.group, config, **options)
     )
 
     async def run() -> int:

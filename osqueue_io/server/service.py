@@ -153,6 +153,34 @@ def job_info_message(info: JobInfo) -> pb.JobInfo:
     )
 
 
+def leased_job(job: Claimed) -> LeasedJob:
+    """A granted job as the wire carries it."""
+    return LeasedJob(
+        job_id=job.job_id,
+        data=job.payload,
+        attempts=job.attempts,
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts or 0,
+    )
+
+
+def claim_response(jobs: list[LeasedJob], lease_timeout_ms: int) -> ClaimResponse:
+    """The Claim RPC's answer: the one job granted, or ``empty``."""
+    if not jobs:
+        return ClaimResponse(empty=True)
+    [job] = jobs
+    return ClaimResponse(
+        job_id=job.job_id,
+        data=job.data,
+        attempts=job.attempts,
+        lease_timeout_ms=lease_timeout_ms,
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+    )
+
+
 _OK = ItemStatus()
 
 
@@ -260,34 +288,13 @@ class QueueService(QueueServiceBase):
 
     async def claim(self, message: ClaimRequest) -> ClaimResponse:
         claimed = await self._claim(message.worker_id, message.queues, message.wait_ms, 1)
-        if not claimed:
-            return ClaimResponse(empty=True)
-        [job] = claimed
-        return ClaimResponse(
-            job_id=job.job_id,
-            data=job.payload,
-            attempts=job.attempts,
-            lease_timeout_ms=self._lease_timeout_ms,
-            queue=job.queue,
-            priority=job.priority,
-            max_attempts=job.max_attempts or 0,
-        )
+        return claim_response([leased_job(job) for job in claimed], self._lease_timeout_ms)
 
     async def claim_batch(self, message: ClaimBatchRequest) -> ClaimBatchResponse:
         claimed = await self._claim(
             message.worker_id, message.queues, message.wait_ms, message.max_jobs or 1
         )
-        jobs = [
-            LeasedJob(
-                job_id=job.job_id,
-                data=job.payload,
-                attempts=job.attempts,
-                queue=job.queue,
-                priority=job.priority,
-                max_attempts=job.max_attempts or 0,
-            )
-            for job in claimed
-        ]
+        jobs = [leased_job(job) for job in claimed]
         return ClaimBatchResponse(jobs=jobs, lease_timeout_ms=self._lease_timeout_ms)
 
     async def heartbeat(self, message: HeartbeatRequest) -> HeartbeatResponse:

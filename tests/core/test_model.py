@@ -254,6 +254,8 @@ class Slot:
     damaged: set[str] = attrs.Factory(set)
     #: Its phase after the last input (a standby's lapse is checked when it leaves).
     phase: Phase | None = None
+    #: Since when (model time) its takeover has been held back, if it is.
+    held_since: float | None = None
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -414,15 +416,23 @@ class QueueModel(RuleBasedStateMachine):
         self._note_state_version()
         stored = self.store.get(self.config.state_key)
         event("a standby takes over")
-        if stored is None:
-            return
-        owner = decode_header(stored).owner
-        lease = owner.lease if owner.lease is not None else self.config.owner_lease
+        owner = decode_header(stored).owner if stored is not None else None
+        lease = owner.lease if owner and owner.lease is not None else self.config.owner_lease
         assert lease is not None
+        if slot.held_since is not None:
+            # A hold delays a takeover by one lease after the held watch found the
+            # lapse (which it cannot have found before the hold began).
+            event("a held standby takes over anyway")
+            waited = self.now - slot.held_since
+            assert waited >= lease, f"a standby held {waited:g}s took over (lease {lease:g}s)"
+        if owner is None:
+            return
         quiet = self.now - self.state_since[1]
-        assert owner.released or quiet >= lease, (
+        needed = lease if owner.released or slot.held_since is None else 2 * lease
+        held = "" if slot.held_since is None else " and the one more lease a hold adds"
+        assert quiet >= needed or (owner.released and slot.held_since is None), (
             f"a standby took over from {owner.identity} (epoch {owner.epoch}) whose state "
-            f"changed {quiet:g}s ago, within its {lease:g}s lease"
+            f"changed {quiet:g}s ago, within its {lease:g}s lease{held}"
         )
 
     def _submit(self, slot_index: int, make: Any, settle: bool = False) -> None:
@@ -868,6 +878,20 @@ class QueueModel(RuleBasedStateMachine):
     def _spilling(self, slot: Slot) -> bool:
         """Whether ``slot`` has a segment create or read not delivered yet."""
         return any(self._on_segments(effect) for effect in slot.pending)
+
+    @precondition(lambda self: any(slot.broker.config.standby for slot in self.slots))
+    @rule(slot=st.integers(0, 1), held=st.sampled_from([True, True, False]))
+    def hold_takeover(self, slot: int, held: bool) -> None:
+        """A group member holds (or lets go of) a standby's takeover: held, the standby
+        takes over only a lease after it found the lapse (``_check_lapse``)."""
+        chosen = self.slots[slot % len(self.slots)]
+        if held and chosen.held_since is None:
+            chosen.held_since = self.now
+        elif not held:
+            chosen.held_since = None
+        event(f"hold a standby: {held}")
+        chosen.broker.hold_takeover(held, self.now, self.wall)
+        self._collect(chosen)
 
     @precondition(lambda self: self._live() and self.stops < 2)
     @rule(slot=st.integers(0, 1))

@@ -713,3 +713,15 @@ def test_the_lease_model_passes_without_mutants() -> None:
     """The same model and settings, unbroken: what the mutant above fails is the lease
     rule, not the model."""
     run_state_machine_as_test(LeaseModel, settings=settings(QUICK, max_examples=60))
+
+
+def _ignores_holds(self: standby.Watch, held: bool) -> None:
+    """``Watch.hold`` that never holds: a held standby takes over at its lapse."""
+
+
+def test_the_model_test_fails_on_a_held_standby_that_takes_over_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(standby.Watch, "hold", _ignores_holds)
+    with pytest.raises(AssertionError, match=r"a standby held .* took over|a hold adds"):
+        run_state_machine_as_test(LeaseModel, settings=QUICK)

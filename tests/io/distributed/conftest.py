@@ -120,23 +120,25 @@ class ChildProcess:
         self.process.wait()
 
 
+def server_args(data: str, *flags: str, port: int = 0) -> list[str]:
+    """The command line of a broker on ``127.0.0.1:port`` (0: a free port) and ``data``."""
+    return [
+        sys.executable,
+        "-m",
+        "osqueue_io.server",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data",
+        data,
+        *flags,
+    ]
+
+
 class BrokerProcess(ChildProcess):
     """``python -m osqueue_io.server`` serving on 127.0.0.1."""
 
     def __init__(self, data: str, *flags: str, port: int = 0, env: Mapping[str, str] | None = None):
-        super().__init__(
-            [
-                sys.executable,
-                "-m",
-                "osqueue_io.server",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--data",
-                data,
-                *flags,
-            ],
-            env,
-        )
+        super().__init__(server_args(data, *flags, port=port), env)
         self.data = data
         self.port = int(self.wait_for_line(_LISTENING, START_TIMEOUT).group(1))
         wait_for_port("127.0.0.1", self.port, START_TIMEOUT)

@@ -46,6 +46,7 @@ FLAGS = [
     "--owner-lease",
     "--standby",
     "--standby-poll",
+    "--group",
     "--queue-retry",
     "--recreate",
     "--log-level",
@@ -127,6 +128,10 @@ def test_an_over_long_name_is_a_usage_error_that_does_not_echo_it(
             "--queue-retry names a queue more than once",
         ),
         (["--queue-retry", "has space=1s,2s,3"], "has characters outside"),
+        (["--group", "a,b,a"], "argument --group: a group names a queue more than once"),
+        (["--group", "a,b/c"], "has characters outside"),
+        (["--group", ",".join(f"q{n}" for n in range(1001))], "a group has 1 to 1000 queues"),
+        (["--group", "a,b", "--owner-lease", "0"], "--group needs an --owner-lease"),
     ],
 )
 def test_bad_limits_are_usage_errors(flags: list[str], message: str, tmp_path: Path) -> None:

@@ -85,3 +85,32 @@ def test_a_broker_pair_and_a_client_that_finds_the_owner_in_the_bucket(tmp_path:
         for child in (first, second):
             if child is not None:
                 child.kill()
+
+
+def test_two_group_members_split_the_queues_and_a_client_routes_by_queue(
+    tmp_path: Path,
+) -> None:
+    env = {"OSQUEUE_DATA": str(tmp_path / "group")}
+
+    def member() -> ChildProcess:
+        return ChildProcess(
+            [sys.executable, "-m", "examples.group", "member", str(free_port())], env
+        )
+
+    members = [member()]
+    try:
+        members[0].wait_for_line(r"queue search: serving it", 20)  # alone: all four
+        members.append(member())
+        members[0].wait_for_line(r"queue \S+: releasing it", 20)
+        members[1].wait_for_line(r"queue \S+: serving it", 20)
+        client = ChildProcess([sys.executable, "-m", "examples.group", "client", "8"], env)
+        assert client.wait(60) == 0, client.text
+        done = client.lines_matching(r"^processed (emails|video|reports|search)/\S+: task-\d$")
+        assert len(done) == 8, client.text
+        assert {match[1] for match in done} == {"emails", "video", "reports", "search"}
+        assert client.lines_matching(r"^completed 8, served by \S+,\S+$"), client.text
+        members[1].send_signal(signal.SIGTERM)  # its queues go back at once
+        assert members[1].wait(20) == 0, members[1].text
+    finally:
+        for child in members:
+            child.kill()

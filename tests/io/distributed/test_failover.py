@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import signal
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from osqueue_io.remote import Worker
 from osqueue_io.storage import open_store
 from tests.io.archive import archived_records
 from tests.io.conftest import wait_for_port
-from tests.io.distributed.conftest import ChildProcess
+from tests.io.distributed.conftest import ChildProcess, server_args
 from tests.io.health import health_status
 
 pytestmark = pytest.mark.anyio
@@ -66,21 +65,7 @@ def brokers() -> Iterator[list[ChildProcess]]:
 
 def start(started: list[ChildProcess], data: str, name: str, *flags: str) -> ChildProcess:
     port = free_port()
-    child = ChildProcess(
-        [
-            sys.executable,
-            "-m",
-            "osqueue_io.server",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data",
-            data,
-            "--identity",
-            name,
-            *HA_FLAGS,
-            *flags,
-        ]
-    )
+    child = ChildProcess(server_args(data, "--identity", name, *HA_FLAGS, *flags, port=port))
     child.port = port  # type: ignore[attr-defined]
     started.append(child)
     return child
