@@ -56,3 +56,12 @@ def token_middleware(
         return await handler(request)
 
     return check_token
+
+
+def route_role(request: web.Request) -> Role | None:
+    """The policy of the broker's own HTTP listeners: ``admin`` for the routes marked as
+    changing the queue (:mod:`osqueue_io.http.access`), ``read`` for the rest."""
+    # Imported here: osqueue_io.http needs the broker's server, which needs this module.
+    from osqueue_io.http.access import ADMIN, required_access
+
+    return Role.ADMIN if required_access(request) is ADMIN else Role.READ

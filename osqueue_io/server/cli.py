@@ -29,6 +29,7 @@ from osqueue_io import eventloop, logs
 from osqueue_io.address import split_host_port
 from osqueue_io.group.layout import MAX_GROUP_QUEUES, parse_group
 from osqueue_io.security.flags import add_server_flags, server_security
+from osqueue_io.security.http import route_role, token_middleware
 from osqueue_io.server.admission import (
     DEFAULT_FULL_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_CONCURRENT_CALLS,
@@ -477,6 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tokens": security.tokens,
         "metrics_listen": args.metrics_listen,
         "http_listen": args.http_listen,
+        # The same certificate and tokens guard the dashboard and the metrics.
+        "http_ssl_context": security.ssl_context,
+        "http_middlewares": (
+            (token_middleware(security.tokens, route_role),) if security.tokens is not None else ()
+        ),
     }
     if args.group is not None and (
         security.ssl_context is not None
