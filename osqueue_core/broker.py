@@ -299,7 +299,7 @@ class Broker:
         """What a command sent to this standby is answered: ``NotOwner`` naming the
         owner it watches, as last read (a scale-out group answers calls for a queue
         that member does not own with it)."""
-        return self._not_owner()
+        return self.not_owner()
 
     @property
     def takeover_held(self) -> bool:

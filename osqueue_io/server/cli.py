@@ -481,12 +481,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The same certificate and tokens guard the dashboard and the metrics.
         "http_ssl_context": security.ssl_context,
         "http_middlewares": (
-            (token_middleware(security.tokens, route_role),) if security.tokens is not None else ()
+            (token_middleware(security.tokens, route_role),) if security.tokens.enabled else ()
         ),
     }
     if args.group is not None and (
         security.ssl_context is not None
-        or security.tokens is not None
+        or security.tokens.enabled
         or args.metrics_listen is not None
         or args.http_listen is not None
     ):
