@@ -38,8 +38,8 @@ from osqueue_core import (
     WriteObject,
 )
 
-#: Phases in which a broker's state writes carry batches (its takeover has landed).
-_SERVING = (Phase.RUNNING, Phase.STOPPING)
+#: Phases in which a broker no longer listens to storage results.
+_GONE = (Phase.STOPPED, Phase.FAILED)
 
 
 @attrs.define
@@ -90,14 +90,14 @@ class MonitoringCheck:
         elif (
             isinstance(effect, WriteObject)
             and effect.key == self.state_key
-            and broker.phase in _SERVING
+            and broker.owner is not None  # its takeover landed: not a takeover write
         ):
             seen.batch_writes.add(id(effect))
 
     def delivered(self, broker: Broker, effect: Effect, result: StorageResult) -> None:
         """``result`` of ``effect`` is about to reach ``broker``."""
         seen = self.of(broker)
-        if id(effect) not in seen.batch_writes or broker.phase not in _SERVING:
+        if id(effect) not in seen.batch_writes or broker.phase in _GONE:
             return
         if isinstance(result, WriteConflicted):
             seen.conflicts += 1

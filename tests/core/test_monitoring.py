@@ -9,10 +9,12 @@ import pytest
 
 from osqueue_core import (
     MAX_JOBS_PAGE,
+    Broker,
     BrokerConfig,
     BrokerReplaced,
     Claimed,
     InvalidArgument,
+    Phase,
     Push,
     Pushed,
     RetryPolicy,
@@ -172,3 +174,27 @@ def test_the_jobs_page_refuses_filters_out_of_range(arguments: dict[str, object]
     h = started()
     with pytest.raises(InvalidArgument):
         h.broker.jobs(h.now, **arguments)  # type: ignore[arg-type]
+
+
+def test_a_takeover_write_that_conflicts_is_a_takeover_conflict_even_when_stopping() -> None:
+    """(Found by the long model run, in the model's check: a broker stopped while it
+    takes over is STOPPING when its takeover write goes out; that write is still a
+    takeover write, counted in ``takeover_conflicts``, not in ``conflicts``.)"""
+    store = SimStore()
+    first = Harness.started(store, CONFIG, identity="a")
+    second = Harness(
+        Broker(CONFIG, identity="b", incarnation="b-1"), store, now=first.now, auto=False
+    )
+    second.broker.start(second.now)
+    second.flush()
+    second.broker.stop(second.now)
+    for _ in range(20):  # read the state, reserve the epoch: up to its takeover write
+        if second.pending_of(WriteObject, "state.json"):
+            break
+        second.deliver(0)
+    [takeover] = second.pending_of(WriteObject, "state.json")
+    assert second.broker.phase is Phase.STOPPING
+    first.push()  # the owner writes first: the takeover write conflicts
+    second.deliver(takeover)
+    stats = second.broker.stats()
+    assert (stats.takeover_conflicts, stats.conflicts) == (1, 0)
