@@ -545,9 +545,11 @@ SEGMENT_MUTANTS = [
         # Jobs changed since the pick come back as their stale ready records: claimed
         # twice, claimed before their backoff, a finished one handed out again, or
         # never archived (its cancelled record replaced by the stale ready one), a dead
-        # letter ready again without a redrive...
+        # letter ready again without a redrive, a claimed job cancelled at once (its stale
+        # ready record answered the cancel)...
         r"while .* holds it|handed out|after an acknowledged|lost|left the state|"
-        r"never archived|changed \(\w+\) without|claimed (before|for)|" + KNOWN_READY,
+        r"never archived|changed \(\w+\) without|claimed (before|for)|cancel answered|"
+        + KNOWN_READY,
     ),
     RuleMutant(
         "claim without its left bit",
