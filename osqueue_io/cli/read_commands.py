@@ -70,7 +70,9 @@ def stats(target: Target, as_json: bool) -> None:
     now = time.time()
 
     async def read(store: ObjectStore) -> dict[str, Any]:
-        return state_summary(await Snapshot.read(store, target.state_key), now)
+        return await with_snapshot(
+            store, target.state_key, lambda snapshot: state_summary(snapshot, now)
+        )
 
     summary = run_io(target, read)
     if as_json:

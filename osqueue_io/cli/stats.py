@@ -1,12 +1,15 @@
 """``osqueue stats``: counts of the state object's jobs per queue, read from the state
-alone (no segment is read: a reference says how many of its jobs each queue has).
+and, only where the state cannot tell, from a few segments.
 
-Inline jobs are counted by status; an untouched segment job is ``ready`` (spilled jobs
-are due: architecture.md, "Stage 1 as built"), counted in ``ready`` and in ``untouched``,
-as the broker's own stats count them. A queue's oldest ready job is the longest-waiting
-due inline job, or the oldest ready-since a segment recorded for that queue's group
-(written with the segment: the job it names may have left since, so for segments it is
-a lower bound).
+Inline jobs are counted by status. Untouched segment jobs are counted in ``untouched``
+and, as the broker's own stats count them, in ``ready`` when due or ``delayed`` when
+not: a reference says how many of its jobs each queue has, and a reference with a due
+range ``[min, max]`` (architecture.md, "Delayed jobs") says none is due before ``min``
+and all are from ``max`` on. Only a segment in its window (``min <= now < max``) is
+read, to judge its jobs one by one. A queue's oldest ready job is the longest-waiting
+due job, or the oldest ready-since a segment recorded for that queue's group (written
+with the segment: the job it names may have left since, so for segments it is a lower
+bound).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from osqueue_core import JobStatus, SegmentRef
+from osqueue_core import Job, JobStatus, SegmentRef
 from osqueue_io.cli.snapshot import Snapshot
 
 __all__ = ["QueueLine", "queue_lines", "state_summary"]
@@ -41,35 +44,49 @@ class QueueLine:
             self.oldest_ready_since = since
 
 
-def queue_lines(snapshot: Snapshot, now: float) -> list[QueueLine]:
+async def queue_lines(snapshot: Snapshot, now: float) -> list[QueueLine]:
     """Per queue, sorted by name: the counts described in the module docstring."""
     lines: dict[str, QueueLine] = {}
 
     def line(queue: str) -> QueueLine:
         return lines.setdefault(queue, QueueLine(queue))
 
+    def count_ready(job: Job) -> None:
+        counts = line(job.queue)
+        ready_at = job.ready_at
+        if ready_at is not None and ready_at > now:
+            counts.delayed += 1
+        else:
+            counts.ready += 1
+            counts.waited(job.created_at if ready_at is None else max(job.created_at, ready_at))
+
     for job in snapshot.inline():
         counts = line(job.queue)
         if job.leaving:
             counts.finishing += 1
         elif job.status is JobStatus.READY:
-            ready_at = job.ready_at
-            if ready_at is not None and ready_at > now:
-                counts.delayed += 1
-            else:
-                counts.ready += 1
-                counts.waited(job.created_at if ready_at is None else max(job.created_at, ready_at))
+            count_ready(job)
         elif job.status is JobStatus.CLAIMED:
             counts.claimed += 1
         elif job.dead_letter:
             counts.dead += 1
     for ref in snapshot.refs:
+        if ref.due is not None and ref.due[0] <= now < ref.due[1]:
+            # In its window: only the records say which of its jobs are due.
+            for job in await snapshot.untouched(ref):
+                count_ready(job)
+                line(job.queue).untouched += 1
+            continue
+        delayed = ref.due is not None and now < ref.due[0]
         for queue, untouched, since in _untouched_by_group(ref):
             if untouched:
                 counts = line(queue)
-                counts.ready += untouched
                 counts.untouched += untouched
-                counts.waited(since)
+                if delayed:
+                    counts.delayed += untouched
+                else:
+                    counts.ready += untouched
+                    counts.waited(since)
     return [lines[name] for name in sorted(lines)]
 
 
@@ -85,12 +102,12 @@ def _untouched_by_group(ref: SegmentRef) -> list[tuple[str, int, float]]:
     return found
 
 
-def state_summary(snapshot: Snapshot, now: float) -> dict[str, Any]:
+async def state_summary(snapshot: Snapshot, now: float) -> dict[str, Any]:
     """The ``stats`` document (docs/operations.md): the owner, the counters of the
     state, totals and per-queue lines."""
     header = snapshot.state.header
     owner = header.owner
-    lines = queue_lines(snapshot, now)
+    lines = await queue_lines(snapshot, now)
     totals = {
         name: sum(getattr(line, name) for line in lines)
         for name in ("ready", "delayed", "claimed", "dead", "finishing", "untouched")
