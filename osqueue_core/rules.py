@@ -43,12 +43,14 @@ from osqueue_core.commands import (
 from osqueue_core.config import BrokerConfig, default_job_seq
 from osqueue_core.effects import Reply
 from osqueue_core.errors import (
+    CorruptState,
     JobAlreadyFinished,
     JobNotDead,
     JobNotFound,
     LeaseLost,
     OsqueueError,
     Overloaded,
+    SegmentMissing,
     StateDiverged,
 )
 from osqueue_core.job import Job, JobSpec, JobStatus
@@ -82,6 +84,11 @@ from osqueue_core.waiters import Waiter, WaitingClaims
 #: are held until an operation confirms ownership (a replaced broker answers
 #: BrokerReplaced instead).
 _STATE_ERRORS = (LeaseLost, JobNotFound, JobNotDead, JobAlreadyFinished)
+
+#: Errors that condemn the stored state, not the command that found them (a segment
+#: record no job can be made of): they reach the broker, which fails and never writes
+#: again, rather than being answered to one caller while it serves on.
+_BROKER_ERRORS = (CorruptState, SegmentMissing)
 
 
 @attrs.frozen
@@ -176,6 +183,12 @@ class JobRules:
                     self._purge(command, batch, ctx)
         except _STATE_ERRORS as error:
             batch.hold(Reply(command.request_id, error=error))
+        except _BROKER_ERRORS as error:
+            # Answered here (once: not also as a held reply), since the broker's failure
+            # answers only what is queued and held, not the command being applied.
+            batch.withdraw(command.request_id)
+            self._out.reply(Reply(command.request_id, error=error))
+            raise
         except OsqueueError as error:
             self._out.reply(Reply(command.request_id, error=error))
 

@@ -37,6 +37,7 @@ from osqueue_core import (
 from osqueue_core.codec import SCHEMA_VERSION
 from osqueue_core.job import Job, JobSpec
 from osqueue_core.segment_codec import decode_segment
+from osqueue_core.segment_refs import digest_of
 
 from .harness import Harness, SimStore, archived_ids
 
@@ -500,3 +501,41 @@ def test_a_spill_also_starts_at_spill_bytes() -> None:
     h.submit(Push(h.request_id(), b"y" * 200))
     assert len(h.store.keys(SEGMENTS)) == 1
     assert h.broker.stats().untouched == 2
+
+
+@pytest.mark.parametrize("position", [0, 1], ids=["queued-for-the-read", "applied-at-once"])
+def test_a_segment_record_that_fails_decoding_at_claim_fails_the_broker(position: int) -> None:
+    # A record the segment's check passes (its digest and its claim-order fields are
+    # right) but a Job cannot be made of: found only when a claim takes it. That is
+    # the state being corrupt, not the claim being wrong: the broker fails and writes
+    # nothing more, instead of answering that one claim and serving on.
+    store, key, ids = _spilled_store()
+    data = store.get(key)
+    assert data is not None
+    segment = orjson.loads(data)
+    segment["jobs"][position]["attempts"] = -5
+    forged = orjson.dumps(segment)
+    store.put(key, forged)
+    raw = state(store)
+    [ref] = raw["segments"]  # type: ignore[misc]
+    ref.update(digest=digest_of(forged), bytes=len(forged))
+    store.put("state.json", orjson.dumps(raw))
+    h = Harness.started(store, config(), identity="b")
+    if position == 1:  # the first claim reads the segment; the second applies at once
+        first = h.claim()
+        assert first is not None
+        assert isinstance(first.result, Claimed)
+        assert first.result.job_id == ids[0]
+        assert h.broker.stats().segments_loaded == 1
+    before = store.get("state.json")
+    reply = h.claim()
+    assert reply is not None
+    assert isinstance(reply.error, CorruptState)
+    assert h.broker.phase is Phase.FAILED
+    assert isinstance(h.broker.failure, CorruptState)
+    assert key in str(h.broker.failure)
+    later = h.submit(Push(h.request_id(), b"after"))
+    assert later is not None
+    assert isinstance(later.error, CorruptState)
+    assert store.get("state.json") == before
+    assert store.get(key) == forged
