@@ -333,7 +333,8 @@ def test_after_a_takeover_only_keyed_pushes_wait_for_the_key_index() -> None:
     first.submit(Push(first.request_id(), b"plain"))  # one more, inline
     h = held_successor(first.store)
     assert not h.broker.stats().key_index_complete
-    [header_read] = segment_reads(h)  # the keyed segment's, issued at once
+    [index] = segment_reads(h)  # the keyed segment's, issued at once
+    header_read = h.pending[index]  # (its index moves as the state operations go)
     plain, keyed, claim = h.request_id(), h.request_id(), h.request_id()
     h.broker.submit(Push(plain, b"unkeyed"), h.now)
     h.flush()
@@ -343,7 +344,7 @@ def test_after_a_takeover_only_keyed_pushes_wait_for_the_key_index() -> None:
     h.flush()
     settle_state_ops(h)
     assert keyed not in h.replies
-    h.deliver(header_read)
+    h.deliver(h.pending.index(header_read))
     settle_state_ops(h)
     assert h.replies[keyed].result.existing is False  # type: ignore[union-attr]
     stats = h.broker.stats()
