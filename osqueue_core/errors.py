@@ -85,8 +85,9 @@ class BrokerReplaced(OsqueueError):
 
 
 class NotOwner(BrokerReplaced):
-    """This broker is a standby (docs/high-availability.md): it does not own the state
-    object and serves nothing until it takes over.
+    """This broker is a standby for the state object the request needs
+    (docs/high-availability.md): it does not own it, so it serves none of its queues
+    until it takes over. (A group member serves the queues it owns meanwhile.)
 
     Send requests to the owner (``new_identity``/``new_address``, as last seen by this
     standby; empty when it has not read the state yet). A ``BrokerReplaced``, so a client
@@ -100,7 +101,9 @@ class NotOwner(BrokerReplaced):
         else:
             owner = "it has not read the state yet"
         OsqueueError.__init__(
-            self, f"this broker is a standby and serves nothing; {owner}: send requests there"
+            self,
+            f"this broker is a standby for this queue's state and does not serve it; "
+            f"{owner}: send requests there",
         )
         self.new_identity = new_identity
         self.new_epoch = new_epoch

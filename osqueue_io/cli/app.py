@@ -105,7 +105,7 @@ def server(args: tuple[str, ...]) -> int:
     osqueue_io.server)."""
     from osqueue_io.server.cli import main as server_main
 
-    return server_main(list(args))
+    return server_main(list(args), prog="osqueue server")
 
 
 @cli.command(context_settings=_PASS_THROUGH, add_help_option=False)

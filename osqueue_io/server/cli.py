@@ -180,9 +180,13 @@ def _group(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The command as usage and errors name it (``osqueue server`` passes its own).
+PROG = "python -m osqueue_io.server"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m osqueue_io.server",
+        prog=prog,
         description=(
             "Run the osqueue broker: a gRPC server (osqueue.v1.QueueService) whose whole "
             "queue state is one JSON object in the storage named by --data. SIGINT or "
@@ -430,9 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the broker as the command line says; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logs.configure_logging(args.log_level, args.log_format)
     host, port = args.listen
