@@ -273,10 +273,12 @@ class BrokerServer:
     def _broker_failed(self, failure: BaseException) -> None:
         if not self._failure_logged:
             self._failure_logged = True
-            if isinstance(failure, BrokerReplaced):
-                log.error("%s; stopping", failure)
-            else:
-                log.error("the broker failed: %s; stopping", failure)
+            # Why is the osqueue.broker line just before (BrokerLog logs every failure of
+            # the core, which is where this one comes from): not said twice.
+            log.info(
+                "stopping serving: the broker %s",
+                "was replaced" if isinstance(failure, BrokerReplaced) else "failed",
+            )
         self._health.set_serving(False)
         if isinstance(failure, OsqueueError):
             # Fail new calls at once, with the reason, while the drain runs.
