@@ -33,12 +33,15 @@ TOKEN_ENV = "OSQUEUE_TOKEN"
 
 @attrs.frozen
 class ServerSecurity:
-    """What the broker's flags asked for: a TLS context, the tokens, and warnings to
-    log (a token file others may read, tokens given on the command line)."""
+    """What the broker's flags asked for: TLS contexts (gRPC's offers ``h2`` by ALPN;
+    the HTTP listeners' offers nothing, so browsers and curl speak HTTP/1.1 to them),
+    the tokens, and warnings to log (a token file others may read, tokens given on the
+    command line)."""
 
     ssl_context: ssl.SSLContext | None
     tokens: Tokens
     warnings: tuple[str, ...] = ()
+    http_ssl_context: ssl.SSLContext | None = None
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,15 +85,18 @@ def server_security(
     :class:`~osqueue_io.security.tokens.TokenError`) with a message fit for the user."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together: give both or neither")
-    context = None
+    context = http_context = None
     if args.tls_cert is not None:
         context = server_context(args.tls_cert, args.tls_key)
+        # aiohttp speaks HTTP/1.1 alone: a listener offering h2 would be picked for
+        # HTTP/2 by every browser and curl, and answer their first frame with a 400.
+        http_context = server_context(args.tls_cert, args.tls_key, alpn=None)
     tokens, warnings = Tokens.load(args.token, args.token_file, environ.get(TOKENS_ENV))
     if args.token:
         warnings.append(
             "tokens given with --token are visible in the process list: prefer --token-file"
         )
-    return ServerSecurity(context, tokens, tuple(warnings))
+    return ServerSecurity(context, tokens, tuple(warnings), http_context)
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:

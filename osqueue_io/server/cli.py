@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         "metrics_listen": args.metrics_listen,
         "http_listen": args.http_listen,
         # The same certificate and tokens guard the dashboard and the metrics.
-        "http_ssl_context": security.ssl_context,
+        "http_ssl_context": security.http_ssl_context,
         "http_middlewares": (
             (token_middleware(security.tokens, route_role),) if security.tokens.enabled else ()
         ),

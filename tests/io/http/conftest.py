@@ -14,14 +14,15 @@ from tests.io.distributed.conftest import BrokerProcess
 
 
 class WebBroker(BrokerProcess):
-    """A broker with ``--http-listen`` and ``--metrics-listen`` on free ports."""
+    """A broker with ``--http-listen`` and ``--metrics-listen`` on free ports (their
+    URLs ``https://`` when it has ``--tls-cert``)."""
 
     def __init__(self, data: str, *flags: str) -> None:
         super().__init__(
             data, "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *flags
         )
-        self.dashboard = self._url(r"dashboard at (http://127\.0\.0\.1:\d+)/")
-        self.metrics = self._url(r"metrics at (http://127\.0\.0\.1:\d+)/metrics")
+        self.dashboard = self._url(r"dashboard at (https?://127\.0\.0\.1:\d+)/")
+        self.metrics = self._url(r"metrics at (https?://127\.0\.0\.1:\d+)/metrics")
 
     def _url(self, pattern: str) -> str:
         found = [m.group(1) for line in self.output if (m := re.search(pattern, line))]
