@@ -5,7 +5,8 @@ HOST:PORT`` names it, or, without it, the owner is found in the state object the
 URL points to (docs/high-availability.md, "Discovery"), and calls follow a failover for
 up to the command's ``--timeout``. Before dialling a discovered owner the state is looked
 at once, so a queue whose broker stopped cleanly fails at once with what to do instead
-of retrying for the whole timeout.
+of retrying for the whole timeout. A secured broker is dialled over TLS with a token
+(``--tls-ca``, ``--token-file``: :class:`~osqueue_io.security.flags.ClientSecurity`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 from osqueue_core import decode_header, quote
 from osqueue_io.cli.exits import EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from osqueue_io.remote import Worker
+from osqueue_io.security.flags import ClientSecurity
 from osqueue_io.storage import ObjectStore
 
 __all__ = ["owning_broker"]
@@ -26,10 +28,15 @@ CALL_TIMEOUT = 10.0
 
 @asynccontextmanager
 async def owning_broker(
-    address: str | None, store: ObjectStore | None, state_key: str, within: float
+    address: str | None,
+    store: ObjectStore | None,
+    state_key: str,
+    within: float,
+    security: ClientSecurity,
 ) -> AsyncIterator[Worker]:
-    """A client of the owning broker: at ``address``, or the owner ``store`` names;
-    its calls follow a failover for up to ``within`` seconds."""
+    """A client of the owning broker: at ``address``, or the owner ``store`` names,
+    with ``security``'s TLS and token; its calls follow a failover for up to ``within``
+    seconds."""
     if address is None:
         if store is None:
             raise CliError(
@@ -44,6 +51,8 @@ async def owning_broker(
         state_key=state_key,
         timeout=min(CALL_TIMEOUT, within),
         failover_timeout=within,
+        ssl_context=security.ssl_context,
+        token=security.token,
     ) as worker:
         yield worker
 

@@ -42,7 +42,9 @@ def _send(target: Target, change: Callable[[Worker], Awaitable[T]]) -> T:
     """Run ``change`` with a client of the owning broker (see :mod:`.broker`)."""
 
     async def run(store: ObjectStore | None) -> T:
-        async with owning_broker(target.broker, store, target.state_key, target.timeout) as w:
+        async with owning_broker(
+            target.broker, store, target.state_key, target.timeout, target.security
+        ) as w:
             return await change(w)
 
     return run_change(target, run)

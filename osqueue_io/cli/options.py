@@ -2,7 +2,9 @@
 
 ``--data URL`` (``$OSQUEUE_DATA``) names the storage; ``--state-key`` and
 ``--archive-prefix`` default to the broker's (``BrokerConfig``); ``--broker HOST:PORT``
-(``$OSQUEUE_BROKER``) names the owner for changes; ``--json`` asks for machine output.
+(``$OSQUEUE_BROKER``) names the owner for changes, and ``--tls-ca``, ``--tls``,
+``--token-file`` and ``--token`` (``$OSQUEUE_TOKEN``) how to reach a secured one, as for
+the worker runner; ``--json`` asks for machine output.
 Every value is checked here, before anything is read, and a bad one is a usage error
 (exit 2) that says what to write instead and never repeats more than a few dozen
 characters of it.
@@ -10,6 +12,7 @@ characters of it.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -21,15 +24,18 @@ import click
 
 from osqueue_core import (
     BrokerConfig,
+    BrokerNotRunning,
     InvalidArgument,
     OsqueueError,
+    Unauthenticated,
     check_id,
     check_queue_name,
     quote,
 )
 from osqueue_io.address import split_host_port
-from osqueue_io.cli.exits import CliError, exit_code_of
+from osqueue_io.cli.exits import EXIT_USAGE, CliError, exit_code_of
 from osqueue_io.cli.times import BadTime, parse_time
+from osqueue_io.security.flags import TOKEN_ENV, ClientSecurity, client_security
 from osqueue_io.storage import InvalidKey, ObjectStore, StorageConfigError, open_store
 from osqueue_io.storage.keys import check_key, check_prefix
 
@@ -67,6 +73,8 @@ class Target:
     archive_prefix: str = _DEFAULTS.archive_prefix
     broker: str | None = None
     timeout: float = 15.0
+    #: TLS and the token for the broker (none by default).
+    security: ClientSecurity = attrs.field(factory=ClientSecurity)
 
     def open(self) -> ObjectStore:
         """Open the storage (reads never create anything: a local directory must exist)."""
@@ -201,7 +209,36 @@ def storage_options(command: F) -> F:
 
 
 def broker_options(command: F) -> F:
-    """``--broker`` and ``--timeout`` (besides the storage options, for discovery)."""
+    """``--broker``, ``--timeout``, and the security options of a client (besides the
+    storage options, for discovery)."""
+    for option in reversed(
+        [
+            click.option(
+                "--tls-ca",
+                metavar="PATH",
+                help="connect to the broker over TLS, trusting the CA certificates in "
+                "this PEM file",
+            ),
+            click.option(
+                "--tls",
+                is_flag=True,
+                help="connect to the broker over TLS, trusting the system's CA certificates",
+            ),
+            click.option(
+                "--token-file",
+                metavar="PATH",
+                help="the bearer token to send (changes need an admin token), read "
+                f"from this file; without it, --token or ${TOKEN_ENV}",
+            ),
+            click.option(
+                "--token",
+                metavar="TOKEN",
+                help="the bearer token to send; visible in the process list: prefer "
+                f"--token-file or ${TOKEN_ENV}",
+            ),
+        ]
+    ):
+        command = option(command)
     command = click.option(
         "--timeout",
         type=click.FloatRange(0.1, MAX_TIMEOUT),
@@ -248,7 +285,21 @@ def target_of(options: dict[str, Any]) -> Target:
         archive_prefix=options.pop("archive_prefix"),
         broker=options.pop("broker", None),
         timeout=options.pop("timeout", 15.0),
+        security=_security_of(options),
     )
+
+
+def _security_of(options: dict[str, Any]) -> ClientSecurity:
+    """The TLS context and token the security options (or ``$OSQUEUE_TOKEN``) name,
+    checked as the worker runner checks its own flags: a usage error if unusable."""
+    names = ("tls_ca", "tls", "token_file", "token")
+    if not any(name in options for name in names):
+        return ClientSecurity()  # a command that reads storage only
+    flags = argparse.Namespace(**{name: options.pop(name) for name in names})
+    try:
+        return client_security(flags)
+    except ValueError as error:  # a CA or token file that cannot be used
+        raise CliError(str(error), EXIT_USAGE) from None
 
 
 def run_io(target: Target, work: Callable[[ObjectStore], Awaitable[T]]) -> T:
@@ -289,12 +340,26 @@ def with_target(command: Callable[..., T]) -> Callable[..., T]:
         # The command's name is known only while its context is current: errors carry
         # it out for the one-line message.
         path = click.get_current_context().command_path
+        target = None
         try:
-            return command(target=target_of(options), **options)
+            target = target_of(options)
+            return command(target=target, **options)
         except CliError as error:
             error.command = error.command or path
             raise
         except OsqueueError as error:
-            raise CliError(str(error), exit_code_of(error), path) from error
+            message = str(error) + _flag_hint(error, target)
+            raise CliError(message, exit_code_of(error), path) from error
 
     return wrapper
+
+
+def _flag_hint(error: OsqueueError, target: Target | None) -> str:
+    """The options of this command that answer ``error``, whose message names the
+    Python client's arguments (``token=``, ``tls_ca=``)."""
+    if isinstance(error, Unauthenticated):
+        return f"; osqueue sends one with --token-file PATH (or ${TOKEN_ENV})"
+    plaintext = target is not None and target.security.ssl_context is None
+    if isinstance(error, BrokerNotRunning) and plaintext:
+        return "; osqueue speaks TLS with --tls-ca PATH"
+    return ""

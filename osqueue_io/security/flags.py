@@ -129,8 +129,8 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 class ClientSecurity:
     """What a client's flags asked for: its TLS context and its token (None: none)."""
 
-    ssl_context: ssl.SSLContext | None
-    token: str | None = attrs.field(repr=False)
+    ssl_context: ssl.SSLContext | None = None
+    token: str | None = attrs.field(default=None, repr=False)
 
 
 def client_security(

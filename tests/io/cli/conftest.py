@@ -57,12 +57,13 @@ class Ran:
         return lines[0]
 
 
-def osqueue(*args: str, env: Mapping[str, str] | None = None) -> Ran:
-    """Run the installed ``osqueue`` with ``args``; no stdin, bounded time."""
+def osqueue(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Ran:
+    """Run the installed ``osqueue`` with ``args`` (in ``cwd``); no stdin, bounded time."""
     if not OSQUEUE.exists():
         pytest.fail(f"{OSQUEUE} is missing: reinstall the package (pip install -e .)")
     done = subprocess.run(
         [str(OSQUEUE), *args],
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
