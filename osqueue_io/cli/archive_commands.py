@@ -31,7 +31,7 @@ from osqueue_io.cli.options import (
     until_option,
     with_target,
 )
-from osqueue_io.cli.output import clean, emit_json, print_table
+from osqueue_io.cli.output import clean, counted, emit_json, print_table
 from osqueue_io.cli.read_commands import check_range
 from osqueue_io.storage import ObjectStore
 
@@ -91,7 +91,7 @@ def archive_ls(target: Target, since: float | None, until: float | None, as_json
         None,
         ("bucket", "objects"),
         [(clean(bucket.name, 80), str(bucket.objects)) for bucket in buckets],
-        footer=f"{len(buckets)} buckets, {total} objects",
+        footer=f"{counted(len(buckets), 'bucket')}, {counted(total, 'object')}",
     )
 
 

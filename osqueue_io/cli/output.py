@@ -29,6 +29,7 @@ from osqueue_io.cli.times import format_time
 
 __all__ = [
     "clean",
+    "counted",
     "emit_json",
     "job_record",
     "job_view",
@@ -67,6 +68,11 @@ JOB_FIELDS = (
     "segment",
     "payload_bytes",
 )
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless the count is one: "1 bucket", "3 objects"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def clean(value: object, width: int = CELL_WIDTH) -> str:

@@ -180,6 +180,9 @@ def test_archive_ls_and_cat(queue: Queue) -> None:
     table = queue.run("archive", "ls")
     assert table.code == 0
     assert listed["buckets"][0]["bucket"] in table.stdout
+    buckets, objects = len(listed["buckets"]), listed["objects"]
+    footer = f"{buckets} bucket{'s' * (buckets != 1)}, {objects} object{'s' * (objects != 1)}"
+    assert footer in table.stdout
 
 
 def test_cancel(queue: Queue) -> None:
