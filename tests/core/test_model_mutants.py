@@ -24,13 +24,15 @@ the same way, with spilling on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 import pytest
 from hypothesis import HealthCheck, Phase, settings
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.errors import FlakyFailure
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from osqueue_core import (
     Broker,
@@ -86,6 +88,26 @@ QUICK = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
+
+
+def assert_caught(
+    machine: type[RuleBasedStateMachine], catches: str, run: settings = QUICK
+) -> None:
+    """The model test fails on ``machine`` (a mutant) with a message matching
+    ``catches``. A failure hypothesis could not repeat when it replayed the example
+    (``FlakyFailure``: state the core keeps across examples, such as its caches, made
+    the replay differ) was still found: its messages are matched the same way."""
+    messages: list[str] = []
+    try:
+        run_state_machine_as_test(machine, settings=run)
+    except FlakyFailure as flaky:
+        messages = [str(error) for error in flaky.exceptions]
+    except (AssertionError, IndexError) as error:
+        # IndexError: the core tripping over its own broken cursor.
+        messages = [str(error)]
+    if not messages:
+        pytest.fail(f"the model test passed on the mutant (expected {catches!r})")
+    assert any(re.search(catches, message) for message in messages), messages
 
 
 class Mutant(Broker):
@@ -174,8 +196,7 @@ KNOWN_READY = r"were due|^ready |a release counted"
 )
 def test_the_model_test_fails_on_a_broken_broker(mutant: type[Broker], catches: str) -> None:
     machine = type(f"{mutant.__name__}Model", (LifecycleModel,), {"broker_class": mutant})
-    with pytest.raises(AssertionError, match=catches):
-        run_state_machine_as_test(machine, settings=QUICK)
+    assert_caught(machine, catches)
 
 
 # -- lifecycle rules broken one at a time ------------------------------------------------
@@ -382,8 +403,7 @@ def test_the_model_test_fails_on_a_broken_rule(
 ) -> None:
     original = getattr(mutant.target, mutant.attribute)
     monkeypatch.setattr(mutant.target, mutant.attribute, mutant.replace(original))
-    with pytest.raises(AssertionError, match=mutant.catches):
-        run_state_machine_as_test(LifecycleModel, settings=QUICK)
+    assert_caught(LifecycleModel, mutant.catches)
 
 
 # -- segments broken one at a time -----------------------------------------------
@@ -686,8 +706,7 @@ def test_the_model_test_fails_on_a_broken_segment_rule_or_fast_path(
 ) -> None:
     original = getattr(mutant.target, mutant.attribute)
     monkeypatch.setattr(mutant.target, mutant.attribute, mutant.replace(original))
-    with pytest.raises((AssertionError, IndexError), match=mutant.catches):
-        run_state_machine_as_test(SpillingModel, settings=QUICK)
+    assert_caught(SpillingModel, mutant.catches)
 
 
 class LeaseModel(QueueModel):
@@ -710,8 +729,8 @@ def test_the_model_test_fails_on_a_standby_that_does_not_wait_for_the_lease(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(standby.Watch, "_know", _hasty(standby.Watch._know))
-    with pytest.raises(AssertionError, match=r"within its .* lease"):
-        run_state_machine_as_test(LeaseModel, settings=QUICK)
+    # Caught as a takeover within the lease, or as a held standby taking over early.
+    assert_caught(LeaseModel, r"within its .* lease|a standby held .* took over \(lease")
 
 
 def test_the_lease_model_passes_without_mutants() -> None:
@@ -728,5 +747,4 @@ def test_the_model_test_fails_on_a_held_standby_that_takes_over_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(standby.Watch, "hold", _ignores_holds)
-    with pytest.raises(AssertionError, match=r"a standby held .* took over|a hold adds"):
-        run_state_machine_as_test(LeaseModel, settings=QUICK)
+    assert_caught(LeaseModel, r"a standby held .* took over|a hold adds")
