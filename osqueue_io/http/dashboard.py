@@ -189,9 +189,9 @@ class Dashboard:
     def _member(self) -> GroupMonitor | None:
         return self.monitor if isinstance(self.monitor, GroupMonitor) else None
 
-    def _runtime(self, queue: str | None = None) -> BrokerRuntime:
+    async def _runtime(self, queue: str | None = None) -> BrokerRuntime:
         """The runtime serving ``queue`` (a single broker's serves every queue)."""
-        return self.monitor.runtime_for(queue)
+        return await self.monitor.runtime_for(queue)
 
     def _archive_config(self) -> BrokerConfig:
         if self._member():
@@ -222,7 +222,7 @@ class Dashboard:
         status = params.choice(query, "status", JOB_FILTERS)
         after = params.number(query, "after", 0, 2**53, -1)
         limit = params.number(query, "limit", 1, MAX_JOBS_PAGE, DEFAULT_PAGE)
-        page = self._runtime(queue).jobs(
+        page = (await self._runtime(queue)).jobs(
             queue=queue, status=status, after=None if after < 0 else after, limit=limit
         )
         return self.render(
@@ -248,7 +248,7 @@ class Dashboard:
             except LookupError as error:
                 raise BadRequest(str(error), 404) from None
             return self.render("job.html", job_id=job_id, info=None, job=archived, key=key)
-        runtime = self._runtime(job_queue(job_id))
+        runtime = await self._runtime(job_queue(job_id))
         info = await runtime.request(GetJob(runtime.new_request_id(), job_id))
         assert isinstance(info, JobInfo)
         return self.render("job.html", job_id=job_id, info=info, job=runtime.job(job_id), key=None)
@@ -258,7 +258,7 @@ class Dashboard:
         queue = params.queue(query) or self.monitor.home_queue()
         after = params.text(query, "after", 256)
         limit = params.number(query, "limit", 1, MAX_JOBS_PAGE, DEFAULT_PAGE)
-        runtime = self._runtime(queue)
+        runtime = await self._runtime(queue)
         page = await runtime.request(ListDead(runtime.new_request_id(), queue, limit, after))
         assert isinstance(page, DeadLetters)
         return self.render(
@@ -327,10 +327,10 @@ class Dashboard:
         back = params.queue(fields, "back")
         if queue is not None:
             job_ids: tuple[str, ...] = ()
-            runtime = self._runtime(queue)
+            runtime = await self._runtime(queue)
         else:
             job_ids = (params.job_id(fields),)
-            runtime = self._runtime(job_queue(job_ids[0]))
+            runtime = await self._runtime(job_queue(job_ids[0]))
         kind = Purge if purge else Redrive
         result = await runtime.request(kind(runtime.new_request_id(), job_ids, queue))
         assert isinstance(result, Purged | Redriven)

@@ -25,7 +25,7 @@ import attrs
 from osqueue_core import BrokerConfig, BrokerStats, OsqueueError, Owner, Phase, decode_header
 from osqueue_io.group.layout import queue_config, state_key
 from osqueue_io.group.members import Roster
-from osqueue_io.group.membership import Membership
+from osqueue_io.group.membership import Membership, queue_owner
 from osqueue_io.http.monitor import NO_COUNTS, BrokerMonitor, Counters
 from osqueue_io.http.params import BadRequest
 from osqueue_io.runtime import BrokerRuntime
@@ -189,9 +189,10 @@ class GroupMonitor:
         this member serves (None: it serves none)."""
         return next(iter(self.serving()), None)
 
-    def runtime_for(self, queue: str | None) -> BrokerRuntime:
-        """The runtime serving ``queue`` here; BadRequest naming its owner when another
-        member serves it (its dashboard is that member's to show)."""
+    async def runtime_for(self, queue: str | None) -> BrokerRuntime:
+        """The runtime serving ``queue`` here; BadRequest naming its owner (as the
+        queue's state in the bucket says) when another member serves it: its dashboard
+        is that member's to show."""
         if queue is None:
             queue = self.home_queue()
             if queue is None:
@@ -204,11 +205,13 @@ class GroupMonitor:
         runtime = monitor.runtime
         if runtime is not None and runtime.broker_phase is Phase.RUNNING:
             return runtime
-        owner = None if runtime is None else runtime.watched_owner()
-        if owner is None or not owner.new_identity or owner.new_identity == self.identity:
-            who = "no member known to this one (the group page reads the bucket)"
+        owner = None
+        with anyio.move_on_after(READ_TIMEOUT):
+            owner = await queue_owner(self.store, queue)
+        if owner is None or owner.released or owner.identity == self.identity:
+            who = "no member now (its owner released it, or is taking it over)"
         else:
-            who = f"member {owner.new_identity} (gRPC at {owner.new_address or 'unknown'})"
+            who = f"member {owner.identity} (gRPC at {owner.address or 'unknown'})"
         raise BadRequest(
             f"queue {queue} is not served by this member ({self.identity}) but by {who}: "
             "open that member's dashboard",

@@ -95,7 +95,7 @@ class Monitor(Protocol):
         """The queue the jobs and dead-letter pages show when none is named (None:
         every queue of the runtime)."""
 
-    def runtime_for(self, queue: str | None) -> BrokerRuntime:
+    async def runtime_for(self, queue: str | None) -> BrokerRuntime:
         """The runtime serving ``queue`` (None: the home queue's); BadRequest saying
         why there is none."""
 
@@ -156,7 +156,7 @@ class BrokerMonitor:
     def home_queue(self) -> str | None:
         return None
 
-    def runtime_for(self, queue: str | None) -> BrokerRuntime:
+    async def runtime_for(self, queue: str | None) -> BrokerRuntime:
         """The runtime (one broker serves every queue of its state)."""
         if self.runtime is None:
             raise BadRequest("the broker is not running (starting, or between runs)", 503)
