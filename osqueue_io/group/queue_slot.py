@@ -27,6 +27,7 @@ from collections.abc import Callable
 import anyio
 
 from osqueue_core import BrokerReplaced, NotOwner, OsqueueError, Phase
+from osqueue_io.http.monitor import BrokerMonitor
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.service import QueueService
 
@@ -42,7 +43,8 @@ class QueueSlot:
     ``make_runtime()`` builds a standby runtime for it; ``held()`` says whether new
     standbys start held; ``changed()`` tells the member's balance that what this member
     owns changed; a broker that fails for another reason than a replacement is tried
-    again after ``retry_after`` seconds."""
+    again after ``retry_after`` seconds. Each runtime is attached to ``monitor`` (the
+    queue's, for the member's dashboard and metrics) while it lives."""
 
     def __init__(
         self,
@@ -55,8 +57,10 @@ class QueueSlot:
         changed: Callable[[], None],
         retry_after: float,
         clock: Callable[[], float],
+        monitor: BrokerMonitor,
     ) -> None:
         self.queue = queue
+        self.monitor = monitor
         self.identity = identity
         self.address = address
         self._make_runtime = make_runtime
@@ -134,12 +138,14 @@ class QueueSlot:
             runtime = self._make_runtime()
             runtime.hold_takeover(self._held())
             self.runtime = runtime
+            self.monitor.attach(runtime)
             self.service = QueueService(runtime, address=self.address, on_failure=_ignore)
             self._wake = anyio.Event()
             try:
                 failure = await self._live(runtime)
             finally:
                 await runtime.aclose()  # in this task, which opened it (anyio's rule)
+                self.monitor.detach(runtime)
                 self.runtime = self.service = None
                 self.owned_since = math.inf
                 self._changed()

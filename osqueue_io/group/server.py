@@ -38,6 +38,7 @@ from osqueue_io.group.members import MemberRecord, group_digest
 from osqueue_io.group.membership import Membership, queue_owner
 from osqueue_io.group.queue_slot import QueueSlot
 from osqueue_io.group.service import GroupService
+from osqueue_io.http.group_monitor import GroupMonitor
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.app import (
@@ -73,8 +74,10 @@ class GroupServer(BrokerServer):
     ) -> None:
         if config.owner_lease is None:
             raise ValueError("a group needs owner leases: members judge each other by them")
-        super().__init__(store, attrs.evolve(config, standby=True), **options)
+        # Before the base class builds the HTTP listeners over _http_monitor().
         self.queues = check_group(queues)
+        self.group_monitor: GroupMonitor | None = None
+        super().__init__(store, attrs.evolve(config, standby=True), **options)
         self.lease: float = config.owner_lease
         self.balancer = Balancer(len(self.queues), self.lease)
         self.slots: dict[str, QueueSlot] = {}
@@ -83,6 +86,18 @@ class GroupServer(BrokerServer):
         #: The takeovers of the queue released last, when it was released.
         self._released_mark = 0
         self._changed_event: anyio.Event | None = None
+
+    def _http_monitor(self) -> GroupMonitor:
+        """The member's dashboard and metrics: every queue's runtime, and the group."""
+        if self.group_monitor is None:
+            self.group_monitor = GroupMonitor(
+                self.store,
+                self.config,
+                identity=self.identity,
+                address=self.advertise,
+                queues=self.queues,
+            )
+        return self.group_monitor
 
     def owned(self) -> list[str]:
         """The queues this member serves now."""
@@ -120,6 +135,9 @@ class GroupServer(BrokerServer):
             ),
             poll=self.config.standby_poll,
         )
+        monitor = self._http_monitor()
+        monitor.membership = membership
+        monitor.address = advertised
         for queue in self.queues:
             self.slots[queue] = QueueSlot(
                 queue,
@@ -130,6 +148,7 @@ class GroupServer(BrokerServer):
                 changed=self._changed,
                 retry_after=self.lease,
                 clock=time.monotonic,
+                monitor=monitor.monitors[queue],
             )
         service = GroupService(
             self.slots,

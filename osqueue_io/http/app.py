@@ -1,9 +1,10 @@
 """The broker's HTTP application: Prometheus metrics and the web dashboard.
 
 :func:`create_app` builds one aiohttp application over a
-:class:`~osqueue_io.http.monitor.BrokerMonitor`: ``/metrics`` (with ``metrics``), the
-dashboard's pages and actions (with ``dashboard``), its static files. The caller may
-add middlewares (authentication: :func:`~osqueue_io.http.access.required_access`
+:class:`~osqueue_io.http.monitor.Monitor` (a broker's, or a group member's):
+``/metrics`` (with ``metrics``), the dashboard's pages and actions (with
+``dashboard``), its static files. The caller may add middlewares (authentication:
+:func:`~osqueue_io.http.access.required_access`
 tells which routes only read and which change the queue); they run inside the
 security headers and outside the error pages. TLS is the listener's business
 (:class:`~osqueue_io.http.listener.HttpListener` takes an ``ssl_context``).
@@ -26,7 +27,7 @@ from osqueue_io.http.access import read_route
 from osqueue_io.http.csrf import FormGuard
 from osqueue_io.http.dashboard import Dashboard, error_status
 from osqueue_io.http.metrics import CONTENT_TYPE, broker_registry, render
-from osqueue_io.http.monitor import BrokerMonitor
+from osqueue_io.http.monitor import Monitor
 from osqueue_io.http.params import MAX_QUERY_LENGTH, BadRequest
 from osqueue_io.storage import StorageError
 
@@ -89,7 +90,7 @@ def _error_pages(dashboard: Dashboard | None) -> Middleware:
 
 
 def create_app(
-    monitor: BrokerMonitor,
+    monitor: Monitor,
     *,
     metrics: bool = True,
     dashboard: bool = True,

@@ -4,7 +4,14 @@ Pages (all GET, :data:`~osqueue_io.http.access.READ`): queues with their depths 
 live throughput chart (``/``; the chart polls ``/api/overview``), jobs with filters and
 paging (``/jobs``), one job (``/job?id=``, from the state, or from an archive object),
 dead letters (``/dead``), the archive by time bucket (``/archive``,
-``/archive/bucket?name=``) and the broker (``/broker``). Two POST endpoints
+``/archive/bucket?name=``) and the broker (``/broker``).
+
+On a scale-out group member (:class:`~osqueue_io.http.group_monitor.GroupMonitor`) the
+queue pages show the queues it serves, each from the runtime of its own queue: the jobs
+and dead-letter pages show one queue at a time (the first it serves unless one is named),
+a queue another member serves is answered 409 naming that member, ``/group`` shows the
+members and every queue's owner (``/broker`` leads there), and the archive pages are
+not served (each queue has its own archive). Two POST endpoints
 (:data:`~osqueue_io.http.access.ADMIN`), ``/dead/redrive`` and ``/dead/purge``, send
 ``Redrive`` and ``Purge`` through the broker runtime exactly as the gRPC service does:
 the core checks, batches and commits them; the page reports the result or the typed
@@ -29,6 +36,7 @@ from aiohttp import web
 from osqueue_core import (
     JOB_FILTERS,
     MAX_JOBS_PAGE,
+    BrokerConfig,
     BrokerStats,
     DeadLetters,
     GetJob,
@@ -40,12 +48,13 @@ from osqueue_core import (
     Purged,
     Redrive,
     Redriven,
-    Result,
 )
+from osqueue_io.group.layout import job_queue
 from osqueue_io.http import archive, params
 from osqueue_io.http.access import admin_route, read_route
 from osqueue_io.http.csrf import TOKEN_FIELD, FormGuard
-from osqueue_io.http.monitor import BrokerMonitor
+from osqueue_io.http.group_monitor import GroupMonitor
+from osqueue_io.http.monitor import Monitor
 from osqueue_io.http.params import BadRequest
 from osqueue_io.runtime import BrokerRuntime
 
@@ -132,15 +141,17 @@ def overview(stats: BrokerStats | None, operations: float, commits: int) -> dict
 
 
 class Dashboard:
-    """The pages and actions above, for ``monitor``'s broker."""
+    """The pages and actions above, for ``monitor``'s broker (or group member)."""
 
-    def __init__(self, monitor: BrokerMonitor, guard: FormGuard | None = None) -> None:
+    def __init__(self, monitor: Monitor, guard: FormGuard | None = None) -> None:
         self.monitor = monitor
         self.guard = guard or FormGuard()
         self._env = templates()
 
     def routes(self) -> list[web.RouteDef]:
+        member = [read_route("/group", self.group, name="group")] if self._member() else []
         return [
+            *member,
             read_route("/", self.queues, name="queues"),
             read_route("/api/overview", self.api_overview),
             read_route("/jobs", self.jobs, name="jobs"),
@@ -157,9 +168,13 @@ class Dashboard:
 
     def render(self, name: str, http_status: int = 200, **values: Any) -> web.Response:
         stats = values.pop("stats", None) or self.monitor.stats()
+        member = self._member()
         page = self._env.get_template(name).render(
             stats=stats,
             identity=self.monitor.identity,
+            member=None
+            if member is None
+            else {"served": list(member.serving()), "of": len(member.queues)},
             csrf_field=TOKEN_FIELD,
             csrf_token=self.guard.token,
             **values,
@@ -171,15 +186,21 @@ class Dashboard:
     def error_page(self, status: int, message: str) -> web.Response:
         return self.render("error.html", http_status=status, status_code=status, message=message)
 
-    def _runtime(self) -> BrokerRuntime:
-        runtime = self.monitor.runtime
-        if runtime is None:
-            raise BadRequest("the broker is not running (starting, or between runs)", 503)
-        return runtime
+    def _member(self) -> GroupMonitor | None:
+        return self.monitor if isinstance(self.monitor, GroupMonitor) else None
 
-    async def _request(self, command: Any) -> Result:
-        """``command`` through the runtime, as the gRPC service sends it."""
-        return await self._runtime().request(command)
+    async def _runtime(self, queue: str | None = None) -> BrokerRuntime:
+        """The runtime serving ``queue`` (a single broker's serves every queue)."""
+        return await self.monitor.runtime_for(queue)
+
+    def _archive_config(self) -> BrokerConfig:
+        if self._member():
+            raise BadRequest(
+                "a group member's dashboard has no archive pages yet: each queue keeps its "
+                "own archive under queues/<queue>/archive/",
+                404,
+            )
+        return self.monitor.config
 
     # -- pages -----------------------------------------------------------------------
 
@@ -191,17 +212,17 @@ class Dashboard:
 
     async def api_overview(self, request: web.Request) -> web.StreamResponse:
         stats = self.monitor.stats()
-        counters = self.monitor.counters(stats)
+        counters = self.monitor.counters(self.monitor.runtime_stats())
         body = overview(stats, counters.commit_operations.total, counters.commit_operations.count)
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def jobs(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        queue = params.queue(query)
+        queue = params.queue(query) or self.monitor.home_queue()
         status = params.choice(query, "status", JOB_FILTERS)
         after = params.number(query, "after", 0, 2**53, -1)
         limit = params.number(query, "limit", 1, MAX_JOBS_PAGE, DEFAULT_PAGE)
-        page = self._runtime().jobs(
+        page = (await self._runtime(queue)).jobs(
             queue=queue, status=status, after=None if after < 0 else after, limit=limit
         )
         return self.render(
@@ -220,26 +241,25 @@ class Dashboard:
         if key is not None:
             try:
                 archived = await archive.archived_job(
-                    self.monitor.store, self.monitor.config, key, job_id
+                    self.monitor.store, self._archive_config(), key, job_id
                 )
             except ValueError as error:
                 raise BadRequest(str(error)) from None
             except LookupError as error:
                 raise BadRequest(str(error), 404) from None
             return self.render("job.html", job_id=job_id, info=None, job=archived, key=key)
-        info = await self._request(GetJob(self._runtime().new_request_id(), job_id))
+        runtime = await self._runtime(job_queue(job_id))
+        info = await runtime.request(GetJob(runtime.new_request_id(), job_id))
         assert isinstance(info, JobInfo)
-        return self.render(
-            "job.html", job_id=job_id, info=info, job=self._runtime().job(job_id), key=None
-        )
+        return self.render("job.html", job_id=job_id, info=info, job=runtime.job(job_id), key=None)
 
     async def dead(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        queue = params.queue(query)
+        queue = params.queue(query) or self.monitor.home_queue()
         after = params.text(query, "after", 256)
         limit = params.number(query, "limit", 1, MAX_JOBS_PAGE, DEFAULT_PAGE)
-        command = ListDead(self._runtime().new_request_id(), queue, limit, after)
-        page = await self._request(command)
+        runtime = await self._runtime(queue)
+        page = await runtime.request(ListDead(runtime.new_request_id(), queue, limit, after))
         assert isinstance(page, DeadLetters)
         return self.render(
             "dead.html",
@@ -252,7 +272,7 @@ class Dashboard:
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
         hours_ago = params.number(request.query, "hours_ago", 0, MAX_HOURS_AGO, 0)
-        config = self.monitor.config
+        config = self._archive_config()
         names = archive.recent_buckets(config, time.time(), hours_ago)
         buckets = await archive.count_buckets(self.monitor.store, config, names)
         return self.render(
@@ -268,19 +288,30 @@ class Dashboard:
         name = params.text(request.query, "name", 64)
         if name is None or not archive.BUCKET_NAME.fullmatch(name):
             raise BadRequest("name must be an archive bucket, e.g. 2026-12-01T17")
-        found = await archive.bucket_jobs(self.monitor.store, self.monitor.config, name)
+        found = await archive.bucket_jobs(self.monitor.store, self._archive_config(), name)
         return self.render("bucket.html", bucket=name, found=found)
 
     async def broker(self, request: web.Request) -> web.StreamResponse:
+        if self._member():
+            raise web.HTTPSeeOther("/group")
+        return self.render("broker.html", running=Phase.RUNNING, **self._process())
+
+    async def group(self, request: web.Request) -> web.StreamResponse:
+        """A group member: the members, every queue's owner, this member's counters."""
+        member = self._member()
+        assert member is not None  # the route exists on members only
+        view = await member.group()
+        return self.render("group.html", view=view, **self._process())
+
+    def _process(self) -> dict[str, Any]:
+        """What the broker and group pages say about this process."""
         monitor = self.monitor
-        return self.render(
-            "broker.html",
-            address=monitor.address,
-            store_url=monitor.store.url,
-            config=monitor.config,
-            counters=monitor.counters(monitor.stats()).values,
-            running=Phase.RUNNING,
-        )
+        return {
+            "address": monitor.address,
+            "store_url": monitor.store.url,
+            "config": monitor.config,
+            "counters": monitor.counters(monitor.runtime_stats()).values,
+        }
 
     # -- actions ---------------------------------------------------------------------
 
@@ -294,13 +325,14 @@ class Dashboard:
             raise BadRequest(refusal, 403)
         queue = params.queue(fields)
         back = params.queue(fields, "back")
-        runtime = self._runtime()
         if queue is not None:
             job_ids: tuple[str, ...] = ()
+            runtime = await self._runtime(queue)
         else:
             job_ids = (params.job_id(fields),)
+            runtime = await self._runtime(job_queue(job_ids[0]))
         kind = Purge if purge else Redrive
-        result = await self._request(kind(runtime.new_request_id(), job_ids, queue))
+        result = await runtime.request(kind(runtime.new_request_id(), job_ids, queue))
         assert isinstance(result, Purged | Redriven)
         done = "purged" if purge else "redriven"
         location = "/dead?" + urlencode(

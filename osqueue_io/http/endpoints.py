@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from osqueue_io.http.app import create_app
 from osqueue_io.http.listener import HttpListener
-from osqueue_io.http.monitor import BrokerMonitor
+from osqueue_io.http.monitor import Monitor
 
 log = logging.getLogger("osqueue.http")
 
@@ -28,7 +28,7 @@ class HttpEndpoints:
 
     def __init__(
         self,
-        monitor: BrokerMonitor,
+        monitor: Monitor,
         *,
         metrics_listen: Address | None = None,
         http_listen: Address | None = None,

@@ -4,7 +4,7 @@ Nothing is counted on the request path for them. At each scrape the collector re
 :class:`~osqueue_core.BrokerStats` snapshot (the core keeps its counters and commit
 histograms as it goes: :mod:`osqueue_core.histogram`, :mod:`osqueue_core.tally`) and
 the counters this process carried over from earlier runtimes
-(:class:`~osqueue_io.http.monitor.BrokerMonitor`), and turns them into metric
+(:class:`~osqueue_io.http.monitor.Monitor`), and turns them into metric
 families. Each server gets its own :class:`~prometheus_client.CollectorRegistry`
 (:func:`broker_registry`), never the process-global one, so two brokers in one process
 (tests, an embedding program) never mix.
@@ -26,8 +26,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from osqueue_core import HistogramSnapshot, Phase
-from osqueue_io.http.monitor import BrokerMonitor
+from osqueue_core import BrokerStats, HistogramSnapshot, Phase
+from osqueue_io.http.monitor import Monitor
 
 #: The content type of the text exposition format served at ``/metrics``.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -115,15 +115,20 @@ def _histogram(name: str, doc: str, snapshot: HistogramSnapshot) -> HistogramMet
 
 
 class BrokerCollector(Collector):
-    """Reads ``monitor`` at every scrape (see the module docstring)."""
+    """Reads ``monitor`` at every scrape (see the module docstring).
 
-    def __init__(self, monitor: BrokerMonitor) -> None:
+    A group member's monitor gives one snapshot per queue runtime: counters are summed
+    over them, ``osqueue_broker_phase`` counts them by phase, and every other gauge
+    comes from each queue it serves, labelled ``queue`` (docs/operations.md,
+    "A group member's metrics")."""
+
+    def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
         monitor = self._monitor
-        stats = monitor.stats()
-        counters = monitor.counters(stats)
+        current = monitor.runtime_stats()
+        counters = monitor.counters(current)
         for name, field, doc in _COUNTERS:
             yield CounterMetricFamily(f"osqueue_{name}", doc, value=counters.values[field])
         yield _histogram(
@@ -137,21 +142,22 @@ class BrokerCollector(Collector):
             counters.commit_operations,
         )
         phase = GaugeMetricFamily(
-            "osqueue_broker_phase", "1 for the phase the broker is in.", labels=["phase"]
+            "osqueue_broker_phase",
+            "1 for the phase the broker is in (a group member: its queue brokers in each).",
+            labels=["phase"],
         )
-        current = None if stats is None else stats.phase
         for each in Phase:
-            phase.add_metric([each.value], 1.0 if each is current else 0.0)
+            phase.add_metric([each.value], float(sum(s.phase is each for s in current)))
         yield phase
-        if stats is None:
+        served = monitor.queues_served()
+        if served is not None:
+            yield GaugeMetricFamily(
+                "osqueue_group_queues_served", "Queues this group member serves.", value=served
+            )
+        gauged = monitor.gauged()
+        if not gauged:
             return
-        for name, field, doc in _GAUGES:
-            yield GaugeMetricFamily(f"osqueue_{name}", doc, value=getattr(stats, field))
-        yield GaugeMetricFamily(
-            "osqueue_storage_stalled",
-            "1 while storage is stalled (requests are answered StorageUnavailable).",
-            value=1.0 if stats.stalled else 0.0,
-        )
+        yield from _runtime_gauges(gauged)
         jobs = GaugeMetricFamily(
             "osqueue_jobs",
             "Jobs in the queue by queue and status (ready: due now; delayed: waiting for "
@@ -164,16 +170,37 @@ class BrokerCollector(Collector):
             labels=["queue"],
         )
         wall = time.time()
-        for queue in stats.queues:
-            for status in ("ready", "delayed", "claimed", "dead"):
-                jobs.add_metric([queue.queue, status], getattr(queue, status))
-            since = queue.oldest_ready_since
-            oldest.add_metric([queue.queue], 0.0 if since is None else max(0.0, wall - since))
+        for _, stats in gauged:
+            for queue in stats.queues:
+                for status in ("ready", "delayed", "claimed", "dead"):
+                    jobs.add_metric([queue.queue, status], getattr(queue, status))
+                since = queue.oldest_ready_since
+                oldest.add_metric([queue.queue], 0.0 if since is None else max(0.0, wall - since))
         yield jobs
         yield oldest
 
 
-def broker_registry(monitor: BrokerMonitor) -> CollectorRegistry:
+def _runtime_gauges(gauged: list[tuple[str | None, BrokerStats]]) -> Iterator[Metric]:
+    """The gauges of each runtime: unlabelled for a single broker's, labelled with the
+    queue for a group member's."""
+    labels = [] if gauged[0][0] is None else ["queue"]
+    rows = [([] if queue is None else [queue], stats) for queue, stats in gauged]
+    for name, field, doc in _GAUGES:
+        family = GaugeMetricFamily(f"osqueue_{name}", doc, labels=labels)
+        for values, stats in rows:
+            family.add_metric(values, getattr(stats, field))
+        yield family
+    stalled = GaugeMetricFamily(
+        "osqueue_storage_stalled",
+        "1 while storage is stalled (requests are answered StorageUnavailable).",
+        labels=labels,
+    )
+    for values, stats in rows:
+        stalled.add_metric(values, 1.0 if stats.stalled else 0.0)
+    yield stalled
+
+
+def broker_registry(monitor: Monitor) -> CollectorRegistry:
     """A registry of its own holding the broker's metrics (and nothing else)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(monitor))

@@ -8,14 +8,23 @@ process, so when a runtime ends its counters are carried over and added to the n
 one's (:meth:`BrokerMonitor.counters`). Gauges (jobs, bytes, the phase) are the current
 runtime's alone.
 
+A group member runs one runtime per queue of its group; its view
+(:class:`~osqueue_io.http.group_monitor.GroupMonitor`) holds one :class:`BrokerMonitor`
+per queue and answers the same questions (:class:`Monitor`), so the metrics and the
+dashboard serve either.
+
 Everything here runs on the broker's event loop, like the runtime itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import attrs
 
 from osqueue_core import STATS_COUNTERS, BrokerConfig, BrokerStats, HistogramSnapshot, Phase
+from osqueue_io.http.params import BadRequest
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.storage import ObjectStore
 
@@ -36,6 +45,14 @@ class Counters:
             _added(self.commit_operations, stats.commit_operations),
         )
 
+    def add(self, other: Counters) -> Counters:
+        """These counters and ``other``'s, summed."""
+        return Counters(
+            {name: count + other.values[name] for name, count in self.values.items()},
+            _added(self.commit_latency, other.commit_latency),
+            _added(self.commit_operations, other.commit_operations),
+        )
+
 
 def _added(one: HistogramSnapshot, other: HistogramSnapshot) -> HistogramSnapshot:
     counts = tuple(a + b for a, b in zip(one.counts, other.counts, strict=True))
@@ -47,6 +64,40 @@ _ZERO = BrokerStats(Phase.STOPPED, "", 0, 0, 0, 0, 0, 0)
 NO_COUNTS = Counters(
     dict.fromkeys(STATS_COUNTERS, 0), _ZERO.commit_latency, _ZERO.commit_operations
 )
+
+
+class Monitor(Protocol):
+    """What the metrics and the dashboard read: a single broker (:class:`BrokerMonitor`)
+    or a group member (:class:`~osqueue_io.http.group_monitor.GroupMonitor`)."""
+
+    store: ObjectStore
+    config: BrokerConfig
+    identity: str
+    address: str | None
+
+    def stats(self) -> BrokerStats | None:
+        """What the pages show: the queues served here (None: none now)."""
+
+    def runtime_stats(self) -> list[BrokerStats]:
+        """A snapshot of every runtime this process runs now (standbys too)."""
+
+    def gauged(self) -> list[tuple[str | None, BrokerStats]]:
+        """The snapshots whose gauges are exported, each with the ``queue`` label it
+        gets (None: a single broker's, unlabelled)."""
+
+    def counters(self, current: Sequence[BrokerStats]) -> Counters:
+        """The process's counters: runtimes that ended, plus ``current``'s."""
+
+    def queues_served(self) -> int | None:
+        """Queues this group member serves now (None: not a group member)."""
+
+    def home_queue(self) -> str | None:
+        """The queue the jobs and dead-letter pages show when none is named (None:
+        every queue of the runtime)."""
+
+    async def runtime_for(self, queue: str | None) -> BrokerRuntime:
+        """The runtime serving ``queue`` (None: the home queue's); BadRequest saying
+        why there is none."""
 
 
 class BrokerMonitor:
@@ -84,7 +135,29 @@ class BrokerMonitor:
         """The current runtime's snapshot (None: between runtimes)."""
         return None if self.runtime is None else self.runtime.stats()
 
-    def counters(self, stats: BrokerStats | None = None) -> Counters:
-        """The counters of this process: the runtimes that ended, plus ``stats`` (the
+    def runtime_stats(self) -> list[BrokerStats]:
+        stats = self.stats()
+        return [] if stats is None else [stats]
+
+    def gauged(self) -> list[tuple[str | None, BrokerStats]]:
+        return [(None, stats) for stats in self.runtime_stats()]
+
+    def counters(self, current: Sequence[BrokerStats] = ()) -> Counters:
+        """The counters of this process: the runtimes that ended, plus ``current`` (the
         current runtime's snapshot, if any)."""
-        return self._carried if stats is None else self._carried.plus(stats)
+        counters = self._carried
+        for stats in current:
+            counters = counters.plus(stats)
+        return counters
+
+    def queues_served(self) -> int | None:
+        return None
+
+    def home_queue(self) -> str | None:
+        return None
+
+    async def runtime_for(self, queue: str | None) -> BrokerRuntime:
+        """The runtime (one broker serves every queue of its state)."""
+        if self.runtime is None:
+            raise BadRequest("the broker is not running (starting, or between runs)", 503)
+        return self.runtime

@@ -58,6 +58,7 @@ from osqueue_core import (
 )
 from osqueue_io.http import BrokerMonitor
 from osqueue_io.http.endpoints import HttpEndpoints
+from osqueue_io.http.monitor import Monitor
 from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime, default_identity
 from osqueue_io.security import Access, Tokens
@@ -226,7 +227,7 @@ class BrokerServer:
         self._admission_limits = (max_concurrent_calls, max_request_bytes_in_flight)
         self.monitor = BrokerMonitor(store, self.config, identity=self.identity, address=advertise)
         self.http = HttpEndpoints(
-            self.monitor,
+            self._http_monitor(),
             metrics_listen=metrics_listen,
             http_listen=http_listen,
             ssl_context=http_ssl_context,
@@ -247,6 +248,10 @@ class BrokerServer:
         # Event loop objects, made in run():
         self._stop_requested: anyio.Event | None = None
         self._drain_scope: anyio.CancelScope | None = None
+
+    def _http_monitor(self) -> Monitor:
+        """What the HTTP listeners show: this broker (a group member shows itself)."""
+        return self.monitor
 
     def _new_admission(self) -> Admission:
         calls, request_bytes = self._admission_limits

@@ -55,9 +55,13 @@ def members() -> Iterator[dict[str, ChildProcess]]:
 
 
 def start(
-    started: dict[str, ChildProcess], data: str, name: str, lease: float = LEASE
+    started: dict[str, ChildProcess],
+    data: str,
+    name: str,
+    lease: float = LEASE,
+    extra: tuple[str, ...] = (),
 ) -> ChildProcess:
-    flags = (*GROUP_FLAGS, "--owner-lease", f"{lease:g}s")
+    flags = (*GROUP_FLAGS, "--owner-lease", f"{lease:g}s", *extra)
     child = ChildProcess(server_args(data, "--identity", name, *flags, port=free_port()))
     started[name] = child
     child.wait_for_line(r"group member .* listening on 127\.0\.0\.1", 20)

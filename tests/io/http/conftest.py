@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from osqueue_io.sync import RemoteQueue
-from tests.io.distributed.conftest import BrokerProcess
+from tests.io.distributed.conftest import BrokerProcess, ChildProcess
 
 
 class WebBroker(BrokerProcess):
@@ -21,13 +21,21 @@ class WebBroker(BrokerProcess):
         super().__init__(
             data, "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *flags
         )
-        self.dashboard = self._url(r"dashboard at (https?://127\.0\.0\.1:\d+)/")
-        self.metrics = self._url(r"metrics at (https?://127\.0\.0\.1:\d+)/metrics")
+        self.dashboard, self.metrics = http_urls(self)
 
-    def _url(self, pattern: str) -> str:
-        found = [m.group(1) for line in self.output if (m := re.search(pattern, line))]
-        assert found, f"the broker logged no {pattern!r}:\n{self.text}"
-        return found[-1]
+
+def http_urls(broker: ChildProcess) -> tuple[str, str]:
+    """The dashboard's and the metrics' base URLs a broker logged (read so far)."""
+    return (
+        _logged(broker, r"dashboard at (https?://127\.0\.0\.1:\d+)/"),
+        _logged(broker, r"metrics at (https?://127\.0\.0\.1:\d+)/metrics"),
+    )
+
+
+def _logged(broker: ChildProcess, pattern: str) -> str:
+    found = [m.group(1) for line in broker.output if (m := re.search(pattern, line))]
+    assert found, f"the broker logged no {pattern!r}:\n{broker.text}"
+    return found[-1]
 
 
 @pytest.fixture

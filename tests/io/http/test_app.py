@@ -162,7 +162,7 @@ async def test_counters_carry_over_from_one_runtime_to_the_next() -> None:
             monitor.attach(runtime)
             async with runtime:
                 await runtime.request(Push(runtime.new_request_id(), b"x"))
-                counters = monitor.counters(monitor.stats())
+                counters = monitor.counters(monitor.runtime_stats())
                 assert counters.values["takeovers"] == round_ + 1
                 # Each earlier runtime also committed its release (no request in it).
                 assert counters.commit_operations.total == round_ + 1
