@@ -48,6 +48,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite on every core, up to four (pytest-xdist: README.md, "Layout").
+# PYTEST_ARGS="-n 0 tests/..." runs a part in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses 4
+
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 pytest: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -19,8 +20,10 @@ from osqueue_io.security.tokens import (
     read_token_file,
 )
 
-SECRET = secrets.token_urlsafe(24)
-OTHER = secrets.token_urlsafe(24)
+# Fixed, not drawn: parametrized test names hold them, and every pytest-xdist worker
+# must collect the same names. Nothing here needs them to be secret.
+SECRET = "tok-" + hashlib.sha256(b"osqueue tests SECRET").hexdigest()[:28]
+OTHER = "tok-" + hashlib.sha256(b"osqueue tests OTHER").hexdigest()[:28]
 
 
 def test_an_entry_names_a_role_a_token_and_maybe_a_worker_prefix() -> None:
