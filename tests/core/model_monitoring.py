@@ -46,8 +46,10 @@ _GONE = (Phase.STOPPED, Phase.FAILED)
 class Monitored:
     """What the model knows one broker's counters must show."""
 
-    #: Its state writes issued while serving (by effect identity).
-    batch_writes: set[int] = attrs.Factory(set)
+    #: Its state writes issued while serving, by identity: ``id(effect)`` -> the effect,
+    #: kept alive here so that no later effect can be given the same id (a set of bare
+    #: ids once took an archive write for a freed state write, where memory allowed).
+    batch_writes: dict[int, Effect] = attrs.Factory(dict)
     conflicts: int = 0
     unknown_outcomes: int = 0
     #: Fails sent to it for a job its head state showed claimed by that worker: request
@@ -92,7 +94,7 @@ class MonitoringCheck:
             and effect.key == self.state_key
             and broker.owner is not None  # its takeover landed: not a takeover write
         ):
-            seen.batch_writes.add(id(effect))
+            seen.batch_writes[id(effect)] = effect
 
     def delivered(self, broker: Broker, effect: Effect, result: StorageResult) -> None:
         """``result`` of ``effect`` is about to reach ``broker``."""
