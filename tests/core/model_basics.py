@@ -190,7 +190,8 @@ class RecordingStore(SimStore):
     #: Segment key -> the step a broker first learnt it is durable (written, or read
     #: back with its bytes).
     known: dict[str, int] = attrs.Factory(dict)
-    #: Segment keys under which a foreign object was planted.
+    #: Segment keys under which a foreign object was planted and still is (deleted or
+    #: replaced by a broker's own create since: the key is off this set).
     foreign: set[str] = attrs.Factory(set)
     #: Segment key -> the step a delete of it last landed.
     deleted: dict[str, int] = attrs.Factory(dict)
@@ -211,6 +212,7 @@ class RecordingStore(SimStore):
                 f"{effect.key} deleted while the stored state references it"
             )
             self.deleted[effect.key] = self.moment()
+            self.foreign.discard(effect.key)
         return super().delete(effect)
 
     def is_segment(self, key: str) -> bool:
@@ -226,6 +228,10 @@ class RecordingStore(SimStore):
             # of the very same create (harmless: nothing references the key again, the
             # next sweep finds it), never other bytes under the same key.
             assert first[1] == effect.data, f"{effect.key} written twice, with other bytes"
+            # The broker's own object now: a fenced broker whose create conflicted, and
+            # found the key empty when it read back (a successor's sweep deleted the
+            # foreign object), creates again and may delete what it created.
+            self.foreign.discard(effect.key)
         return result
 
     def execute(self, effect: Effect, outcome: Delivery = "ok") -> StorageResult:
