@@ -240,17 +240,23 @@ class ChannelPool:
     """gRPC channels by broker address, shared by the connections of one client (a
     group client has one connection per queue, and a few brokers). At most ``limit``
     are kept: the oldest is closed to make room (its calls in flight fail, and follow
-    their owner like any failed call)."""
+    their owner like any failed call). ``ssl_context``: every channel speaks TLS with
+    it (the connections sharing the pool are given the same one)."""
 
-    def __init__(self, limit: int = MAX_ADDRESSES) -> None:
+    def __init__(
+        self, limit: int = MAX_ADDRESSES, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._limit = limit
+        self.ssl_context = ssl_context
         self._channels: dict[str, Channel] = {}
 
     def get(self, address: str) -> Channel:
         channel = self._channels.get(address)
         if channel is None:
             host, port = parse_address(address)
-            channel = self._channels[address] = Channel(host, port, codec=FastProtoCodec())
+            channel = self._channels[address] = Channel(
+                host, port, codec=FastProtoCodec(), ssl=self.ssl_context
+            )
             while len(self._channels) > self._limit:
                 oldest = next(iter(self._channels))
                 self._channels.pop(oldest).close()
@@ -271,7 +277,8 @@ class BrokerConnection:
     broker's certificate) or ``ssl_context`` (any client context, e.g.
     :func:`osqueue_io.security.client_context` for the system's roots) speaks TLS and
     checks that the certificate names the host dialled; ``token`` is sent with every
-    call (``authorization: Bearer ...``) to a broker that requires one.
+    call (``authorization: Bearer ...``) to a broker that requires one. Connections
+    sharing ``channels`` (a :class:`ChannelPool`) are given the pool's TLS context.
 
     Where the broker is: ``address`` (one ``host:port``, or several: a broker and its
     standbys), and/or ``store``, the queue's storage, whose state object names its
@@ -297,8 +304,11 @@ class BrokerConnection:
     ) -> None:
         if not timeout > 0 or not failover_timeout > 0:
             raise InvalidArgument("timeout and failover_timeout must be positive")
-        self._ssl = _client_tls(tls_ca, ssl_context)
-        self._metadata = _token_metadata(token)
+        self._ssl = client_tls(tls_ca, ssl_context)
+        if channels is not None and channels.ssl_context is not self._ssl:
+            # A shared channel would speak TLS (or not) as its pool says, not as asked.
+            raise ValueError("a connection sharing a ChannelPool takes the pool's TLS context")
+        self._metadata = token_metadata(token)
         if address is None and store is None:
             raise InvalidArgument("give the broker's address(es), or the queue's storage")
         addresses = () if address is None else check_addresses(address)
@@ -710,7 +720,7 @@ class BrokerConnection:
         return reply
 
 
-def _client_tls(
+def client_tls(
     tls_ca: str | os.PathLike[str] | None, ssl_context: ssl.SSLContext | None
 ) -> ssl.SSLContext | None:
     """The TLS context of a client given ``tls_ca`` or ``ssl_context`` (None: plaintext)."""
@@ -724,7 +734,7 @@ def _client_tls(
         raise InvalidArgument(str(error)) from None
 
 
-def _token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
     """The metadata carrying ``token``, checked as the broker would (never quoted)."""
     if token is None:
         return None

@@ -137,15 +137,20 @@ def _connection(
             ssl_context=ssl_context,
             token=token,
         )
-    if tls_ca is not None or ssl_context is not None or token is not None:
-        raise InvalidArgument("a group's clients do not take TLS or tokens yet")
     if store is None or address is not None:
         raise InvalidArgument(
             "a group's clients find each queue's owner in the bucket: give storage (the "
             "group's --data URL) and no address"
         )
     return GroupConnection(
-        group, store=store, timeout=timeout, owner=owner, failover_timeout=failover_timeout
+        group,
+        store=store,
+        timeout=timeout,
+        owner=owner,
+        failover_timeout=failover_timeout,
+        tls_ca=tls_ca,
+        ssl_context=ssl_context,
+        token=token,
     )
 
 
@@ -200,7 +205,8 @@ class Worker(AsyncResource):
     (docs/high-availability.md, "What a client sees").
 
     ``tls_ca`` (the CA's PEM file) or ``ssl_context`` connect over TLS; ``token`` is
-    sent with every call to a broker that requires one (docs/security.md).
+    sent with every call to a broker that requires one (docs/security.md); with a
+    ``group``, to every member alike.
 
     Requests are checked against the broker's limits (``osqueue_core.limits``) before
     anything is sent: a ``worker_id`` or job id longer than ``MAX_ID_LENGTH``, or a
@@ -409,7 +415,8 @@ class RemoteQueue(AsyncResource, Generic[T]):
     (docs/high-availability.md). A claimed payload that does not decode into ``T`` is
     dead-lettered and the claim moves on to the next job, as in the embedded queue.
     ``tls_ca`` (the CA's PEM file) or ``ssl_context`` connect over TLS; ``token`` is
-    sent with every call to a broker that requires one (docs/security.md).
+    sent with every call to a broker that requires one (docs/security.md); with a
+    ``group``, to every member alike.
     """
 
     def __init__(

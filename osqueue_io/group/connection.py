@@ -19,6 +19,8 @@ a queue or ids of one queue. Stats sums what every owner reports.
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -47,6 +49,8 @@ from osqueue_io.connection import (
     LeaseRenewed,
     QueueStats,
     RemoteJob,
+    client_tls,
+    token_metadata,
 )
 from osqueue_io.discovery import fails_over
 from osqueue_io.group.fanout import Rotation, claim_first
@@ -60,8 +64,11 @@ _MAX_PAUSE = 1.0
 
 class GroupConnection:
     """The owners of the group's ``queues`` (the list its members run with), found in
-    ``store`` (the group's data URL); ``timeout`` and ``failover_timeout`` as for a
-    ``BrokerConnection``. :meth:`open` before the first call, :meth:`close` at the end.
+    ``store`` (the group's data URL); ``timeout``, ``failover_timeout``, ``tls_ca``,
+    ``ssl_context`` and ``token`` as for a ``BrokerConnection``: every member is dialled
+    with the same TLS context and sent the same token, so each member's certificate
+    must name the address it advertises in the bucket. :meth:`open` before the first
+    call, :meth:`close` at the end.
     """
 
     def __init__(
@@ -72,6 +79,9 @@ class GroupConnection:
         timeout: float,
         owner: str,
         failover_timeout: float = 60.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         if not timeout > 0 or not failover_timeout > 0:
             raise InvalidArgument("timeout and failover_timeout must be positive")
@@ -81,7 +91,11 @@ class GroupConnection:
         self.timeout = timeout
         self.failover_timeout = failover_timeout
         self._owner = owner
-        self._channels = ChannelPool()
+        # Checked here, once: a bad CA file or token fails the constructor, as it does
+        # for one broker's client, not the first call to each queue.
+        self._token = token
+        self._channels = ChannelPool(ssl_context=client_tls(tls_ca, ssl_context))
+        token_metadata(token)
         self._connections: dict[str, BrokerConnection] = {}
         self._rotation = Rotation()
         self._opened = False
@@ -126,6 +140,8 @@ class GroupConnection:
                 store=self.store,
                 state_key=state_key(queue),
                 failover_timeout=self.failover_timeout,
+                ssl_context=self._channels.ssl_context,
+                token=self._token,
                 channels=self._channels,
             )
             connection.open()

@@ -6,7 +6,8 @@ split the queues between them (docs/high-availability.md, "Scale-out"):
 :meth:`GroupServer.run` does it all and returns the process exit code:
 
 1. bind and listen at once (clients reach every member; a call for a queue this member
-   does not serve is answered ``NotOwner`` naming the owner);
+   does not serve is answered ``NotOwner`` naming the owner), guarded as a single
+   broker is: TLS and bearer tokens (``ssl_context``, ``tokens``; docs/security.md);
 2. join the group: a member record in the bucket (:mod:`osqueue_io.group.membership`);
 3. run, for every queue, a standby broker (:mod:`osqueue_io.group.queue_slot`): owner
    leases and fencing make each queue's owner exactly one member;
@@ -29,7 +30,6 @@ from typing import Unpack
 
 import anyio
 import attrs
-from grpclib.server import Server
 
 from osqueue_core import BrokerConfig, BrokerStopping, Phase
 from osqueue_io.group.balance import Balancer
@@ -39,7 +39,6 @@ from osqueue_io.group.membership import Membership, queue_owner
 from osqueue_io.group.queue_slot import QueueSlot
 from osqueue_io.group.service import GroupService
 from osqueue_io.http.group_monitor import GroupMonitor
-from osqueue_io.http2 import limit_closed_streams
 from osqueue_io.runtime import BrokerRuntime
 from osqueue_io.server.app import (
     EXIT_FAILED,
@@ -49,7 +48,6 @@ from osqueue_io.server.app import (
     advertised_address,
     format_address,
 )
-from osqueue_io.server.reader import BoundedService
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.group")
@@ -62,7 +60,9 @@ class GroupServer(BrokerServer):
     queue, it is made a standby); it needs ``owner_lease``, which is also this member's
     lease in the group, and ``standby_poll``, how often it looks at the other members.
     The other arguments, :meth:`run`, :meth:`stop` and the signals are
-    :class:`~osqueue_io.server.app.BrokerServer`'s.
+    :class:`~osqueue_io.server.app.BrokerServer`'s, security included: ``ssl_context``
+    and ``tokens`` guard the member's gRPC calls as they guard a single broker's, and
+    ``http_ssl_context`` and ``http_middlewares`` its dashboard and metrics.
     """
 
     def __init__(
@@ -157,17 +157,15 @@ class GroupServer(BrokerServer):
             lease_timeout=self.config.heartbeat_timeout,
             max_batch_ops=self.config.max_batch_ops,
         )
-        limit_closed_streams()
-        server = Server(
-            [BoundedService(service, self._codec, self._admission)],
-            codec=self._codec,
-            status_details_codec=None,
-        )
-        await server.start(sock=sock)
+        # The single broker's path: intake limits, tokens (a worker-bound token's
+        # worker ids checked on every call, so each queue's broker holds it to the jobs
+        # it holds), TLS.
+        server = await self._start_grpc(sock, service)
         log.info(
-            "osqueue group member %r listening on %s, storage %s, %d queues",
+            "osqueue group member %r listening on %s%s, storage %s, %d queues",
             self.identity,
             self.address,
+            self._tls_note,
             self.store.url,
             len(self.queues),
         )

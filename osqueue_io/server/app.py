@@ -69,7 +69,7 @@ from osqueue_io.server.admission import (
 )
 from osqueue_io.server.codec import StrictProtoCodec, default_max_message_bytes
 from osqueue_io.server.health import BrokerHealth
-from osqueue_io.server.reader import BoundedService
+from osqueue_io.server.reader import BoundedService, Servable
 from osqueue_io.server.service import QueueService
 from osqueue_io.storage import ObjectStore
 
@@ -406,19 +406,33 @@ class BrokerServer:
         """Serve ``runtime`` (and health checks) on ``sock``, over TLS when configured."""
         service = QueueService(runtime, address=advertised, on_failure=self._broker_failed)
         self._health = BrokerHealth()
+        return await self._start_grpc(sock, service, self._health)
+
+    async def _start_grpc(self, sock: socket.socket, *services: Servable) -> Server:
+        """A gRPC server of ``services`` on ``sock``, started; a group member's too.
+
+        The one place calls are guarded: each is held to the intake limits and checked
+        against the tokens before its service sees it (:class:`BoundedService` with
+        this server's :class:`~osqueue_io.security.Access`), over TLS when configured.
+        """
         limit_closed_streams()  # ~12 MB per long-lived worker connection otherwise
         # Our codec is given explicitly, so grpclib adds no googleapis status-details
         # codec: an error's details become osqueue trailers instead (BoundedService).
         server = Server(
             [
-                BoundedService(service, self._codec, self._admission, self._access),
-                BoundedService(self._health, self._codec, self._admission, self._access),
+                BoundedService(service, self._codec, self._admission, self._access)
+                for service in services
             ],
             codec=self._codec,
             status_details_codec=None,
         )
         await server.start(sock=sock, ssl=self._ssl_context)
         return server
+
+    @property
+    def _tls_note(self) -> str:
+        """`` (TLS)`` when serving gRPC over TLS, for the "listening on" log line."""
+        return " (TLS)" if self._ssl_context is not None else ""
 
     async def _close_server(self, server: Server | None) -> None:
         """Stop a server that served a standby which never took over."""
@@ -445,7 +459,7 @@ class BrokerServer:
             self.identity,
             stats.epoch,
             self.address,
-            " (TLS)" if self._ssl_context is not None else "",
+            self._tls_note,
             self.store.url,
             extra={"epoch": stats.epoch, "revision": stats.revision},
         )

@@ -462,12 +462,6 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             raise ValueError("--group needs an --owner-lease (members judge each other by it)")
         loop = eventloop.resolve(args.event_loop)
         security = server_security(args)
-        if args.group is not None and (security.ssl_context is not None or security.tokens.enabled):
-            # So a member's dashboard and metrics are plain HTTP, like its gRPC.
-            raise ValueError(
-                "--group does not take TLS or tokens yet: run a group on a private network, "
-                "without them"
-            )
         store = open_store(args.data)
     except (ValueError, StorageConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

@@ -132,7 +132,6 @@ def test_an_over_long_name_is_a_usage_error_that_does_not_echo_it(
         (["--group", "a,b/c"], "has characters outside"),
         (["--group", ",".join(f"q{n}" for n in range(1001))], "a group has 1 to 1000 queues"),
         (["--group", "a,b", "--owner-lease", "0"], "--group needs an --owner-lease"),
-        (["--group", "a,b", "--token", "read:" + "s" * 32], "--group does not take TLS or tokens"),
     ],
 )
 def test_bad_limits_are_usage_errors(flags: list[str], message: str, tmp_path: Path) -> None:
