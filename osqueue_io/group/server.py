@@ -48,6 +48,7 @@ from osqueue_io.server.app import (
     advertised_address,
     format_address,
 )
+from osqueue_io.server.health import BrokerHealth
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.group")
@@ -160,7 +161,11 @@ class GroupServer(BrokerServer):
         # The single broker's path: intake limits, tokens (a worker-bound token's
         # worker ids checked on every call, so each queue's broker holds it to the jobs
         # it holds), TLS.
-        server = await self._start_grpc(sock, service)
+        # Health checks as on a single broker: SERVING while this member is in the
+        # group and not stopping (it answers every queue's calls: those it does not
+        # serve with NotOwner naming their owner), NOT_SERVING before it joined.
+        self._health = BrokerHealth()
+        server = await self._start_grpc(sock, service, self._health)
         log.info(
             "osqueue group member %r listening on %s%s, storage %s, %d queues",
             self.identity,
@@ -181,6 +186,7 @@ class GroupServer(BrokerServer):
         assert self._drain_scope is not None
         if not await membership.join(lambda: self._stopping):
             return EXIT_OK
+        self._health.set_serving(True)
         self._balance_once(membership)
         async with anyio.create_task_group() as background:
             watching = anyio.CancelScope()
@@ -199,6 +205,7 @@ class GroupServer(BrokerServer):
                     await self._stop_requested.wait()
                     owned = self.owned()
                     log.info("stopping: leaving the group, releasing %d queues", len(owned))
+                    self._health.close()
                     self._admission.refuse(BrokerStopping())
                     watching.cancel()
                     await membership.leave()

@@ -27,6 +27,7 @@ from osqueue_io.storage import open_store
 from tests.io.archive import archived_records
 from tests.io.distributed.conftest import ChildProcess, server_args
 from tests.io.distributed.test_failover import free_port, payload_of
+from tests.io.health import health_status
 
 pytestmark = pytest.mark.anyio
 
@@ -66,6 +67,12 @@ def start(
     started[name] = child
     child.wait_for_line(r"group member .* listening on 127\.0\.0\.1", 20)
     return child
+
+
+def member_port(child: ChildProcess) -> int:
+    """The gRPC port a member logged it listens on."""
+    [found] = child.lines_matching(r"group member .* listening on 127\.0\.0\.1:(\d+)")
+    return int(found.group(1))
 
 
 async def owners(data: str) -> dict[str, str | None]:
@@ -243,6 +250,9 @@ async def test_a_fourth_member_takes_its_share_and_a_clean_stop_hands_queues_ove
         start(members, data, "m4", LONG_LEASE)
         joined = await balanced(data, [1, 1, 2, 2], 30)
         assert "m4" in joined.values(), "the new member serves its share"
+        for child in members.values():  # every member in the group is SERVING
+            assert await health_status(member_port(child)) == "SERVING"
+            assert await health_status(member_port(child), "osqueue.v1.QueueService") == "SERVING"
         releases = sum(len(child.lines_matching(r"releasing queue")) for child in members.values())
         assert releases >= 1
         await load.until(len(load.acked) + 60)
