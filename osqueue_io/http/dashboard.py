@@ -10,8 +10,8 @@ On a scale-out group member (:class:`~osqueue_io.http.group_monitor.GroupMonitor
 queue pages show the queues it serves, each from the runtime of its own queue: the jobs
 and dead-letter pages show one queue at a time (the first it serves unless one is named),
 a queue another member serves is answered 409 naming that member, ``/group`` shows the
-members and every queue's owner (``/broker`` leads there), and the archive pages are
-not served (each queue has its own archive). Two POST endpoints
+members and every queue's owner (``/broker`` leads there), and the archive pages read
+one queue's archive at a time (``?queue=``: each queue keeps its own). Two POST endpoints
 (:data:`~osqueue_io.http.access.ADMIN`), ``/dead/redrive`` and ``/dead/purge``, send
 ``Redrive`` and ``Purge`` through the broker runtime exactly as the gRPC service does:
 the core checks, batches and commits them; the page reports the result or the typed
@@ -193,14 +193,20 @@ class Dashboard:
         """The runtime serving ``queue`` (a single broker's serves every queue)."""
         return await self.monitor.runtime_for(queue)
 
-    def _archive_config(self) -> BrokerConfig:
-        if self._member():
-            raise BadRequest(
-                "a group member's dashboard has no archive pages yet: each queue keeps its "
-                "own archive under queues/<queue>/archive/",
-                404,
-            )
-        return self.monitor.config
+    def _archive_of(self, queue: str | None) -> tuple[str | None, BrokerConfig]:
+        """Whose archive a page reads, and its configuration: the broker's; on a group
+        member, ``queue``'s (each queue keeps its own under ``queues/<queue>/archive/``,
+        readable whoever serves it; default: the first this member serves, else the
+        group's first)."""
+        member = self._member()
+        if member is None:
+            return None, self.monitor.config
+        if queue is None:
+            queue = member.home_queue() or member.queues[0]
+        monitor = member.monitors.get(queue)
+        if monitor is None:
+            raise BadRequest(f"queue {queue} is not one of this group's queues", 404)
+        return queue, monitor.config
 
     # -- pages -----------------------------------------------------------------------
 
@@ -240,9 +246,8 @@ class Dashboard:
         key = params.text(query, "archive", 512)
         if key is not None:
             try:
-                archived = await archive.archived_job(
-                    self.monitor.store, self._archive_config(), key, job_id
-                )
+                _, config = self._archive_of(job_queue(job_id) if self._member() else None)
+                archived = await archive.archived_job(self.monitor.store, config, key, job_id)
             except ValueError as error:
                 raise BadRequest(str(error)) from None
             except LookupError as error:
@@ -272,11 +277,13 @@ class Dashboard:
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
         hours_ago = params.number(request.query, "hours_ago", 0, MAX_HOURS_AGO, 0)
-        config = self._archive_config()
+        queue, config = self._archive_of(params.queue(request.query))
         names = archive.recent_buckets(config, time.time(), hours_ago)
         buckets = await archive.count_buckets(self.monitor.store, config, names)
         return self.render(
             "archive.html",
+            queue=queue,
+            queues=self._group_queues(),
             buckets=buckets,
             hours_ago=hours_ago,
             step=archive.HOURS_PER_PAGE,
@@ -288,8 +295,14 @@ class Dashboard:
         name = params.text(request.query, "name", 64)
         if name is None or not archive.BUCKET_NAME.fullmatch(name):
             raise BadRequest("name must be an archive bucket, e.g. 2026-12-01T17")
-        found = await archive.bucket_jobs(self.monitor.store, self._archive_config(), name)
-        return self.render("bucket.html", bucket=name, found=found)
+        queue, config = self._archive_of(params.queue(request.query))
+        found = await archive.bucket_jobs(self.monitor.store, config, name)
+        return self.render("bucket.html", bucket=name, found=found, queue=queue)
+
+    def _group_queues(self) -> list[str]:
+        """A group member's queues (its archive pages choose one); none on a broker."""
+        member = self._member()
+        return [] if member is None else list(member.queues)
 
     async def broker(self, request: web.Request) -> web.StreamResponse:
         if self._member():

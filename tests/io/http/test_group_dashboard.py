@@ -138,6 +138,36 @@ def test_members_show_the_group_and_the_metrics_of_their_queues(
         assert status == 409, refused
         assert f"member {bucket[other]}" in refused
 
+    # The archive of any queue, whoever serves it: m1 shows that of a queue m2 serves.
+    theirs = next(queue for queue, owner in bucket.items() if owner == "m2")
+    with RemoteQueue(None, bytes, storage=data, group=QUEUES, timeout=5.0) as client:
+        done = [client.claim(queues=[theirs]) for _ in range(PUSHED[theirs])]
+        for job in done:
+            assert job is not None
+            client.complete(job)
+    dashboard = urls["m1"][0]
+
+    def archived() -> str | None:
+        status, page = fetch(f"{dashboard}/archive?queue={theirs}")
+        assert status == 200, page
+        counts = [int(n) for n in re.findall(r'data-field="objects">(\d+)', page)]
+        return page if sum(counts) >= 1 else None
+
+    listing = until(archived, 15, f"{theirs}'s archive on m1's dashboard")
+    assert f'<code id="archive-queue">{theirs}</code>' in listing
+    [bucket_link] = re.findall(r'href="(/archive/bucket\?[^"]+)"', listing)[:1]
+    assert f"queue={theirs}" in bucket_link
+    status, objects = fetch(dashboard + bucket_link.replace("&amp;", "&"))
+    assert status == 200, objects
+    ids = {job.id for job in done if job is not None}
+    assert ids <= set(re.findall(r'<tr data-job="([^"]+)"', objects))
+    [job_link] = re.findall(r'href="(/job\?[^"]+archive=[^"]+)"', objects)[:1]
+    status, shown = fetch(dashboard + job_link.replace("&amp;", "&"))
+    assert status == 200, shown
+    assert "completed" in shown
+    status, unknown = fetch(f"{dashboard}/archive?queue=elsewhere")
+    assert status == 404, unknown
+
     # And in a real browser: the same owners, and the screenshot.
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     open_page(page, urls["m1"][0] + "/group")
