@@ -35,6 +35,7 @@ from osqueue_core import (
 from osqueue_io.remote import Worker
 from osqueue_io.security import client_context
 from osqueue_io.storage import open_store
+from osqueue_io.sync import RemoteQueue as BlockingRemoteQueue
 from tests.io.distributed.conftest import ChildProcess
 from tests.io.distributed.test_group import LONG_LEASE, QUEUES, balanced, start
 from tests.io.http.conftest import http_urls
@@ -204,6 +205,32 @@ async def test_a_client_with_the_ca_and_a_worker_token_works_every_queue(group: 
         stats = await reader.stats()
     assert sorted(stats.identity.split(",")) == ["m1", "m2", "m3"]
     assert len(stats.address.split(",")) == 3
+
+
+def test_the_blocking_group_client_takes_the_ca_and_the_token(group: Group) -> None:
+    """``osqueue_io.sync.RemoteQueue`` with ``group=``: the same arguments, on every
+    queue; and refused without the token, with nothing pushed."""
+    options: dict[str, Any] = {
+        "storage": group.data,
+        "group": QUEUES,
+        "tls_ca": group.certificates.ca,
+        "timeout": 5,
+        "failover_timeout": 10,
+    }
+    with BlockingRemoteQueue(None, bytes, token=WORKER, worker_id="w-sync", **options) as queue:
+        for name in QUEUES:
+            job_id = queue.push(f"sync {name}".encode(), queue=name)
+            job = queue.claim(queues=[name])
+            assert job is not None
+            assert (job.id, job.item) == (job_id, f"sync {name}".encode())
+            queue.complete(job)
+    before = anyio.run(settled, group)
+    with (
+        BlockingRemoteQueue(None, bytes, **options) as anonymous,
+        pytest.raises(Unauthenticated),
+    ):
+        anonymous.push(b"no token", queue=QUEUES[0])
+    assert anyio.run(states, group) == before
 
 
 async def test_a_client_without_the_ca_fails_clearly(group: Group, tmp_path: Path) -> None:
