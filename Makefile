@@ -73,11 +73,11 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.io.soak --store s3 --rounds $(SOAK_S3_ROUNDS) $(SOAK_ARGS) || rc=1; \
 	exit $$rc
 
-# Refresh docs/screenshots/ from the dashboard's browser test.
+# Refresh docs/screenshots/ from the dashboard's browser tests (a broker's, a group's).
 .PHONY: screenshots
 screenshots: $(STAMP) chromium
 	OSQUEUE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q \
-	  tests/io/http/test_dashboard_browser.py
+	  tests/io/http/test_dashboard_browser.py tests/io/http/test_group_dashboard.py
 
 # Regenerate the betterproto2 code from proto/ (commit the result).
 proto: $(STAMP)

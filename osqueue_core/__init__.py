@@ -1,9 +1,10 @@
 """osqueue_core: the Sans-IO state machine of the osqueue job queue.
 
 Feed a :class:`Broker` inputs (``start``, ``submit``, ``receive``, ``tick``,
-``cancel_claim``, ``stop``), each with ``now`` (seconds on a clock that never jumps) and
-optionally ``wall`` (UNIX seconds, for timestamps); after each, drain ``take_effects()``
-and perform them; call ``tick`` at ``next_deadline()``. Nothing in this package does
+``cancel_claim``, ``hold_takeover``, ``stop``), each with ``now`` (seconds on a clock
+that never jumps) and optionally ``wall`` (UNIX seconds, for timestamps); after each,
+drain ``take_effects()`` and perform them (and ``take_notices()``, what landed, for
+logs); call ``tick`` at ``next_deadline()``. Nothing in this package does
 I/O, reads a clock or draws randomness. See docs/architecture.md and
 docs/custom-runtime.md.
 """

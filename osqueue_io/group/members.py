@@ -5,7 +5,7 @@ Each member keeps a small record in the bucket, in one of :data:`MAX_MEMBERS` sl
 group}`` (``group``: a digest of the queue list it runs).
 It renews it (a conditional write on its own last version) every third of its lease
 and marks it ``left`` when it stops cleanly. Slots are reused, so the records stay
-bounded however often members come and go (the object store has no delete here):
+bounded however often members come and go (records are never deleted):
 a member joins in the lowest slot that is empty, left, or dead.
 
 :class:`Roster` is the pure part: what a member concludes from the versions it sees,

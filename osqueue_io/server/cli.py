@@ -218,8 +218,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help="also serve the web dashboard (queues, jobs, dead letters with redrive and "
-        "purge, the archive, the broker) and /metrics on this address; it has no login "
-        "of its own: listen on a trusted interface (default: off)",
+        "purge, the archive, the broker) and /metrics on this address; with tokens, pages "
+        "and metrics need a read token and the buttons an admin one; without, listen on "
+        "a trusted interface (default: off)",
     )
     parser.add_argument(
         "--data",
