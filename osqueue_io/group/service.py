@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import anyio
+from grpclib import GRPCError
 
 from osqueue_core import (
     DEFAULT_QUEUE,
@@ -180,10 +181,20 @@ class GroupService(QueueServiceBase):
                 wait_ms=round(wait * 1000),
                 max_jobs=wanted,
             )
-            return list((await self._service(slot.queue).claim_batch(request)).jobs)
+            try:
+                return list((await self._service(slot.queue).claim_batch(request)).jobs)
+            except GRPCError as refused:
+                # claim_first keeps what other queues granted, and ends a wait cleanly,
+                # only on a typed error: the broker's refusal carries it as details.
+                if isinstance(refused.details, OsqueueError):
+                    raise refused.details from None
+                raise
 
         sources = [lambda wait, wanted, slot=slot: source(slot, wait, wanted) for slot in slots]
-        taken, extra = await claim_first(sources, count, wait_ms / 1000, self._rotation)
+        try:
+            taken, extra = await claim_first(sources, count, wait_ms / 1000, self._rotation)
+        except OsqueueError as error:  # as that queue's broker would have answered
+            raise _refuse(error) from None
         for job in extra:
             await self._give_back(job, worker_id)
         return taken
