@@ -4,7 +4,8 @@
 (or a given port), reads the port the broker logs once it serves, checks that it
 accepts connections, and returns a :class:`BrokerProcess`. Every broker a test started
 is killed at its end. ``run_worker(mode, address, ...)`` starts a worker process from
-``tests/io/distributed/workers.py``.
+``tests/io/distributed/workers.py``. ``stored_records(data)`` reads every job record a
+queue holds, while its broker may still be writing.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from osqueue_core import DecodedState, decode_state
 from osqueue_io.storage import open_store
+from tests.io.archive import archived_records
 from tests.io.conftest import S3Server, fresh_prefix, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -186,6 +189,26 @@ def run_worker() -> Iterator[Callable[..., ChildProcess]]:
 
 
 # -- storage -------------------------------------------------------------------------
+
+
+async def stored_records(data: str) -> list[dict[str, Any]]:
+    """Every job record of the queue at ``data``, in its state and its archive, read
+    while its broker may still run. The state is read first: a job leaves it only once
+    archived, so one that finishes between the two reads is found in the archive
+    (read the other way round, it would be in neither). A job in both (archived, not
+    yet dropped from the state) is one record, the archived one; repeats within the
+    archive are kept (there must be none)."""
+    store = open_store(data)
+    try:
+        found = await store.read("state.json")
+        assert found is not None, f"no state object in {data}"
+        state = orjson.loads(found.data)
+        assert "segments" not in state, "spilled: count those too"
+        archived = await archived_records(store)
+    finally:
+        await store.aclose()
+    seen = {record["id"] for record in archived}
+    return [*archived, *(record for record in state["jobs"] if record["id"] not in seen)]
 
 
 class Storage:

@@ -17,16 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import orjson
 import pytest
 
 from osqueue_core import BrokerNotRunning, BrokerReplaced, NotOwner, OsqueueError, decode_state
 from osqueue_io import RemoteQueue
 from osqueue_io.remote import Worker
 from osqueue_io.storage import open_store
-from tests.io.archive import archived_records
 from tests.io.conftest import wait_for_port
-from tests.io.distributed.conftest import ChildProcess, server_args
+from tests.io.distributed.conftest import ChildProcess, server_args, stored_records
 from tests.io.health import health_status
 
 pytestmark = pytest.mark.anyio
@@ -80,20 +78,6 @@ async def owner(data: str) -> tuple[str, int]:
     assert found is not None
     header = decode_state(found.data).header
     return header.owner.identity, header.owner.epoch
-
-
-async def everything_stored(data: str) -> list[dict[str, object]]:
-    """Every job record in the state and the archive (with repeats)."""
-    store = open_store(data)
-    try:
-        records = await archived_records(store)
-        found = await store.read("state.json")
-        assert found is not None
-        records.extend(orjson.loads(found.data)["jobs"])
-        assert "segments" not in orjson.loads(found.data), "spilled: count those too"
-    finally:
-        await store.aclose()
-    return records
 
 
 def payload_of(record: dict[str, object]) -> bytes:
@@ -172,12 +156,12 @@ async def test_kill_9_under_load_a_standby_takes_over_and_nothing_acknowledged_i
     b.wait_for_line(LISTENING, 5)  # it served: it logged its takeover
     assert await owner(data) == ("broker-b", 2)
     assert stats.identity == "broker-b"
-    records = await everything_stored(data)
+    records = await stored_records(data)  # the state, then the archive: b still runs
     by_payload: dict[bytes, list[str]] = {}
     for record in records:
         ids = by_payload.setdefault(payload_of(record), [])
-        # A finished job may be read twice: archived, and still in the state until the
-        # write that drops it lands. The same id is one job; two ids would be two.
+        # The same id is one job (stored_records already counts a job archived and not
+        # yet dropped from the state once); two ids would be two.
         if str(record["id"]) not in ids:
             ids.append(str(record["id"]))
     for payload, job_id in acked.items():

@@ -18,14 +18,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import orjson
 import pytest
 
 from osqueue_core import OsqueueError, decode_header
 from osqueue_io import RemoteQueue
 from osqueue_io.storage import open_store
-from tests.io.archive import archived_records
-from tests.io.distributed.conftest import ChildProcess, server_args
+from tests.io.distributed.conftest import ChildProcess, server_args, stored_records
 from tests.io.distributed.test_failover import free_port, payload_of
 from tests.io.health import health_status
 
@@ -104,20 +102,10 @@ async def balanced(data: str, counts: list[int], within: float) -> dict[str, str
 
 async def everything_stored(data: str) -> dict[bytes, list[str]]:
     """Payload -> the ids of every record holding it, over every queue's state and
-    archive."""
+    archive (a job in both counted once: :func:`stored_records`)."""
     stored: dict[bytes, list[str]] = {}
     for queue in QUEUES:
-        store = open_store(f"{data}/queues/{queue}")
-        try:
-            records = await archived_records(store)
-            found = await store.read("state.json")
-            assert found is not None
-            state = orjson.loads(found.data)
-            assert "segments" not in state, "spilled: count those too"
-            records.extend(state["jobs"])
-        finally:
-            await store.aclose()
-        for record in records:
+        for record in await stored_records(f"{data}/queues/{queue}"):
             assert str(record["id"]).startswith(f"{queue}/"), record["id"]
             stored.setdefault(payload_of(record), []).append(str(record["id"]))
     return stored
