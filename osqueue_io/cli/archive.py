@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import orjson
 
-from osqueue_core import BrokerConfig, archive_bucket, quote
+from osqueue_core import DEFAULT_QUEUE, BrokerConfig, archive_bucket, quote
 from osqueue_io.cli.exits import CliError
 from osqueue_io.storage import ObjectStore
 
@@ -158,7 +158,7 @@ class ArchiveScan:
         finished = record.get("finished_at")
         if isinstance(finished, int | float) and not self.since <= finished < self.until:
             return False
-        if self.queue is not None and born.get("queue", "default") != self.queue:
+        if self.queue is not None and born.get("queue", DEFAULT_QUEUE) != self.queue:
             return False
         return self.status is None or record.get("status", "ready") == self.status
 

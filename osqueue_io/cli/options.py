@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -119,6 +120,13 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not stripped:
         raise click.BadParameter("must not be empty")
     return stripped + "/"
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``value`` if it is a number: ``click.FloatRange`` lets ``nan`` through."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
 
 
 def _broker(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -242,6 +250,7 @@ def broker_options(command: F) -> F:
     command = click.option(
         "--timeout",
         type=click.FloatRange(0.1, MAX_TIMEOUT),
+        callback=_finite,
         default=15.0,
         show_default=True,
         metavar="SECONDS",

@@ -45,30 +45,6 @@ MAX_CELL = 1000
 #: enough that ids and times are never wrapped or cut by rich itself.
 PIPE_WIDTH = 240
 
-#: Fields of a job view (``jobs ls``, ``jobs show``, ``dead ls``), in output order.
-JOB_FIELDS = (
-    "id",
-    "seq",
-    "queue",
-    "priority",
-    "status",
-    "delayed",
-    "attempts",
-    "max_attempts",
-    "created_at",
-    "ready_at",
-    "claimed_by",
-    "claimed_at",
-    "finished_at",
-    "last_error",
-    "key",
-    "cancel_requested",
-    "archive_key",
-    "where",
-    "segment",
-    "payload_bytes",
-)
-
 
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun``, plural unless the count is one: "1 bucket", "3 objects"."""

@@ -15,7 +15,6 @@ times), ``SegmentMissing`` if it did not (the data is lost: exit 4).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -28,6 +27,7 @@ from osqueue_core import (
     SegmentRef,
     decode_segment,
     decode_state,
+    default_job_seq,
     quote,
     segment_job,
     untouched_positions,
@@ -41,10 +41,6 @@ T = TypeVar("T")
 
 #: Reads of a fresh state after the one before moved on under a command.
 STATE_READ_ATTEMPTS = 3
-
-# The default job id factory: f"{seq:012d}-{epoch}" (osqueue_core.config.default_job_id).
-# Only such ids are spilled into segments (architecture.md, "Stage 1 as built").
-_DEFAULT_ID = re.compile(r"([0-9]{12,16})-([0-9]{1,16})")
 
 
 class StateMoved(Exception):
@@ -102,10 +98,11 @@ class Snapshot:
         for job in self.state.jobs:
             if job.id == job_id:
                 return Located(job)
-        match = _DEFAULT_ID.fullmatch(job_id)
-        if match is None:
-            return None  # only default ids are spilled: it is not in a segment
-        seq = int(match.group(1))
+        # Only ids that name their seq are spilled (architecture.md, "Stage 1 as built"):
+        # the default factory's, and a group queue's, which is "<queue>/" before one.
+        seq = default_job_seq(job_id.rpartition("/")[2])
+        if seq is None:
+            return None  # not an id that names a seq: it is not in a segment
         for ref in self.refs:
             if ref.seqs[0] <= seq <= ref.seqs[1]:
                 for job in await self.untouched(ref):

@@ -22,6 +22,12 @@ MAX_TIME_TEXT = 64
 #: The furthest back a relative time may reach, and the longest range a scan may cover:
 #: a year and a day (8,784 hourly archive buckets).
 MAX_SPAN = 366 * 86400.0
+#: The years a time given as ISO 8601 may fall in (UTC): nothing is archived before UNIX
+#: time 0, and the hour buckets of a range reaching year 1 or 9999 (after its offset)
+#: would fall outside ``datetime``'s years.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+_EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC).timestamp()
 
 
 class BadTime(ValueError):
@@ -50,7 +56,10 @@ def parse_time(text: str, now: float) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    if not _EARLIEST <= seconds < _LATEST:
+        raise BadTime(f"{quote(text)} is not between the years {FIRST_YEAR} and {LAST_YEAR} (UTC)")
+    return seconds
 
 
 def _span(text: str) -> float | None:

@@ -48,6 +48,7 @@ from osqueue_core import (
     Purged,
     Redrive,
     Redriven,
+    quote,
 )
 from osqueue_io.group.layout import job_queue
 from osqueue_io.http import archive, params
@@ -205,7 +206,7 @@ class Dashboard:
             queue = member.home_queue() or member.queues[0]
         monitor = member.monitors.get(queue)
         if monitor is None:
-            raise BadRequest(f"queue {queue} is not one of this group's queues", 404)
+            raise BadRequest(f"queue {quote(queue)} is not one of this group's queues", 404)
         return queue, monitor.config
 
     # -- pages -----------------------------------------------------------------------

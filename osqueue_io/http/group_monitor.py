@@ -22,7 +22,15 @@ from collections.abc import Mapping, Sequence
 import anyio
 import attrs
 
-from osqueue_core import BrokerConfig, BrokerStats, OsqueueError, Owner, Phase, decode_header
+from osqueue_core import (
+    BrokerConfig,
+    BrokerStats,
+    OsqueueError,
+    Owner,
+    Phase,
+    decode_header,
+    quote,
+)
 from osqueue_io.group.layout import queue_config, state_key
 from osqueue_io.group.members import Roster
 from osqueue_io.group.membership import Membership, queue_owner
@@ -201,7 +209,7 @@ class GroupMonitor:
                 )
         monitor = self.monitors.get(queue)
         if monitor is None:
-            raise BadRequest(f"queue {queue} is not one of this group's queues", 404)
+            raise BadRequest(f"queue {quote(queue)} is not one of this group's queues", 404)
         runtime = monitor.runtime
         if runtime is not None and runtime.broker_phase is Phase.RUNNING:
             return runtime
@@ -211,7 +219,8 @@ class GroupMonitor:
         if owner is None or owner.released or owner.identity == self.identity:
             who = "no member now (its owner released it, or is taking it over)"
         else:
-            who = f"member {owner.identity} (gRPC at {owner.address or 'unknown'})"
+            address = quote(owner.address) if owner.address else "unknown"
+            who = f"member {quote(owner.identity)} (gRPC at {address})"
         raise BadRequest(
             f"queue {queue} is not served by this member ({self.identity}) but by {who}: "
             "open that member's dashboard",

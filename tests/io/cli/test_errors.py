@@ -18,6 +18,9 @@ from osqueue_io.storage import LocalFileStore
 from tests.io.cli.conftest import osqueue, populate
 
 LONG = "x" * 5000
+#: Hour ranges whose buckets (UTC) fall in years 0 and 10,000: out of datetime's range.
+YEAR_ONE = ("--since", "0001-01-01T00:00+01:00", "--until", "0001-01-01T01:00+01:00")
+YEAR_9999 = ("--since", "9999-12-31T00:00-12:00", "--until", "9999-12-31T23:59:59-12:00")
 
 
 def _store_with_state(root: Path, data: bytes) -> str:
@@ -41,7 +44,11 @@ def _store_with_state(root: Path, data: bytes) -> str:
         (("archive", "cat", "--since", "1h", "--until", "2h", "--data", "."), 2, "before"),
         (("archive", "cat", "--since", "2020-01-01", "--data", "."), 2, "scan it in parts"),
         (("archive", "cat", "--since", LONG, "--data", "."), 2, "too long"),
+        (("archive", "ls", *YEAR_ONE, "--data", "."), 2, "1970"),
+        (("archive", "cat", *YEAR_9999, "--data", "."), 2, "9998"),
         (("cancel", "x", "--broker", "not-an-address"), 2, "HOST:PORT"),
+        (("cancel", "x", "--timeout", "nan", "--broker", "127.0.0.1:1"), 2, "--timeout"),
+        (("cancel", "x", "--timeout", "nan", "--data", "."), 2, "--timeout"),
         (("dead", "redrive", "--broker", "127.0.0.1:1"), 2, "not both and not neither"),
         (("dead", "purge", "--state-key", "../escape", "--data", "."), 2, "--state-key"),
         ((LONG,), 2, "No such command"),

@@ -33,6 +33,28 @@ def test_refused(text: str) -> None:
     assert len(str(refused.value)) < 200  # quotes at most a few dozen characters
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00+01:00",
+        "0001-01-01T00:00",
+        "1969-12-31T23:59:59",
+        "1970-01-01T00:30+01:00",
+        "9999-12-31T23:59:59-12:00",
+        "9999-01-01T00:00",
+    ],
+)
+def test_times_outside_the_years_an_archive_can_hold_are_refused(text: str) -> None:
+    with pytest.raises(BadTime, match="1970"):
+        parse_time(text, NOW)
+
+
+def test_the_edges_of_the_years_an_archive_can_hold() -> None:
+    for text in ("1970-01-01T00:00", "9998-12-31T23:59:59"):
+        moment = parse_time(text, NOW)
+        assert hour_buckets(moment, moment)  # no year out of range
+
+
 def test_hour_buckets_cover_the_range_inclusively() -> None:
     since = parse_time("2026-12-01T15:59:59", NOW)
     assert hour_buckets(since, NOW) == ["2026-12-01T15", "2026-12-01T16", "2026-12-01T17"]

@@ -136,7 +136,7 @@ def test_members_show_the_group_and_the_metrics_of_their_queues(
         other = next(queue for queue, owner in bucket.items() if owner != name)
         status, refused = fetch(f"{dashboard}/jobs?queue={other}")
         assert status == 409, refused
-        assert f"member {bucket[other]}" in refused
+        assert f"member &#39;{bucket[other]}&#39;" in refused  # quoted, HTML-escaped
 
     # The archive of any queue, whoever serves it: m1 shows that of a queue m2 serves.
     theirs = next(queue for queue, owner in bucket.items() if owner == "m2")
