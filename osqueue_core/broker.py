@@ -295,13 +295,6 @@ class Broker:
         self._input(now, wall, lambda: self._commit.hold_takeover(held))
 
     @property
-    def watched_owner(self) -> NotOwner:
-        """What a command sent to this standby is answered: ``NotOwner`` naming the
-        owner it watches, as last read (a scale-out group answers calls for a queue
-        that member does not own with it)."""
-        return self.not_owner()
-
-    @property
     def takeover_held(self) -> bool:
         """Whether this standby's takeover is held back (:meth:`hold_takeover`)."""
         watch = self._commit.watch

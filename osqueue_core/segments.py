@@ -355,7 +355,8 @@ class SegmentIndex:
         segment = self._add(
             attrs.evolve(ref, left=_as_runs(sorted(left))),
             [j.seq for j in ordered],
-            [(j.ready_at, j.priority, j.seq) for j in ordered],
+            # Only a segment of delayed jobs has a window to fill (most have none).
+            None if ref.due is None else [(j.ready_at, j.priority, j.seq) for j in ordered],
             set(due),
         )
         if segment is None:

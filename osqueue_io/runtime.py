@@ -296,10 +296,6 @@ class BrokerRuntime(AsyncResource):
         elif not self._closed:
             self._put(_Hold(held))
 
-    def watched_owner(self) -> NotOwner:
-        """What a standby answers: ``NotOwner`` naming the owner it watches."""
-        return self._broker.watched_owner
-
     async def stop(self) -> None:
         """Stop the broker cleanly, from any task: new requests are refused, accepted
         ones get their replies, ownership is released. Waits at most

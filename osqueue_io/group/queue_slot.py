@@ -104,7 +104,7 @@ class QueueSlot:
         owner, and the caller looks in the bucket."""
         if self.runtime is None:
             return NotOwner("", 0, None)
-        answer = self.runtime.watched_owner()
+        answer = self.runtime.not_owner()
         if answer.new_identity == self.identity or answer.new_address == self.address:
             return NotOwner("", 0, None)
         return answer

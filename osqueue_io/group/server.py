@@ -48,7 +48,6 @@ from osqueue_io.server.app import (
     advertised_address,
     format_address,
 )
-from osqueue_io.server.health import BrokerHealth
 from osqueue_io.storage import ObjectStore
 
 log = logging.getLogger("osqueue.group")
@@ -158,13 +157,11 @@ class GroupServer(BrokerServer):
             lease_timeout=self.config.heartbeat_timeout,
             max_batch_ops=self.config.max_batch_ops,
         )
-        # The single broker's path: intake limits, tokens (a worker-bound token's
-        # worker ids checked on every call, so each queue's broker holds it to the jobs
-        # it holds), TLS.
-        # Health checks as on a single broker: SERVING while this member is in the
+        # The single broker's path (intake limits, tokens: a worker-bound token's worker
+        # ids are checked on every call, so each queue's broker holds it to the jobs it
+        # holds; TLS), with its health service: SERVING while this member is in the
         # group and not stopping (it answers every queue's calls: those it does not
         # serve with NotOwner naming their owner), NOT_SERVING before it joined.
-        self._health = BrokerHealth()
         server = await self._start_grpc(sock, service, self._health)
         log.info(
             "osqueue group member %r listening on %s%s, storage %s, %d queues",

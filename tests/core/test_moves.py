@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from osqueue_core import BrokerConfig, Job, JobSpec, JobStatus
+from osqueue_core.archive import archive_bucket, archive_key
 from osqueue_core.batch import Batch
 from osqueue_core.clock import Clock
 from osqueue_core.table import JobTable
@@ -98,7 +99,9 @@ def test_each_move_changes_only_what_it_names(job: Job, attempts: int) -> None:
     moves.finish(job, JobStatus.COMPLETED, "e", Batch(), 3, 4, result=b"r", at=5.0)
     finished = table.get(job.id)
     assert finished is not None
-    assert finished.archive_key is not None
+    config = BrokerConfig()
+    bucket = archive_bucket(WALL, config.archive_bucket_format)
+    assert finished.archive_key == archive_key(config.archive_prefix, bucket, 3, 4)
     expected = attrs.evolve(
         job,
         status=JobStatus.COMPLETED,
@@ -109,3 +112,21 @@ def test_each_move_changes_only_what_it_names(job: Job, attempts: int) -> None:
         cancel_requested=False,
     )
     assert finished == expected
+
+
+def test_the_archive_key_is_shared_within_a_commit_and_new_for_the_next() -> None:
+    """Jobs one commit finishes share an archive key (built once); the next revision's
+    jobs get their own."""
+    first, second, third = (Job(f"{n:012d}-3", n, JobSpec(b"x", created_at=1.0)) for n in range(3))
+    moves, table = moves_for(first)
+    table.add(second)
+    table.add(third)
+    config = BrokerConfig()
+    bucket = archive_bucket(WALL, config.archive_bucket_format)
+    keys = []
+    for job, revision in ((first, 4), (second, 4), (third, 5)):
+        moves.finish(job, JobStatus.COMPLETED, None, Batch(), 3, revision)
+        finished = table.get(job.id)
+        assert finished is not None
+        keys.append(finished.archive_key)
+    assert keys == [archive_key(config.archive_prefix, bucket, 3, r) for r in (4, 4, 5)]
